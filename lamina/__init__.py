@@ -1,0 +1,12 @@
+"""lamina: llama.cpp's system in Python — GGUF models, quantization, tokenizers and fast CPU inference."""
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # `from lamina import Llama` without paying for the engine's imports on `import lamina`.
+    if name == "Llama":
+        from .llama import Llama
+
+        return Llama
+    raise AttributeError(f"module 'lamina' has no attribute {name!r}")

@@ -1,0 +1,35 @@
+"""The ``lamina`` command: ``lamina -m MODEL -p PROMPT -n N`` generates; subcommands do the rest.
+
+Each subcommand is one module in this package with a ``main(argv) -> int``; they are
+imported only when named, so ``lamina info`` does not pay for the engine's imports.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+SUBCOMMANDS = {
+    "info": ("lamina.cli.info", "summarize a GGUF file (metadata, tensors, quantization mix)"),
+    "tokenize": ("lamina.cli.tokenize", "show how a model tokenizes text, like llama-tokenize"),
+    "quantize": ("lamina.cli.quantize", "quantize a GGUF model, like llama-quantize"),
+    "perplexity": ("lamina.cli.perplexity", "measure perplexity on a text file, like llama-perplexity"),
+    "bench": ("lamina.cli.bench", "measure prompt and generation speed, like llama-bench"),
+}
+DEFAULT_COMMAND = "lamina.cli.run"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SUBCOMMANDS:
+        module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
+        return module.main(argv[1:])
+    module = importlib.import_module(DEFAULT_COMMAND)
+    return module.main(argv)
+
+
+def subcommand_help() -> str:
+    """A block listing the subcommands, for the main command's ``--help``."""
+    lines = ["subcommands (lamina COMMAND --help for each):"]
+    lines += [f"  {name:<12} {about}" for name, (_, about) in SUBCOMMANDS.items()]
+    return "\n".join(lines)

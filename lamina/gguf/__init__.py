@@ -1,0 +1,16 @@
+"""GGUF, llama.cpp's model file format: validated memory-mapped reading and atomic writing.
+
+>>> f = lamina.gguf.read("model.gguf")
+>>> f.get_str("general.architecture"), f.tensors["token_embd.weight"].type
+"""
+
+from .constants import ValueType
+from .reader import GGUFError, GGUFFile, MetadataValue, TensorInfo, read, tensor_nbytes
+from .types import GGML_TYPES, GGML_TYPES_BY_NAME, QK_K, GGMLType, ggml_type
+from .writer import NewTensor, tensor_from_array, write, write_atomically
+
+__all__ = [
+    "GGML_TYPES", "GGML_TYPES_BY_NAME", "GGMLType", "GGUFError", "GGUFFile", "MetadataValue", "NewTensor",
+    "QK_K", "TensorInfo", "ValueType", "ggml_type", "read", "tensor_from_array", "tensor_nbytes", "write",
+    "write_atomically",
+]
