@@ -1,0 +1,83 @@
+"""A batch of tokens to decode, and the per-pass state the model reads while running it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lamina.kernels.attention import attention
+
+from .kv_cache import KVCache
+
+
+@dataclass
+class Batch:
+    """Tokens to evaluate, like ``llama_batch``: each with a position, a sequence id and
+    whether its logits are wanted."""
+
+    tokens: np.ndarray
+    positions: np.ndarray
+    seq_ids: np.ndarray
+    output: np.ndarray
+
+    @classmethod
+    def for_sequence(cls, tokens, start_pos: int, seq_id: int = 0, logits_all: bool = False) -> "Batch":
+        tokens = np.asarray(tokens, dtype=np.int32)
+        n = len(tokens)
+        output = np.ones(n, dtype=bool) if logits_all else np.arange(n) == n - 1
+        return cls(tokens, np.arange(start_pos, start_pos + n, dtype=np.int32),
+                   np.full(n, seq_id, dtype=np.int32), output)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+@dataclass
+class SequenceRows:
+    seq: int
+    rows: np.ndarray  # indices into the batch
+    positions: np.ndarray
+
+
+@dataclass
+class ForwardState:
+    """What a model's layers need from the engine during one forward pass.
+
+    Models call :meth:`rope` and :meth:`attend`; which sequence each row belongs to and
+    where its keys live stays the engine's business.
+    """
+
+    positions: np.ndarray
+    groups: list[SequenceRows]
+    kv: KVCache
+    _rope_tables: dict = field(default_factory=dict)
+
+    @classmethod
+    def for_batch(cls, batch: Batch, kv: KVCache) -> "ForwardState":
+        groups = []
+        for seq in np.unique(batch.seq_ids):
+            rows = np.flatnonzero(batch.seq_ids == seq)
+            groups.append(SequenceRows(int(seq), rows, batch.positions[rows].astype(np.int64)))
+        return cls(batch.positions.astype(np.int64), groups, kv)
+
+    def rope(self, cfg, x: np.ndarray) -> np.ndarray:
+        """Apply rotary embedding ``cfg`` at this batch's positions to x (tokens, heads, head_dim), in place."""
+        from lamina.models.layers import apply_rope
+
+        tables = self._rope_tables.get(id(cfg))
+        if tables is None:
+            tables = self._rope_tables[id(cfg)] = (cfg, *cfg.cos_sin(self.positions))
+        return apply_rope(x, tables[1], tables[2], cfg.n_rot, cfg.neox)
+
+    def attend(self, layer: int, q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
+               window: int = 0, softcap: float = 0.0) -> np.ndarray:
+        """Store this batch's k/v for ``layer`` and attend each sequence's queries over its cache."""
+        n_head, head_dim_v = q.shape[1], v.shape[2]
+        out = np.empty((q.shape[0], n_head * head_dim_v), dtype=np.float32)
+        for g in self.groups:
+            self.kv.store(layer, g.seq, g.positions, k[g.rows], v[g.rows])
+            n_cells = int(g.positions[-1]) + 1
+            out[g.rows] = attention(q[g.rows], self.kv.keys(layer, g.seq, n_cells),
+                                    self.kv.values(layer, g.seq, n_cells), g.positions, scale, window, softcap)
+        return out

@@ -1,0 +1,136 @@
+"""Building blocks shared by the architectures: norms, rotary embeddings, activations.
+
+Each follows the ggml operation llama.cpp's graphs use, including where ggml
+rounds through float16 (GELU's lookup table), so lamina's logits land close to
+llama.cpp's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def rms_norm(x: np.ndarray, weight: np.ndarray | None, eps: float) -> np.ndarray:
+    """ggml_rms_norm then ggml_mul: ``x / sqrt(mean(x²) + eps) * weight`` over the last axis.
+
+    The mean of squares is accumulated in double precision, as ggml does.
+    """
+    mean = np.einsum("...i,...i->...", x, x, dtype=np.float64) / x.shape[-1]
+    scale = (1.0 / np.sqrt((mean + eps).astype(np.float32))).astype(np.float32)
+    y = x * scale[..., None]
+    if weight is not None:
+        y *= weight
+    return y
+
+
+def layer_norm(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float) -> np.ndarray:
+    """ggml_norm (mean and variance over the last axis), then the optional scale and shift."""
+    mean = x.mean(axis=-1, dtype=np.float64, keepdims=True).astype(np.float32)
+    centered = x - mean
+    var = np.einsum("...i,...i->...", centered, centered, dtype=np.float64) / x.shape[-1]
+    y = centered * (1.0 / np.sqrt((var + eps).astype(np.float32)))[..., None]
+    if weight is not None:
+        y *= weight
+    if bias is not None:
+        y += bias
+    return y
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return x / (1.0 + np.exp(-x))
+
+
+def swiglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """SiLU-gated feed-forward activation (llama, qwen2)."""
+    return silu(gate) * up
+
+
+def _gelu_tanh(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float32)
+    inner = np.float32(0.7978845608028654) * x * (np.float32(1.0) + np.float32(0.044715) * x * x)
+    return np.float32(0.5) * x * (np.float32(1.0) + np.tanh(inner))
+
+
+# ggml evaluates GELU through a float16 lookup table: gelu(x) = f16(gelu_tanh(f16(x))) for |x| < 10.
+with np.errstate(invalid="ignore", over="ignore"):  # the table's inf/NaN entries are never looked up
+    _GELU_F16_TABLE = _gelu_tanh(np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)).astype(np.float16)
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+    """ggml_gelu: tanh-approximated GELU looked up through float16, identity above 10, zero below -10."""
+    idx = x.astype(np.float16).view(np.uint16)
+    y = _GELU_F16_TABLE[idx].astype(np.float32)
+    y = np.where(x >= 10.0, x, y)
+    return np.where(x <= -10.0, np.float32(0.0), y).astype(np.float32)
+
+
+def geglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """GELU-gated feed-forward activation (gemma)."""
+    return gelu(gate) * up
+
+
+@dataclass(frozen=True)
+class RopeConfig:
+    """Rotary position embedding settings, as ggml_rope_ext takes them.
+
+    ``neox`` selects the layout: rotate the two halves of the head (GPT-NeoX, qwen2,
+    gemma) or adjacent pairs (original llama). ``freq_factors`` (llama 3's
+    ``rope_freqs.weight``) divide each frequency.
+    """
+
+    n_rot: int
+    base: float
+    neox: bool
+    freq_scale: float = 1.0
+    freq_factors: np.ndarray | None = None
+    ext_factor: float = 0.0  # YaRN
+    attn_factor: float = 1.0
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    n_ctx_orig: int = 0
+
+    def cos_sin(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """cos and sin tables of shape (len(positions), n_rot // 2), as ggml's rope_yarn computes them."""
+        half = self.n_rot // 2
+        i = np.arange(half, dtype=np.float64)
+        inv_freq = np.float64(self.base) ** (-2.0 * i / self.n_rot)
+        if self.freq_factors is not None:
+            inv_freq = inv_freq / self.freq_factors[:half].astype(np.float64)
+        theta_extrap = positions.astype(np.float64)[:, None] * inv_freq[None, :]
+        theta = theta_extrap * self.freq_scale
+        mscale = self.attn_factor
+        if self.ext_factor != 0.0:
+            low, high = self._yarn_corr_dims()
+            y = (i - low) / max(0.001, high - low)  # ggml's rope_yarn_ramp at i0 = 2i
+            ramp = (1.0 - np.clip(y, 0.0, 1.0)) * self.ext_factor
+            theta = theta * (1.0 - ramp) + theta_extrap * ramp
+            mscale *= 1.0 + 0.1 * np.log(1.0 / self.freq_scale)
+        return (np.cos(theta) * mscale).astype(np.float32), (np.sin(theta) * mscale).astype(np.float32)
+
+    def _yarn_corr_dims(self) -> tuple[float, float]:
+        def corr_dim(n_rot_frac):
+            return self.n_rot * np.log(self.n_ctx_orig / (n_rot_frac * 2 * np.pi)) / (2 * np.log(self.base))
+
+        low = max(0.0, np.floor(corr_dim(self.beta_fast)))
+        high = min(self.n_rot - 1.0, np.ceil(corr_dim(self.beta_slow)))
+        return low, high
+
+
+def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, n_rot: int, neox: bool) -> np.ndarray:
+    """Rotate the first ``n_rot`` values of each head of ``x`` (tokens, heads, head_dim) in place."""
+    c = cos[:, None, :]
+    s = sin[:, None, :]
+    if neox:
+        half = n_rot // 2
+        x0 = x[..., :half].copy()
+        x1 = x[..., half:n_rot]
+        x[..., :half] = x0 * c - x1 * s
+        x[..., half:n_rot] = x0 * s + x1 * c
+    else:
+        x0 = x[..., 0:n_rot:2].copy()
+        x1 = x[..., 1:n_rot:2]
+        x[..., 0:n_rot:2] = x0 * c - x1 * s
+        x[..., 1:n_rot:2] = x0 * s + x1 * c
+    return x
