@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -261,7 +262,11 @@ class GGUFFile:
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
         self._mmap = None
+        self._buffer = None
         try:
+            # Checked before open(): opening a FIFO for reading would block forever.
+            if not stat.S_ISREG(os.stat(self.path).st_mode):
+                raise GGUFError("not a regular file", self.path)
             with open(self.path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
                 if size == 0:
@@ -270,7 +275,22 @@ class GGUFFile:
         except OSError as e:
             raise GGUFError(f"cannot open: {e.strerror or e}", self.path) from e
         self.file_size = size
-        self._parse()
+        try:
+            self._parse()
+        except BaseException:
+            self._release_map()
+            raise
+
+    def _release_map(self) -> None:
+        """Unmap now rather than at garbage collection, so a rejected file leaves no mapping open."""
+        self.tensors = {}
+        self._buffer = None
+        mapped, self._mmap = self._mmap, None
+        if mapped is not None:
+            try:
+                mapped.close()
+            except BufferError:  # a view is still alive somewhere; the map goes when it does
+                pass
 
     # -- parsing ---------------------------------------------------------------------
 
@@ -291,11 +311,17 @@ class GGUFFile:
         n_tensors = cur.u64("tensor count")
         n_kv = cur.u64("key-value count")
         if n_kv > cur.remaining // _MIN_KV_BYTES:
-            raise cur.error(f"key-value count {n_kv} is impossible: only {cur.remaining} bytes remain", 16)
+            raise cur.error(f"key-value count {n_kv} is impossible: only {cur.remaining} bytes remain and each "
+                            f"key-value pair needs at least {_MIN_KV_BYTES}", 16)
         if n_tensors > cur.remaining // _MIN_TENSOR_INFO_BYTES:
-            raise cur.error(f"tensor count {n_tensors} is impossible: only {cur.remaining} bytes remain", 8)
+            raise cur.error(f"tensor count {n_tensors} is impossible: only {cur.remaining} bytes remain and each "
+                            f"tensor record needs at least {_MIN_TENSOR_INFO_BYTES}", 8)
+        if n_kv * _MIN_KV_BYTES + n_tensors * _MIN_TENSOR_INFO_BYTES > cur.remaining:
+            raise cur.error(f"{n_kv} key-value pairs and {n_tensors} tensor records cannot fit in the "
+                            f"{cur.remaining} bytes that remain", 8)
 
         self.fields: dict[str, MetadataValue] = {}
+        self.field_offsets: dict[str, int] = {}  # where each key-value pair starts, for error messages
         for i in range(n_kv):
             start = cur.pos
             key = cur.utf8(f"key of key-value pair {i}")
@@ -303,6 +329,7 @@ class GGUFFile:
                 raise cur.error(f"key-value pair {i} has an empty key", start)
             if key in self.fields:
                 raise cur.error(f"duplicate key {key!r} (key-value pair {i})", start)
+            self.field_offsets[key] = start
             vtype = cur.value_type(f"value of {key!r}")
             if vtype == ValueType.ARRAY:
                 self.fields[key] = cur.array(repr(key))
@@ -341,13 +368,14 @@ class GGUFFile:
         field = self.fields.get(KEY_ALIGNMENT)
         if field is None:
             return DEFAULT_ALIGNMENT
+        at = self.field_offsets[KEY_ALIGNMENT]
         if field.type != ValueType.UINT32:
-            raise cur.error(f"{KEY_ALIGNMENT} must be a uint32, found {field.type.name}")
+            raise cur.error(f"{KEY_ALIGNMENT} must be a UINT32, found {_type_name(field)}", at)
         a = field.value
         if a == 0 or a & (a - 1):
-            raise cur.error(f"{KEY_ALIGNMENT} is {a}, which is not a power of two")
+            raise cur.error(f"{KEY_ALIGNMENT} is {a}, which is not a power of two", at)
         if a > MAX_ALIGNMENT:
-            raise cur.error(f"{KEY_ALIGNMENT} is {a}, absurdly large (at most {MAX_ALIGNMENT})")
+            raise cur.error(f"{KEY_ALIGNMENT} is {a}, absurdly large (at most {MAX_ALIGNMENT})", at)
         return a
 
     def _tensor_info(self, cur: _Cursor, i: int, names: set[str]):
@@ -366,13 +394,17 @@ class GGUFFile:
         cur.need(8 * n_dims, f"dimensions of tensor {name!r}")
         shape = _I64x4[n_dims].unpack_from(cur.buf, cur.pos)
         cur.pos += 8 * n_dims
-        n_elements = 1
+        # The product skips zeros: a zero-sized tensor is legal, but (2^62, 2^62, 0) is not a shape
+        # anything can index (NumPy refuses it too).
+        extent = 1
         for j, d in enumerate(shape):
             if d < 0:
-                raise cur.error(f"tensor {name!r} dimension {j} is negative ({d})", dims_pos + 4 + 8 * j)
-            n_elements *= d
-            if n_elements > INT64_MAX:
-                raise cur.error(f"tensor {name!r} shape {list(shape)} has more than 2^63-1 elements", dims_pos)
+                raise cur.error(f"tensor {name!r} dimension {j} is negative ({d}, or {d + (1 << 64)} "
+                                "read as unsigned)", dims_pos + 4 + 8 * j)
+            extent *= max(d, 1)
+            if extent > INT64_MAX:
+                raise cur.error(f"tensor {name!r} shape {list(shape)} overflows: more than 2^63-1 elements",
+                                dims_pos)
         type_pos = cur.pos
         type_id = cur.u32(f"type of tensor {name!r}")
         gtype = GGML_TYPES.get(type_id)
@@ -381,9 +413,10 @@ class GGUFFile:
         if shape[0] % gtype.block_size:
             raise cur.error(f"tensor {name!r} row length {shape[0]} is not a multiple of {gtype.name}'s block "
                             f"size {gtype.block_size}", dims_pos)
-        offset = cur.u64(f"data offset of tensor {name!r}")
         if tensor_nbytes(shape, gtype) > INT64_MAX:
-            raise cur.error(f"tensor {name!r} byte size overflows", dims_pos)
+            raise cur.error(f"tensor {name!r} of shape {list(shape)} and type {gtype.name} has a byte size "
+                            "that overflows 2^63-1", dims_pos)
+        offset = cur.u64(f"data offset of tensor {name!r}")
         return name, tuple(shape), gtype, offset, start
 
     # -- typed access --------------------------------------------------------------------
@@ -398,8 +431,8 @@ class GGUFFile:
                 raise GGUFError(f"required metadata key {key!r} is missing", self.path)
             return default
         if not accept(field):
-            shown = field.type.name if field.element_type is None else f"ARRAY of {field.element_type.name}"
-            raise GGUFError(f"metadata {key!r} should be {kind} but is {shown}", self.path)
+            raise GGUFError(f"metadata {key!r} should be {kind} but is {_type_name(field)}", self.path,
+                            self.field_offsets.get(key))
         return field.value
 
     def get_int(self, key: str, default: Any = None) -> int:
@@ -420,6 +453,9 @@ class GGUFFile:
     def get_bool(self, key: str, default: Any = None) -> bool:
         return self._typed(key, default, lambda f: f.type == ValueType.BOOL, "a bool")
 
+    def require_bool(self, key: str) -> bool:
+        return self.get_bool(key, _MISSING)
+
     def get_str(self, key: str, default: Any = None) -> str:
         return self._typed(key, default, lambda f: f.type == ValueType.STRING, "a string")
 
@@ -432,6 +468,9 @@ class GGUFFile:
         return self._typed(key, default, lambda f: f.type == ValueType.ARRAY and accept(f.element_type),
                            "an array" if element is None else f"an array of {element}s")
 
+    def require_array(self, key: str, element: str | None = None):
+        return self.get_array(key, _MISSING, element)
+
     def typed_metadata(self) -> dict[str, MetadataValue]:
         """Metadata with type tags, as :func:`lamina.gguf.write` needs it for an exact copy."""
         return dict(self.fields)
@@ -440,10 +479,8 @@ class GGUFFile:
         return iter(self.tensors.values())
 
     def close(self) -> None:
-        """Drop this object's references to the map; it is unmapped once no tensor view is alive."""
-        self.tensors = {}
-        self._buffer = None
-        self._mmap = None
+        """Drop this object's references to the map; it is unmapped now, or once no tensor view is alive."""
+        self._release_map()
 
     def __enter__(self) -> "GGUFFile":
         return self
@@ -456,6 +493,10 @@ class GGUFFile:
 
 
 _MISSING = object()
+
+
+def _type_name(field: MetadataValue) -> str:
+    return field.type.name if field.element_type is None else f"ARRAY of {field.element_type.name}"
 
 _ARRAY_ELEMENT_CHECKS = {
     None: lambda t: True,

@@ -21,13 +21,17 @@ from .constants import (
     DEFAULT_ALIGNMENT,
     DEFAULT_VERSION,
     GGUF_MAGIC,
+    INTEGER_TYPES,
     KEY_ALIGNMENT,
+    MAX_ALIGNMENT,
+    MAX_DIMS,
     MAX_TENSOR_NAME,
     SCALAR_DTYPES,
+    SUPPORTED_VERSIONS,
     ValueType,
 )
 from .reader import GGUFError, MetadataValue, TensorInfo, _pad, tensor_nbytes
-from .types import ggml_type
+from .types import GGMLType, ggml_type
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -45,14 +49,26 @@ class NewTensor:
     data: np.ndarray
 
 
+# Types whose stored form is a plain little-endian NumPy dtype: converted here, without the quants package.
+_NATIVE_DTYPES = {
+    "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "F64": np.dtype("<f8"),
+    "I8": np.dtype("i1"), "I16": np.dtype("<i2"), "I32": np.dtype("<i4"), "I64": np.dtype("<i8"),
+}
+
+
 def tensor_from_array(name: str, array: np.ndarray, type: str = "F32") -> NewTensor:
     """Make a tensor to write from a float array, converting or quantizing it to ``type``.
 
     ``array`` has NumPy shape (..., row length); the ggml shape is its reverse.
+    F32/F16/F64 and the integer types are a NumPy conversion (F16 rounds to nearest
+    even, as ggml does); every block format is quantized by :mod:`lamina.quants`.
     """
     gtype = ggml_type(type)
     array = np.asarray(array)
     shape = tuple(reversed(array.shape)) or (1,)
+    native = _NATIVE_DTYPES.get(gtype.name)
+    if native is not None:
+        return NewTensor(name, shape, gtype.name, np.ascontiguousarray(array, dtype=native).reshape(-1))
     from lamina.quants import quantize  # the block formats live with the quantization code
 
     rows = array.reshape(-1, shape[0]).astype(np.float32, copy=False)
@@ -75,12 +91,20 @@ def write(
     :class:`TensorInfo` or :func:`tensor_from_array`'s result.
     """
     path = os.fspath(path)
-    typed = {key: _typed_value(key, value) for key, value in metadata.items()}
+    if version not in SUPPORTED_VERSIONS:
+        raise GGUFError(f"cannot write GGUF version {version} (supported: 2 and 3)", path)
+    typed = {}
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not key:
+            raise GGUFError(f"metadata key {key!r} must be a non-empty string", path)
+        typed[key] = _typed_value(key, value)
     alignment = DEFAULT_ALIGNMENT
     if KEY_ALIGNMENT in typed:
         field = typed[KEY_ALIGNMENT]
-        if field.type != ValueType.UINT32 or field.value <= 0 or field.value & (field.value - 1):
-            raise GGUFError(f"{KEY_ALIGNMENT} must be a power of two stored as uint32, got {field.value!r}", path)
+        if (field.type != ValueType.UINT32 or not isinstance(field.value, (int, np.integer))
+                or not 0 < field.value <= MAX_ALIGNMENT or field.value & (field.value - 1)):
+            raise GGUFError(f"{KEY_ALIGNMENT} must be a power of two up to {MAX_ALIGNMENT} stored as UINT32, "
+                            f"got {field.value!r} as {field.type.name}", path)
         alignment = int(field.value)
     tensors = list(tensors)
 
@@ -92,18 +116,18 @@ def write(
     for key, field in typed.items():
         _put_string(header, key)
         header += _U32.pack(field.type)
-        _put_value(header, field)
+        try:
+            _put_value(header, field)
+        except (OverflowError, ValueError, TypeError) as e:
+            raise GGUFError(f"metadata {key!r}: cannot store {_short(field.value)} as {field.type.name}"
+                            f"{'' if field.element_type is None else ' of ' + field.element_type.name}: {e}",
+                            path) from None
 
     payloads = []
     offset = 0
     seen = set()
     for t in tensors:
-        gtype = ggml_type(t.type)
-        shape = tuple(int(d) for d in t.shape)
-        if t.name in seen:
-            raise GGUFError(f"duplicate tensor name {t.name!r}", path)
-        if len(t.name.encode()) > MAX_TENSOR_NAME:
-            raise GGUFError(f"tensor name {t.name!r} is longer than {MAX_TENSOR_NAME} bytes", path)
+        shape, gtype = _checked_tensor(t, seen, path)
         seen.add(t.name)
         data = np.ascontiguousarray(t.data).reshape(-1).view(np.uint8)
         nbytes = tensor_nbytes(shape, gtype)
@@ -127,6 +151,34 @@ def write(
             f.write(bytes(_pad(data.nbytes, alignment) - data.nbytes))
 
     write_atomically(path, emit)
+
+
+def _checked_tensor(t, seen: set[str], path: str) -> tuple[tuple[int, ...], GGMLType]:
+    """Refuse a tensor the reader (or llama.cpp) would reject, before anything is written."""
+    try:
+        gtype = ggml_type(t.type)
+    except ValueError as e:
+        raise GGUFError(f"tensor {t.name!r}: {e}", path) from None
+    if not isinstance(t.name, str):
+        raise GGUFError(f"tensor name {t.name!r} must be a string", path)
+    if t.name in seen:
+        raise GGUFError(f"duplicate tensor name {t.name!r}", path)
+    if len(t.name.encode("utf-8", "surrogateescape")) > MAX_TENSOR_NAME:
+        raise GGUFError(f"tensor name {t.name!r} is longer than {MAX_TENSOR_NAME} bytes", path)
+    shape = tuple(int(d) for d in t.shape)
+    if not 1 <= len(shape) <= MAX_DIMS:
+        raise GGUFError(f"tensor {t.name!r} has {len(shape)} dimensions (must be 1 to {MAX_DIMS})", path)
+    if any(d < 0 for d in shape):
+        raise GGUFError(f"tensor {t.name!r} has a negative dimension in {list(shape)}", path)
+    if shape[0] % gtype.block_size:
+        raise GGUFError(f"tensor {t.name!r} row length {shape[0]} is not a multiple of {gtype.name}'s block "
+                        f"size {gtype.block_size}", path)
+    return shape, gtype
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def write_atomically(path: str, emit) -> None:
@@ -158,6 +210,8 @@ def write_atomically(path: str, emit) -> None:
 
 
 def _put_string(out: bytearray, s: str) -> None:
+    if not isinstance(s, str):
+        raise TypeError(f"expected a string, got {type(s).__name__}")
     raw = s.encode("utf-8", "surrogateescape")
     out += _U64.pack(len(raw))
     out += raw
@@ -167,15 +221,57 @@ def _put_value(out: bytearray, field: MetadataValue) -> None:
     if field.type == ValueType.STRING:
         _put_string(out, field.value)
     elif field.type == ValueType.ARRAY:
+        if field.element_type is None or field.element_type == ValueType.ARRAY:
+            raise TypeError("an array needs an element type other than ARRAY (GGUF has no nested arrays)")
         out += _U32.pack(field.element_type)
-        out += _U64.pack(len(field.value))
         if field.element_type == ValueType.STRING:
-            for s in field.value:
+            items = list(field.value)
+            out += _U64.pack(len(items))
+            for s in items:
                 _put_string(out, s)
         else:
-            out += np.asarray(field.value, dtype=SCALAR_DTYPES[field.element_type]).tobytes()
+            packed = _scalars_bytes(field.value, field.element_type, ndim=1)
+            out += _U64.pack(len(packed) // SCALAR_DTYPES[field.element_type].itemsize)
+            out += packed
     else:
-        out += np.asarray(field.value, dtype=SCALAR_DTYPES[field.type]).tobytes()
+        out += _scalars_bytes(field.value, field.type, ndim=0)
+
+
+def _scalars_bytes(value: Any, vtype: ValueType, ndim: int) -> bytes:
+    """Little-endian bytes of a scalar (``ndim`` 0) or a 1-D sequence, refusing lossy conversions.
+
+    NumPy would silently truncate 2.5 to an integer or wrap 300 into a uint8; a file
+    written that way would hold a value its author never gave.
+    """
+    dtype = SCALAR_DTYPES[vtype]
+    if vtype in INTEGER_TYPES and not isinstance(value, np.ndarray):
+        # Python ints: checked one by one, since NumPy turns [0, 2**64 - 1] into float64.
+        items = list(value) if ndim else [value]
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in items):
+            raise TypeError("values are not all integers")
+        value = items if ndim else items[0]
+        info = np.iinfo(dtype)
+        if items and (min(items) < info.min or max(items) > info.max):
+            raise OverflowError(f"values outside [{info.min}, {info.max}]")
+        return np.array(value, dtype=dtype).tobytes()
+    arr = np.asarray(value)
+    if arr.ndim != ndim:
+        raise TypeError(f"expected {'a scalar' if ndim == 0 else 'a 1-D sequence'}, got shape {arr.shape}")
+    kind = arr.dtype.kind
+    if arr.size == 0:
+        return b""
+    if vtype in INTEGER_TYPES:
+        if kind not in "iu":
+            raise TypeError(f"{arr.dtype} values are not integers")
+        info = np.iinfo(dtype)
+        if int(arr.min()) < info.min or int(arr.max()) > info.max:
+            raise OverflowError(f"values outside [{info.min}, {info.max}]")
+    elif vtype == ValueType.BOOL:
+        if kind != "b":
+            raise TypeError(f"{arr.dtype} values are not booleans")
+    elif kind not in "iuf":  # FLOAT32 / FLOAT64
+        raise TypeError(f"{arr.dtype} values are not numbers")
+    return arr.astype(dtype).tobytes()
 
 
 def _typed_value(key: str, value: Any) -> MetadataValue:
