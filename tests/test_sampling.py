@@ -379,6 +379,18 @@ def test_sampler_names_and_letters():
         parse_sampling_seq("kq")
 
 
+def test_options_in_llama_cpp_spelling():
+    p = SamplingParams.from_options(temp=0.7, typ_p=0.9, penalty_last_n=32, penalty_repeat=1.2, penalty_freq=0.1,
+                                    penalty_present=0.2, mirostat_mode=2, top_k=None, sampling_seq="kt", seed=None)
+    assert (p.temperature, p.typical_p, p.repeat_last_n, p.repeat_penalty) == (0.7, 0.9, 32, 1.2)
+    assert (p.frequency_penalty, p.presence_penalty, p.mirostat, p.top_k) == (0.1, 0.2, 2, 40)
+    assert p.samplers == ("top_k", "temperature") and p.seed is None
+    with pytest.raises(SamplingError, match="unknown sampling option 'warmth'"):
+        SamplingParams.from_options(warmth=1.0)
+    with pytest.raises(SamplingError, match="given twice"):
+        SamplingParams.from_options(temp=1.0, temperature=0.5)
+
+
 def _logits(n=5000, seed=3):
     return (np.random.default_rng(seed).standard_normal(n) * 3).astype(np.float32)
 

@@ -76,6 +76,17 @@ DEFAULT_SAMPLERS: tuple[str, ...] = (
 DEFAULT_DRY_SEQUENCE_BREAKERS: tuple[str, ...] = ("\n", ":", "\"", "*")
 
 
+#: Other spellings of the fields: llama.cpp's common_params_sampling names, its
+#: command-line names, and llama-cpp-python's.
+OPTION_ALIASES: dict[str, str] = {
+    "temp": "temperature", "typ_p": "typical_p", "typical": "typical_p",
+    "penalty_last_n": "repeat_last_n", "penalty_repeat": "repeat_penalty",
+    "penalty_freq": "frequency_penalty", "penalty_present": "presence_penalty",
+    "dynatemp_exp": "dynatemp_exponent", "top_nsigma": "top_n_sigma",
+    "mirostat_mode": "mirostat", "mirostat_lr": "mirostat_eta", "mirostat_ent": "mirostat_tau",
+}
+
+
 def _sampler_aliases() -> dict[str, str]:
     # The spellings llama.cpp's common_sampler_types_from_names accepts: canonical,
     # kebab-case, without underscores, and a few historical names.
@@ -266,6 +277,30 @@ class SamplingParams:
         if not isinstance(self.ignore_eos, bool):
             raise SamplingError(f"ignore_eos must be true or false, got {self.ignore_eos!r}")
         put("samplers", parse_sampler_names(self.samplers))
+
+    @classmethod
+    def from_options(cls, **options: Any) -> "SamplingParams":
+        """Settings from keyword options spelled as llama.cpp or llama-cpp-python spell them.
+
+        Accepts the field names above plus llama.cpp's ``common_params_sampling`` names
+        (``temp``, ``typ_p``, ``penalty_last_n``, ``penalty_repeat``, ``penalty_freq``,
+        ``penalty_present``, ``dynatemp_exp``...), llama-cpp-python's ``mirostat_mode``,
+        and ``sampling_seq`` letters. None means "the default". Unknown names are refused.
+        """
+        fields = {f.name for f in dataclasses.fields(cls)}
+        chosen: dict[str, Any] = {}
+        for name, value in options.items():
+            if value is None and name != "seed":
+                continue
+            if name == "sampling_seq":
+                name, value = "samplers", parse_sampling_seq(value)
+            field = OPTION_ALIASES.get(name, name)
+            if field not in fields:
+                raise SamplingError(f"unknown sampling option {name!r}")
+            if field in chosen:
+                raise SamplingError(f"sampling option {field!r} given twice (as {name!r})")
+            chosen[field] = value
+        return cls(**chosen)
 
     @classmethod
     def from_sampling_seq(cls, letters: str, **fields: Any) -> "SamplingParams":
