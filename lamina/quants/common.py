@@ -68,7 +68,7 @@ def bits_f32(typingctx, u):
 # -- half and bfloat16 --------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def fp32_to_fp16(f):
     """ggml_compute_fp32_to_fp16: round to nearest even; NaN becomes 0x7E00 with the sign kept."""
     f = F32(f)
@@ -89,7 +89,7 @@ def fp32_to_fp16(f):
     return np.uint16(((sign >> 16) | nonsign) & 0xFFFF)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def fp16_to_fp32(h):
     """ggml_compute_fp16_to_fp32 (exact; a NaN comes back quieted, as ggml's multiply does)."""
     h = np.int64(h) & 0xFFFF
@@ -107,7 +107,7 @@ def fp16_to_fp32(h):
     return bits_f32(sign | ((exp + 112) << 23) | (man << 13))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def fp32_to_bf16(f):
     """ggml_compute_fp32_to_bf16: round to nearest even, NaN forced quiet."""
     u = f32_bits(F32(f))
@@ -116,24 +116,24 @@ def fp32_to_bf16(f):
     return np.uint16(((u + (0x7FFF + ((u >> 16) & 1))) >> 16) & 0xFFFF)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def bf16_to_fp32(h):
     return bits_f32((np.int64(h) & 0xFFFF) << 16)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def round_fp16(f):
     """A float32 rounded to fp16 and back, as ``GGML_FP16_TO_FP32(GGML_FP32_TO_FP16(f))``."""
     return fp16_to_fp32(fp32_to_fp16(f))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def load_f16(buf, offset):
     """The fp16 stored little-endian at ``buf[offset:offset+2]``, as float32."""
     return fp16_to_fp32(np.int64(buf[offset]) | (np.int64(buf[offset + 1]) << 8))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def store_f16(buf, offset, h):
     """Store fp16 bits ``h`` little-endian at ``buf[offset:offset+2]``."""
     h = np.int64(h)
@@ -141,18 +141,18 @@ def store_f16(buf, offset, h):
     buf[offset + 1] = np.uint8((h >> 8) & 0xFF)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def load_u16(buf, offset):
     return np.int64(buf[offset]) | (np.int64(buf[offset + 1]) << 8)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def load_u32(buf, offset):
     return (np.int64(buf[offset]) | (np.int64(buf[offset + 1]) << 8) | (np.int64(buf[offset + 2]) << 16)
             | (np.int64(buf[offset + 3]) << 24))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def store_u32(buf, offset, v):
     v = np.int64(v)
     buf[offset] = np.uint8(v & 0xFF)
@@ -161,25 +161,25 @@ def store_u32(buf, offset, v):
     buf[offset + 3] = np.uint8((v >> 24) & 0xFF)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _fp32_to_fp16_flat(x, out):
     for i in prange(x.size):
         out[i] = fp32_to_fp16(x[i])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _fp16_to_fp32_flat(h, out):
     for i in prange(h.size):
         out[i] = fp16_to_fp32(h[i])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _fp32_to_bf16_flat(x, out):
     for i in prange(x.size):
         out[i] = fp32_to_bf16(x[i])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _bf16_to_fp32_flat(h, out):
     for i in prange(h.size):
         out[i] = bits_f32(np.int64(h[i]) << 16)
@@ -219,7 +219,7 @@ def bf16_to_fp32_array(h: np.ndarray) -> np.ndarray:
 # -- rounding -----------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def nearest_int(fval):
     """ggml's nearest_int: add 1.5·2^23 and read the mantissa (round half to even for |x| < 2^22)."""
     val = F32(fval) + F32(12582912.0)
@@ -227,7 +227,7 @@ def nearest_int(fval):
     return (i & 0x007FFFFF) - 0x00400000
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def round_away(x):
     """C's roundf/lroundf: nearest, halves away from zero (as float32)."""
     x = F32(x)
@@ -237,7 +237,7 @@ def round_away(x):
     return t
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def best_index_int8(values, x):
     """Index of the entry of the sorted table ``values`` nearest to ``x`` (ggml's best_index_int8)."""
     n = values.shape[0]
@@ -259,7 +259,7 @@ def best_index_int8(values, x):
 # -- scale searches -----------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _qx_weight(x, qw, i, rmse_type, has_qw):
     if has_qw:
         return qw[i]
@@ -272,7 +272,7 @@ def _qx_weight(x, qw, i, rmse_type, has_qw):
     return np.sqrt(abs(x[i]))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def make_qx_quants(n, nmax, x, L, rmse_type, qw, has_qw):
     """ggml's make_qx_quants: symmetric scale search; writes levels L (int8, offset by nmax), returns the scale.
 
@@ -336,7 +336,7 @@ def make_qx_quants(n, nmax, x, L, rmse_type, qw, has_qw):
     return scale
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def make_q3_quants(n, nmax, x, L, do_rmse):
     """ggml's make_q3_quants (Q3_K without importance): levels in L (int8, offset by nmax)."""
     fmax = F32(0.0)
@@ -391,7 +391,7 @@ def make_q3_quants(n, nmax, x, L, do_rmse):
     return F32(1.0) / iscale
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def make_qkx2_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad):
     """ggml's make_qkx2_quants: asymmetric (scale, min) search. Returns (scale, the_min) with the_min = -min."""
     fmin = x[0]
@@ -459,7 +459,7 @@ def make_qkx2_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad)
     return scale, -fmin
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def make_qkx3_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, has_weights):
     """ggml's make_qkx3_quants (weights x² when ``has_weights`` is False). Returns (scale, the_min)."""
     fmin = x[0]
@@ -529,7 +529,7 @@ def make_qkx3_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad,
     return scale, -fmin
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def make_qp_quants(n, nmax, x, L, quant_weights):
     """ggml's make_qp_quants: positive values onto 0..nmax (L is uint8), weighted; returns the scale."""
     fmax = F32(0.0)

@@ -44,7 +44,7 @@ NTRY = 7  # quantize_iq4_nl and quantize_iq4_xs search ±7 trial scales, with or
 # -- dequantize -----------------------------------------------------------------------------------
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _dequant_iq4_nl(raw, out):
     for ib in prange(raw.size // 18):
         b = ib * 18
@@ -56,7 +56,7 @@ def _dequant_iq4_nl(raw, out):
             out[o + j + 16] = d * F32(KVALUES_IQ4NL[q >> 4])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _dequant_iq4_xs(raw, out):
     for ibl in prange(raw.size // 136):
         b = ibl * 136
@@ -85,7 +85,7 @@ def _dequantizer(kernel):
 # -- quantize -------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _iq4_superblock(x, xo, sbs, qw, qwo, has_qw, y, b, q4_off, scales, weight, L):
     """ggml's quantize_row_iq4_nl_impl for one super-block of ``sbs`` values (32: IQ4_NL, 256: IQ4_XS).
 
@@ -188,7 +188,7 @@ def _iq4_superblock(x, xo, sbs, qw, qwo, has_qw, y, b, q4_off, scales, weight, L
             y[b + q4_off + 16 * i + j] = np.uint8(np.int64(L[32 * i + j]) | (np.int64(L[32 * i + 16 + j]) << 4))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _quantize_iq4(x, qw, has_qw, out, sbs, type_size, q4_off):
     rows, n = x.shape
     for r in prange(rows):

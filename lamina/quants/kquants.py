@@ -60,7 +60,7 @@ Q8K_QS, Q8K_BSUMS = field_offset(BLOCK_Q8_K, "qs"), field_offset(BLOCK_Q8_K, "bs
 # -- shared pieces -------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def scale_min_k4(j, q, b):
     """get_scale_min_k4: the 6-bit scale and min of sub-block j from the 12 packed bytes at q[b:]."""
     if j < 4:
@@ -70,7 +70,7 @@ def scale_min_k4(j, q, b):
     return d, m
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _pack_scale_min_k4(y, b, j, ls, lm):
     if j < 4:
         y[b + j] = np.uint8(ls)
@@ -81,7 +81,7 @@ def _pack_scale_min_k4(y, b, j, ls, lm):
         y[b + j] = np.uint8(np.int64(y[b + j]) | ((lm >> 4) << 6))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _q3_scale(y, b, j):
     """The signed 6-bit scale of Q3_K sub-block j (packed at y[b:b+12])."""
     if j < 8:
@@ -91,7 +91,7 @@ def _q3_scale(y, b, j):
     return (sc | (((np.int64(y[b + 8 + j % 4]) >> (2 * (j // 4))) & 3) << 4)) - 32
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _pack_q3_scale(y, b, j, l):
     if j < 8:
         y[b + j] = np.uint8(l & 0xF)
@@ -101,7 +101,7 @@ def _pack_q3_scale(y, b, j, l):
     y[b + j % 4 + 8] = np.uint8(np.int64(y[b + j % 4 + 8]) | (l << (2 * (j // 4))))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _pack_2bit(L, y, b):
     """Four 2-bit levels per byte, the layout shared by Q2_K and Q3_K."""
     for j in range(0, QK_K, 128):
@@ -113,7 +113,7 @@ def _pack_2bit(L, y, b):
 # -- dequantize -----------------------------------------------------------------------------------
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _dequant_q2_K(raw, out):
     for ib in prange(raw.size // 84):
         b = ib * 84
@@ -134,7 +134,7 @@ def _dequant_q2_K(raw, out):
                         out[base + l] = dl * F32(v) - ml
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _dequant_q3_K(raw, out):
     for ib in prange(raw.size // 110):
         b = ib * 110
@@ -155,7 +155,7 @@ def _dequant_q3_K(raw, out):
                         out[base + l] = dl * F32(v)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _dequant_q4_K(raw, out):
     for ib in prange(raw.size // 144):
         b = ib * 144
@@ -176,7 +176,7 @@ def _dequant_q4_K(raw, out):
                 out[o + 64 * j + 32 + l] = d2 * F32(v >> 4) - m2
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _dequant_q5_K(raw, out):
     for ib in prange(raw.size // 176):
         b = ib * 176
@@ -202,7 +202,7 @@ def _dequant_q5_K(raw, out):
                 out[o + 64 * j + 32 + l] = d2 * F32(hi) - m2
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _dequant_q6_K(raw, out):
     for ib in prange(raw.size // 210):
         b = ib * 210
@@ -228,7 +228,7 @@ def _dequant_q6_K(raw, out):
                 out[y + l + 96] = d * F32(np.int8(raw[sc + isc + 6])) * F32(q4)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _dequant_q8_K(raw, out):
     for ib in prange(raw.size // 292):
         b = ib * 292
@@ -251,7 +251,7 @@ def _dequantizer(kernel):
 # -- Q2_K -----------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _q2_K_ref(x, y):
     L = np.empty(QK_K, dtype=np.uint8)
     Laux = np.empty(16, dtype=np.uint8)
@@ -306,7 +306,7 @@ def _q2_K_ref(x, y):
         _pack_2bit(L, y, b + Q2_QS)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _q2_K_impl(x, qw, y):
     L = np.empty(QK_K, dtype=np.uint8)
     Laux = np.empty(16, dtype=np.uint8)
@@ -354,7 +354,7 @@ def _q2_K_impl(x, qw, y):
         _pack_2bit(L, y, b + Q2_QS)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _quantize_q2_K(x, qw, has_qw, out):
     for r in prange(x.shape[0]):
         if has_qw:
@@ -366,7 +366,7 @@ def _quantize_q2_K(x, qw, has_qw, out):
 # -- Q3_K -----------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _q3_K_finish(xb, L, y, b):
     """Requantize with the stored fp16 scales, then write hmask and the 2-bit quants (shared by both paths)."""
     dd = load_f16(y, b + Q3_D)
@@ -393,7 +393,7 @@ def _q3_K_finish(xb, L, y, b):
     _pack_2bit(L, y, b + Q3_QS)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _q3_K_ref(x, y):
     L = np.empty(QK_K, dtype=np.int8)
     scales = np.empty(16, dtype=np.float32)
@@ -422,7 +422,7 @@ def _q3_K_ref(x, y):
         _q3_K_finish(xb, L, y, b)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _q3_K_impl(x, qw, y):
     L = np.empty(QK_K, dtype=np.int8)
     scales = np.empty(16, dtype=np.float32)
@@ -453,7 +453,7 @@ def _q3_K_impl(x, qw, y):
         _q3_K_finish(xb, L, y, b)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _quantize_q3_K(x, qw, has_qw, out):
     for r in prange(x.shape[0]):
         if has_qw:
@@ -465,7 +465,7 @@ def _quantize_q3_K(x, qw, has_qw, out):
 # -- Q4_K and Q5_K ------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _q45_K_requantize(xb, L, y, b, sc_off, nmax):
     dd = load_f16(y, b)
     dmin = load_f16(y, b + 2)
@@ -480,7 +480,7 @@ def _q45_K_requantize(xb, L, y, b, sc_off, nmax):
             L[32 * j + ii] = max(0, min(nmax, l))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _q45_K_store(L, y, b, five_bit):
     if not five_bit:
         for j in range(4):
@@ -507,7 +507,7 @@ def _q45_K_store(L, y, b, five_bit):
         m2 <<= 2
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _q45_K_ref(x, y, five_bit):
     type_size = 176 if five_bit else 144
     nmax = 31 if five_bit else 15
@@ -550,7 +550,7 @@ def _q45_K_ref(x, y, five_bit):
         _q45_K_store(L, y, b, five_bit)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _q45_K_impl(x, qw, y, five_bit):
     type_size = 176 if five_bit else 144
     nmax = 31 if five_bit else 15
@@ -592,7 +592,7 @@ def _q45_K_impl(x, qw, y, five_bit):
         _q45_K_store(L, y, b, five_bit)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _quantize_q45_K(x, qw, has_qw, out, five_bit):
     for r in prange(x.shape[0]):
         if has_qw:
@@ -604,7 +604,7 @@ def _quantize_q45_K(x, qw, has_qw, out, five_bit):
 # -- Q6_K -----------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _q6_K_row(x, qw, has_qw, y):
     L = np.empty(QK_K, dtype=np.int8)
     scales = np.empty(16, dtype=np.float32)
@@ -652,7 +652,7 @@ def _q6_K_row(x, qw, has_qw, y):
                 y[qh + l] = np.uint8((a1 >> 4) | ((a2 >> 4) << 2) | ((a3 >> 4) << 4) | ((a4 >> 4) << 6))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _quantize_q6_K(x, qw, has_qw, out):
     for r in prange(x.shape[0]):
         _q6_K_row(x[r], qw, has_qw, out[r])
@@ -661,7 +661,7 @@ def _quantize_q6_K(x, qw, has_qw, out):
 # -- Q8_K -----------------------------------------------------------------------------------------
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _quantize_q8_K(x, qw, has_qw, out):
     for r in prange(x.shape[0]):
         xr = x[r]

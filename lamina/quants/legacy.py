@@ -49,7 +49,7 @@ Q8_1_S, Q8_1_QS = field_offset(BLOCK_Q8_1, "s"), field_offset(BLOCK_Q8_1, "qs")
 # -- dequantize ---------------------------------------------------------------------------
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _dequant_q4_0(raw, out):
     for ib in prange(raw.size // 18):
         b = ib * 18
@@ -61,7 +61,7 @@ def _dequant_q4_0(raw, out):
             out[o + j + 16] = F32(np.int32(q >> 4) - 8) * d
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _dequant_q4_1(raw, out):
     for ib in prange(raw.size // 20):
         b = ib * 20
@@ -74,7 +74,7 @@ def _dequant_q4_1(raw, out):
             out[o + j + 16] = F32(q >> 4) * d + m
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _dequant_q5_0(raw, out):
     for ib in prange(raw.size // 22):
         b = ib * 22
@@ -89,7 +89,7 @@ def _dequant_q5_0(raw, out):
             out[o + j + 16] = F32(((q >> 4) | xh1) - 16) * d
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _dequant_q5_1(raw, out):
     for ib in prange(raw.size // 24):
         b = ib * 24
@@ -105,7 +105,7 @@ def _dequant_q5_1(raw, out):
             out[o + j + 16] = F32((q >> 4) | xh1) * d + m
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _dequant_q8(raw, out, type_size, qs_offset):
     for ib in prange(raw.size // type_size):
         b = ib * type_size
@@ -139,7 +139,7 @@ def _dequantize_q8_1(raw, n):
 # -- quantize: the reference (no importance) paths ----------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _absmax_signed(x, o, n):
     """(amax, the value with that magnitude): the first one found, as ggml's strict ``<`` keeps."""
     amax = F32(0.0)
@@ -152,7 +152,7 @@ def _absmax_signed(x, o, n):
     return amax, vmax
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _min_max(x, o, n):
     vmin = F32(np.finfo(np.float32).max)
     vmax = F32(-np.finfo(np.float32).max)
@@ -165,13 +165,13 @@ def _min_max(x, o, n):
     return vmin, vmax
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _trunc_int8(v):
     """C's (int8_t) of a float in range: truncation toward zero."""
     return np.int64(np.int32(v))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _q4_0_ref_block(x, o, out, b):
     amax, vmax = _absmax_signed(x, o, QK)
     d = vmax / F32(-8.0)
@@ -185,7 +185,7 @@ def _q4_0_ref_block(x, o, out, b):
         out[b + Q4_0_QS + j] = np.uint8((xi0 | (xi1 << 4)) & 0xFF)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _q4_1_ref_block(x, o, out, b):
     vmin, vmax = _min_max(x, o, QK)
     d = (vmax - vmin) / F32(15.0)
@@ -200,7 +200,7 @@ def _q4_1_ref_block(x, o, out, b):
         out[b + Q4_1_QS + j] = np.uint8((xi0 | (xi1 << 4)) & 0xFF)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _q5_0_ref_block(x, o, out, b):
     amax, vmax = _absmax_signed(x, o, QK)
     d = vmax / F32(-16.0)
@@ -218,7 +218,7 @@ def _q5_0_ref_block(x, o, out, b):
     store_u32(out, b + Q5_0_QH, qh)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _q5_1_ref_block(x, o, out, b):
     vmin, vmax = _min_max(x, o, QK)
     d = (vmax - vmin) / F32(31.0)
@@ -237,7 +237,7 @@ def _q5_1_ref_block(x, o, out, b):
     store_u32(out, b + Q5_1_QH, qh)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _q8_0_block(x, o, out, b):
     amax = F32(0.0)
     for j in range(QK):
@@ -249,7 +249,7 @@ def _q8_0_block(x, o, out, b):
         out[b + Q8_0_QS + j] = np.uint8(np.int64(round_away(x[o + j] * idd)) & 0xFF)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _q8_1_block(x, o, out, b):
     amax = F32(0.0)
     for j in range(QK):
@@ -268,7 +268,7 @@ def _q8_1_block(x, o, out, b):
 # -- quantize: the importance-weighted paths ------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _row_sigma2(x, n):
     sum_x2 = F32(0.0)
     for j in range(n):
@@ -276,13 +276,13 @@ def _row_sigma2(x, n):
     return sum_x2 / F32(n)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _block_weights(x, o, qw, sigma2, weight):
     for j in range(QK):
         weight[j] = qw[o + j] * np.sqrt(sigma2 + x[o + j] * x[o + j])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _quantize_rows(x, qw, has_qw, out, kind):
     """kind: 0 Q4_0, 1 Q4_1, 2 Q5_0, 3 Q5_1, 4 Q8_0, 5 Q8_1."""
     rows, n = x.shape

@@ -19,7 +19,7 @@ BLOCK_MXFP4 = check_block_dtype([("e", "u1"), ("qs", "u1", (16,))], 17)
 QS = field_offset(BLOCK_MXFP4, "qs")
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def e8m0_to_fp32_half(e):
     """2^(e - 128): half the E8M0 scale, because the code values are doubled (ggml_e8m0_to_fp32_half)."""
     e = np.int64(e)
@@ -28,7 +28,7 @@ def e8m0_to_fp32_half(e):
     return bits_f32((e - 1) << 23)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _dequant_mxfp4(raw, out):
     for ib in prange(raw.size // 17):
         b = ib * 17
@@ -40,7 +40,7 @@ def _dequant_mxfp4(raw, out):
             out[o + j + 16] = F32(KVALUES_MXFP4[q >> 4]) * d
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _best_index(x, e):
     best_index = 0
     best_err = abs(F32(KVALUES_MXFP4[0]) * e - x)
@@ -52,7 +52,7 @@ def _best_index(x, e):
     return best_index
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _quantize_mxfp4(x, out):
     rows, n = x.shape
     for r in prange(rows):

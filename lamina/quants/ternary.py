@@ -23,14 +23,14 @@ TQ2_D = field_offset(BLOCK_TQ2_0, "d")
 POW3 = np.array([1, 3, 9, 27, 81, 243], dtype=np.int64)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _trit(q, n):
     """Trit n (0 = most significant) of a packed byte, as 0, 1 or 2."""
     shifted = (q * POW3[n]) & 0xFF
     return (shifted * 3) >> 8
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _dequant_tq1_0(raw, out):
     for ib in prange(raw.size // 54):
         b = ib * 54
@@ -50,7 +50,7 @@ def _dequant_tq1_0(raw, out):
                 y += 1
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _dequant_tq2_0(raw, out):
     for ib in prange(raw.size // 66):
         b = ib * 66
@@ -64,7 +64,7 @@ def _dequant_tq2_0(raw, out):
                     y += 1
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _absmax_scale(x, o):
     amax = F32(0.0)
     for j in range(QK_K):
@@ -72,19 +72,19 @@ def _absmax_scale(x, o):
     return amax
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _ternary(v, idd):
     """lroundf(v * id) + 1: -1, 0, 1 -> 0, 1, 2."""
     return np.int64(round_away(v * idd)) + 1
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _pack5(q):
     """Base-3 digits to the byte's fixed-point fraction: ceil(q * 256 / 243)."""
     return ((q & 0xFF) * 256 + 242) // 243
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _quantize_tq1_0(x, out):
     rows, n = x.shape
     for r in prange(rows):
@@ -116,7 +116,7 @@ def _quantize_tq1_0(x, out):
                 y[b + TQ1_QH + j] = np.uint8(_pack5(q) & 0xFF)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _quantize_tq2_0(x, out):
     rows, n = x.shape
     for r in prange(rows):
