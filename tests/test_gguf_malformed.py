@@ -325,7 +325,8 @@ def test_negative_dimension(tmp_path, dims, bad):
     rejected(tmp_path, content, HEADER + len(gstr("w")) + 4 + 8 * bad, f"dimension {bad} is negative")
 
 
-@pytest.mark.parametrize("dims", [[2**62, 4], [2**32, 2**32], [2**31, 2**31, 2**31], [2**62, 2**62, 0]])
+@pytest.mark.parametrize("dims", [[2**62, 4], [2**32, 2**32], [2**31, 2**31, 2**31], [2**62, 2**62, 0],
+                                  [0, 2**62, 2**62], [32, 0, 2**62, 2**62]])
 def test_overflowing_dimensions(tmp_path, dims):
     content = gguf([], [tensor_info("w", dims)], bytes(64))
     rejected(tmp_path, content, HEADER + len(gstr("w")), "overflows")
