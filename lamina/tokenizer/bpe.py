@@ -24,15 +24,28 @@ def merge_ranks(merges: list[str]) -> dict[str, int]:
     return dict(zip(reversed(merges), range(n - 1, -1, -1)))
 
 
-def merge_word(symbols: list[str], ranks: dict[str, int]) -> list[str]:
+class RankMemo(dict):
+    """"left right" -> merge rank (a huge number if none), filled on first use from the rank dict."""
+
+    def __init__(self, ranks: dict[str, int]):
+        super().__init__()
+        self.ranks = ranks
+
+    def __missing__(self, pair: str) -> int:
+        value = self[pair] = self.ranks.get(pair, _NO_RANK)
+        return value
+
+
+def merge_word(symbols: list[str], ranks: dict[str, int], memo: RankMemo | None = None) -> list[str]:
     """Apply merges to one word's symbols: lowest rank first, leftmost among equals."""
     n = len(symbols)
     if n < 2:
         return symbols
     if n > _HEAP_ABOVE:
         return _merge_word_heap(symbols, ranks)
-    get = ranks.get
-    pair_ranks = [get(symbols[i] + " " + symbols[i + 1], _NO_RANK) for i in range(n - 1)]
+    if memo is None:
+        memo = RankMemo(ranks)
+    pair_ranks = [memo[symbols[i] + " " + symbols[i + 1]] for i in range(n - 1)]
     while pair_ranks:
         best = min(pair_ranks)
         if best == _NO_RANK:
@@ -42,9 +55,9 @@ def merge_word(symbols: list[str], ranks: dict[str, int]) -> list[str]:
         symbols[i:i + 2] = [merged]
         del pair_ranks[i]
         if i > 0:
-            pair_ranks[i - 1] = get(symbols[i - 1] + " " + merged, _NO_RANK)
+            pair_ranks[i - 1] = memo[symbols[i - 1] + " " + merged]
         if i < len(pair_ranks):
-            pair_ranks[i] = get(merged + " " + symbols[i + 1], _NO_RANK)
+            pair_ranks[i] = memo[merged + " " + symbols[i + 1]]
     return symbols
 
 
@@ -103,6 +116,7 @@ class BpeEncoder:
         self.escape_whitespaces = escape_whitespaces
         self.newlines_only_whole = pre.kind.name == "gemma4"
         self.cache: dict[str, tuple[int, ...]] = {}
+        self.memo = RankMemo(self.ranks)
         self._byte_table = gpt2_byte_translation()
 
     def encode(self, text: str) -> list[int]:
@@ -119,6 +133,8 @@ class BpeEncoder:
                     cache.clear()
                 cache[word] = ids
             out.extend(ids)
+        if len(self.memo) > 500_000:
+            self.memo.clear()
         return out
 
     def _encode_word(self, word: str) -> tuple[int, ...]:
@@ -132,7 +148,7 @@ class BpeEncoder:
             if token_id is not None:
                 return (token_id,)
         ids = []
-        for symbol in merge_word(list(word), self.ranks):
+        for symbol in merge_word(list(word), self.ranks, self.memo):
             token_id = t2i.get(symbol)
             if token_id is not None:
                 ids.append(token_id)

@@ -45,22 +45,34 @@ def word_pattern(bridges: set[str]) -> re.Pattern:
     return re.compile(f"{SPACE}+{body}*|{body}+")
 
 
-def merge_symbols(symbols: list, token_to_id: dict, scores: list[float]) -> list:
+class ScoreMemo(dict):
+    """text -> score of the token with that text (-inf if none), filled on first use.
+
+    The merge loop looks up many short texts many times; a small dict of the ones seen
+    so far is faster than the vocabulary's dict, and lookups stay in C on a hit.
+    """
+
+    def __init__(self, token_to_id: dict, scores: list[float]):
+        super().__init__()
+        self.token_to_id = token_to_id
+        self.scores = scores
+
+    def __missing__(self, text):
+        token_id = self.token_to_id.get(text)
+        value = self[text] = _ABSENT if token_id is None else self.scores[token_id]
+        return value
+
+
+def merge_symbols(symbols: list, score: ScoreMemo) -> list:
     """Merge adjacent symbols by descending token score, leftmost first; returns the final symbols.
 
-    Works on ``str`` or ``bytes`` symbols alike (with a dict of the same key type). Equivalent
+    Works on ``str`` or ``bytes`` symbols alike (with a memo of the same key type). Equivalent
     to llama.cpp's priority queue: each step merges the best pair among the current ones.
     """
     n = len(symbols)
     if n < 2:
         return symbols
-    get = token_to_id.get
-
-    def score(text):
-        token_id = get(text)
-        return _ABSENT if token_id is None else scores[token_id]
-
-    pair_scores = [score(symbols[i] + symbols[i + 1]) for i in range(n - 1)]
+    pair_scores = [score[symbols[i] + symbols[i + 1]] for i in range(n - 1)]
     while pair_scores:
         best = max(pair_scores)
         if best == _ABSENT:
@@ -70,9 +82,9 @@ def merge_symbols(symbols: list, token_to_id: dict, scores: list[float]) -> list
         symbols[i:i + 2] = [merged]
         del pair_scores[i]
         if i > 0:
-            pair_scores[i - 1] = score(symbols[i - 1] + merged)
+            pair_scores[i - 1] = score[symbols[i - 1] + merged]
         if i < len(pair_scores):
-            pair_scores[i] = score(merged + symbols[i + 1])
+            pair_scores[i] = score[merged + symbols[i + 1]]
     return symbols
 
 
@@ -98,6 +110,7 @@ class SpmEncoder:
         self.path = path
         self.words = word_pattern(bridging_characters(tokens))
         self.cache: dict[str, tuple[int, ...]] = {}
+        self.memo = ScoreMemo(token_to_id, self.scores)
         self._byte_ids: dict[int, int] = {}
         self._bytes_to_id: dict[bytes, int] | None = None
 
@@ -116,12 +129,14 @@ class SpmEncoder:
                     cache.clear()
                 cache[word] = ids
             out.extend(ids)
+        if len(self.memo) > 500_000:
+            self.memo.clear()
         return out
 
     def _encode_word(self, word: str) -> tuple[int, ...]:
         token_to_id = self.token_to_id
         ids = []
-        for symbol in merge_symbols(list(word), token_to_id, self.scores):
+        for symbol in merge_symbols(list(word), self.memo):
             token_id = token_to_id.get(symbol)
             if token_id is not None:
                 ids.append(token_id)
@@ -133,7 +148,7 @@ class SpmEncoder:
         """Invalid UTF-8: symbols are byte runs exactly as llama.cpp cuts them."""
         table = self._bytes_table()
         ids = []
-        for symbol in merge_symbols(split_utf8_symbols(data), table, self.scores):
+        for symbol in merge_symbols(split_utf8_symbols(data), ScoreMemo(table, self.scores)):
             token_id = table.get(symbol)
             if token_id is not None:
                 ids.append(token_id)

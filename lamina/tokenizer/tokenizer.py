@@ -30,7 +30,7 @@ from .unicode import decode_utf8_lenient
 from .vocab import NONE, TokenAttr, Vocab
 from .wpm import WpmEncoder
 
-_SPECIAL_UNPARSED = TokenAttr.CONTROL | TokenAttr.UNKNOWN
+_SPECIAL_UNPARSED = int(TokenAttr.CONTROL | TokenAttr.UNKNOWN)
 _C_SPACE = " \t\n\v\f\r"  # C isspace(): what lstrip/rstrip attributes strip
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -41,6 +41,7 @@ class Tokenizer:
     def __init__(self, vocab: Vocab):
         self.vocab = vocab
         self.pieces = PieceTable(vocab)
+        self._plans: dict[bool, list] = {}
         kind = vocab.kind
         if kind == "spm":
             self._encoder = SpmEncoder(vocab.tokens, vocab.token_to_id, vocab.scores, vocab.ids["unk"], vocab.path)
@@ -168,17 +169,10 @@ class Tokenizer:
         Longest special texts go first; each splits every text fragment at all of its
         occurrences, left to right, as llama.cpp's ``tokenizer_st_partition``.
         """
-        vocab = self.vocab
-        tokens, attrs = vocab.tokens, vocab.attrs
         fragments: list = [text]
-        for token_id in vocab.special_token_ids:
-            attr = int(attrs[token_id])
-            if not parse_special and attr & _SPECIAL_UNPARSED:
-                continue
-            special = tokens[token_id]
+        for token_id, special, lstrip, rstrip in self._special_plan(parse_special):
             if special not in text:
                 continue
-            lstrip, rstrip = attr & TokenAttr.LSTRIP, attr & TokenAttr.RSTRIP
             out = []
             for frag in fragments:
                 if type(frag) is int or special not in frag:
@@ -203,6 +197,22 @@ class Tokenizer:
                     out.append(frag[pos:])
             fragments = out
         return fragments
+
+    def _special_plan(self, parse_special: bool) -> list[tuple[int, str, bool, bool]]:
+        """(id, text, lstrip, rstrip) of the special tokens to cut out, longest first; made once per mode."""
+        plan = self._plans.get(parse_special)
+        if plan is None:
+            vocab = self.vocab
+            attrs = vocab.attrs.tolist()
+            plan = []
+            for token_id in vocab.special_token_ids:
+                attr = attrs[token_id]
+                if not parse_special and attr & _SPECIAL_UNPARSED:
+                    continue
+                plan.append((token_id, vocab.tokens[token_id], bool(attr & TokenAttr.LSTRIP),
+                             bool(attr & TokenAttr.RSTRIP)))
+            self._plans[parse_special] = plan
+        return plan
 
     # -- ids to text ----------------------------------------------------------------------------
 
