@@ -31,6 +31,7 @@ from .vocab import NONE, TokenAttr, Vocab
 from .wpm import WpmEncoder
 
 _SPECIAL_UNPARSED = int(TokenAttr.CONTROL | TokenAttr.UNKNOWN)
+_LSTRIP, _RSTRIP = int(TokenAttr.LSTRIP), int(TokenAttr.RSTRIP)
 _C_SPACE = " \t\n\v\f\r"  # C isspace(): what lstrip/rstrip attributes strip
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -42,6 +43,7 @@ class Tokenizer:
         self.vocab = vocab
         self.pieces = PieceTable(vocab)
         self._plans: dict[bool, list] = {}
+        self._special_plan(False)  # cheap, and keeps the first tokenize call from paying for it
         kind = vocab.kind
         if kind == "spm":
             self._encoder = SpmEncoder(vocab.tokens, vocab.token_to_id, vocab.scores, vocab.ids["unk"], vocab.path)
@@ -203,14 +205,10 @@ class Tokenizer:
         plan = self._plans.get(parse_special)
         if plan is None:
             vocab = self.vocab
-            attrs = vocab.attrs.tolist()
-            plan = []
-            for token_id in vocab.special_token_ids:
-                attr = attrs[token_id]
-                if not parse_special and attr & _SPECIAL_UNPARSED:
-                    continue
-                plan.append((token_id, vocab.tokens[token_id], bool(attr & TokenAttr.LSTRIP),
-                             bool(attr & TokenAttr.RSTRIP)))
+            ids = vocab.special_token_ids
+            attrs = vocab.attrs[ids].tolist() if ids else []
+            plan = [(token_id, vocab.tokens[token_id], bool(attr & _LSTRIP), bool(attr & _RSTRIP))
+                    for token_id, attr in zip(ids, attrs) if parse_special or not attr & _SPECIAL_UNPARSED]
             self._plans[parse_special] = plan
         return plan
 

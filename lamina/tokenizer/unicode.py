@@ -58,21 +58,13 @@ def category(cp: int) -> str:
     return classes[bisect.bisect_right(starts, cp) - 1]
 
 
-@cache
-def collapse_table() -> str:
-    """A string indexed by code point giving its collapsed character, for ``str.translate``."""
-    starts, classes = category_ranges()
-    ends = starts[1:] + [MAX_CODEPOINT]
-    parts = []
-    for start, end, cls in zip(starts, ends, classes):
-        parts.append(COLLAPSED_CLASS_CHAR.get(cls, COLLAPSED_OTHER) * (end - start))
-    table = list("".join(parts))
-    for cp in range(128):
-        table[cp] = chr(cp)
-    for cp in WHITESPACE:
-        if cp >= 128:
-            table[cp] = COLLAPSED_WHITESPACE
-    return "".join(table)
+def collapsed_char(cp: int) -> str:
+    """The character that stands for ``cp`` in collapsed text."""
+    if cp < 128:
+        return chr(cp)
+    if cp in WHITESPACE:
+        return COLLAPSED_WHITESPACE
+    return COLLAPSED_CLASS_CHAR.get(category(cp), COLLAPSED_OTHER)
 
 
 def collapse(text: str) -> str:
@@ -83,11 +75,10 @@ def collapse(text: str) -> str:
 
 
 class _CollapseMap(dict):
-    """``str.translate`` mapping that fills itself from the collapse table as characters appear."""
+    """``str.translate`` mapping that fills itself as characters appear (no 1.1M-entry table)."""
 
     def __missing__(self, cp: int) -> str:
-        value = collapse_table()[cp]
-        self[cp] = value
+        value = self[cp] = collapsed_char(cp)
         return value
 
 

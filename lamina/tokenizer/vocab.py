@@ -387,9 +387,9 @@ class Vocab:
         fixed when the vocabulary loads, before the attribute fixes, as in llama.cpp.
         """
         mask = TokenAttr.CONTROL | TokenAttr.USER_DEFINED | TokenAttr.UNKNOWN
-        ids = np.flatnonzero(self.attrs & mask).tolist()
-        lengths = {i: len(self.tokens[i].encode("utf-8", "surrogateescape")) for i in ids}
-        return sorted(ids, key=lambda i: -lengths[i])
+        ids = np.flatnonzero(self.attrs & int(mask)).tolist()
+        tokens = self.tokens
+        return sorted(ids, key=lambda i: -len(tokens[i].encode("utf-8", "surrogateescape")))
 
     def is_byte_fallback_vocab(self) -> bool:
         return "<0x00>" in self.token_to_id
