@@ -15,6 +15,7 @@ before "▁" inside tokens (for Gemma 3 only ">", from ">▁</") are found once 
 from __future__ import annotations
 
 import re
+from array import array
 
 import numpy as np
 
@@ -52,7 +53,7 @@ class ScoreMemo(dict):
     so far is faster than the vocabulary's dict, and lookups stay in C on a hit.
     """
 
-    def __init__(self, token_to_id: dict, scores: list[float]):
+    def __init__(self, token_to_id: dict, scores):
         super().__init__()
         self.token_to_id = token_to_id
         self.scores = scores
@@ -101,11 +102,11 @@ def split_utf8_symbols(data: bytes) -> list[bytes]:
 class SpmEncoder:
     """Encodes escaped text fragments of one vocabulary; caches each word's ids."""
 
-    def __init__(self, tokens: list[str], token_to_id: dict[str, int], scores: list[float] | None,
-                 unk_id: int, path: str = ""):
+    def __init__(self, tokens: list[str], token_to_id: dict[str, int], scores,
+                 unk_id: int, path: str = ""):  # scores: array('d') or None
         self.tokens = tokens
         self.token_to_id = token_to_id
-        self.scores = scores if scores is not None else [0.0] * len(tokens)
+        self.scores = scores if scores is not None else array("d", bytes(8 * len(tokens)))
         self.unk_id = unk_id
         self.path = path
         self.words = word_pattern(bridging_characters(tokens))

@@ -18,6 +18,7 @@ the others see each undecodable byte as U+FFFD (see :func:`unicode.decode_utf8_l
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 
@@ -44,6 +45,9 @@ class Tokenizer:
         self.pieces = PieceTable(vocab)
         self._plans: dict[bool, list] = {}
         self._special_plan(False)  # cheap, and keeps the first tokenize call from paying for it
+        # Building made large young containers (token and merge lists); one young-generation
+        # collection now moves them out of the way, instead of during the first tokenize call.
+        gc.collect(1)
         kind = vocab.kind
         if kind == "spm":
             self._encoder = SpmEncoder(vocab.tokens, vocab.token_to_id, vocab.scores, vocab.ids["unk"], vocab.path)

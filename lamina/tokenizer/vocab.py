@@ -15,6 +15,7 @@ warning); NaN and -inf scores are clamped below every finite score so merges sta
 from __future__ import annotations
 
 import logging
+from array import array
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 from functools import cached_property
@@ -186,7 +187,7 @@ class Vocab:
             raise GGUFError(f"{key} has {len(values)} entries but {KEY}tokens has {n}: "
                             "the vocabulary arrays must have one entry per token", self.path)
 
-    def _read_scores(self, gguf: GGUFFile, n: int) -> list[float] | None:
+    def _read_scores(self, gguf: GGUFFile, n: int) -> array | None:
         key = KEY + "scores"
         scores = gguf.get_array(key, None, element="float")
         if scores is None:
@@ -196,7 +197,8 @@ class Vocab:
         bad = ~np.isfinite(scores) & ~(scores == np.inf)
         if bad.any():
             scores = np.where(bad, -1e300, scores)
-        return scores.tolist()
+        # a flat array of doubles: indexing gives Python floats, and the garbage collector never walks it
+        return array("d", scores.tobytes())
 
     def _read_attrs(self, gguf: GGUFFile, n: int) -> np.ndarray:
         key = KEY + "token_type"
