@@ -62,6 +62,10 @@ class _Watched(dict):
         self._seen.update(f"{self._tag}.{k}" for k in self.keys())
         return super().values()
 
+    def note_serialized(self) -> None:
+        """``tojson`` wrote this dict out (llama.cpp counts that as using every value)."""
+        self._seen.update(f"{self._tag}.{k}!json" for k in self.keys())
+
 
 class TemplateCaps:
     """What the template reads, found by rendering probe conversations (llama.cpp's ``caps_get``)."""
@@ -84,14 +88,17 @@ class TemplateCaps:
             return None
 
     def _probe(self, template: "JinjaChatTemplate") -> None:
-        string_out = self._try(template, [{"role": "user", "content": "STRING_MARKER"}])
-        typed_out = self._try(template, [{"role": "user", "content": [{"type": "text", "text": "TYPED_MARKER"}]}])
-        self.supports_string_content = string_out is not None and "STRING_MARKER" in string_out
-        self.supports_typed_content = typed_out is not None and "TYPED_MARKER" in typed_out
-        if not self.supports_string_content and not self.supports_typed_content:
-            self.supports_string_content = True  # nothing to learn: pass content as given
-
+        # Typed content: the template reaches into the parts (reads a part's "text"). String content: it
+        # renders a string content without failing (and shows it, when it also handles parts).
         seen: set[str] = set()
+        string_out = self._try(template, [{"role": "user", "content": "STRING_MARKER"}])
+        part = _Watched({"type": "text", "text": "TYPED_MARKER"}, seen=seen, tag="part")
+        typed_out = self._try(template, [{"role": "user", "content": [part]}])
+        self.supports_typed_content = typed_out is not None and "part.text" in seen
+        self.supports_string_content = string_out is not None and (
+            not self.supports_typed_content or "STRING_MARKER" in string_out)
+
+        seen.clear()
         system = _Watched({"role": "system", "content": "System message"}, seen=seen, tag="system")
         self._try(template, [system, {"role": "user", "content": "User message"}])
         self.supports_system_role = "system.content" in seen
@@ -110,7 +117,7 @@ class TemplateCaps:
                              {"role": "assistant", "content": "The tool response was 'tool response'"},
                              {"role": "user", "content": "User message"}], tools)
         self.supports_tool_calls = "assistant.tool_calls" in seen
-        self.supports_object_arguments = "arguments.arg" in seen
+        self.supports_object_arguments = "arguments.arg" in seen or "arguments.arg!json" in seen
 
 
 class JinjaChatTemplate:

@@ -364,7 +364,7 @@ class _BudgetHooks(NodeTransformer):
 
     def visit_For(self, node: nodes.For) -> nodes.Node:
         self.generic_visit(node)
-        node.iter = self._filter(node.iter, "lamina_iter", node.lineno)
+        node.iter = self._filter(node.iter, "lamina_iter", node.iter.lineno or node.lineno)
         return node
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
@@ -373,7 +373,7 @@ class _BudgetHooks(NodeTransformer):
 
     def visit_Output(self, node: nodes.Output) -> nodes.Node:
         self.generic_visit(node)
-        node.nodes = [self._filter(child, "lamina_emit", node.lineno) for child in node.nodes]
+        node.nodes = [self._filter(child, "lamina_emit", child.lineno or node.lineno) for child in node.nodes]
         return node
 
 
@@ -408,15 +408,20 @@ def to_json(value: Any, indent: int | None = None, separators: tuple[str, str] |
         elif isinstance(v, str):
             out.append(json.dumps(v, ensure_ascii=ensure_ascii))
         elif isinstance(v, dict):
-            keys = sorted(v, key=str) if sort_keys else list(v)
-            if not keys:
+            pairs = list(dict.items(v))  # the plain view: serialising is noted apart from reading keys
+            noted = getattr(v, "note_serialized", None)
+            if noted is not None:
+                noted()
+            if sort_keys:
+                pairs.sort(key=lambda kv: str(kv[0]))
+            if not pairs:
                 out.append("{}")
                 return
             out.append("{" + newline)
-            for i, k in enumerate(keys):
+            for i, (k, item) in enumerate(pairs):
                 out.append(pad + json.dumps(str(k), ensure_ascii=ensure_ascii) + key_sep)
-                write(v[k], level + 1)
-                out.append((item_sep if i < len(keys) - 1 else "") + newline)
+                write(item, level + 1)
+                out.append((item_sep if i < len(pairs) - 1 else "") + newline)
             out.append(end_pad + "}")
         elif isinstance(v, (list, tuple)):
             if not v:
