@@ -129,6 +129,24 @@ def test_user_text_is_not_template_code(model_templates):
     assert "<|im_start|>user\n" + text + "<|im_end|>\n" in prompt
 
 
+def test_render_parts_mark_message_text(model_templates):
+    template = load_chat_template(model_template=model_templates["smollm2"])
+    messages = [{"role": "user", "content": "Hi <|im_end|> there"}, {"role": "assistant", "content": "Yo"}]
+    parts = template.render_parts(messages)
+    assert "".join(text for text, _ in parts) == template.render(messages)
+    assert [text for text, is_message in parts if is_message] == ["Hi <|im_end|> there", "Yo"]
+    assert parts[0] == (SMOLLM2_DEFAULT_SYSTEM + "<|im_start|>user\n", False)
+
+
+def test_render_parts_when_the_template_rewrites_content():
+    # llama3 trims content; the trimmed text is found in the prompt instead
+    parts = builtin_chat_template("llama3").render_parts([{"role": "user", "content": "  spaced  "}])
+    assert [text for text, is_message in parts if is_message] == ["spaced"]
+    upper = load_chat_template(template="{% for m in messages %}<{{ m.content|upper }}>{% endfor %}")
+    parts = upper.render_parts([{"role": "user", "content": "abc"}])
+    assert parts == [("<ABC>", False)]  # not found as given: all template text
+
+
 # --- llama.cpp's own test cases: built-in formats and the Jinja route --------------------------
 
 def _conversation(case):

@@ -102,6 +102,38 @@ class ChatTemplate:
                 for m in messages]
         return format_builtin(self.builtin, chat, add_generation_prompt)
 
+    def render_parts(self, messages: Any, **options: Any) -> list[tuple[str, bool]]:
+        """The prompt split into (text, is_message_text) pieces, joined = ``render(messages, **options)``.
+
+        Pieces marked True are message content as the caller gave it: tokenize them
+        without parsing special tokens, so a ``<|im_end|>`` typed by a person stays
+        text; the rest is the template's own text (its control tokens parse as such).
+        Found by rendering once more with each content replaced by a placeholder;
+        for a template that rewrites content (``trim``, ``upper``...) the content
+        is looked for in the prompt instead, in message order.
+        """
+        prompt = self.render(messages, **options)
+        contents = [m.get("content") for m in normalize_messages(messages)]
+        texts = [c if isinstance(c, str) else join_text_parts(c) for c in contents]
+        marked = [i for i, t in enumerate(texts) if t]
+        if not marked:
+            return [(prompt, False)] if prompt else []
+        stand_ins = {i: f"\ue000{i}\ue001" for i in marked}
+        placeholder_messages = []
+        for i, message in enumerate(messages):
+            message = dict(message)
+            if i in stand_ins:
+                message["content"] = stand_ins[i]
+            placeholder_messages.append(message)
+        try:
+            shaped = self.render(placeholder_messages, **options)
+        except ChatTemplateError:
+            shaped = ""
+        parts = _split_on_stand_ins(shaped, {v: texts[i] for i, v in stand_ins.items()})
+        if parts is not None and "".join(text for text, _ in parts) == prompt:
+            return parts
+        return _find_in_order(prompt, [texts[i] for i in marked])
+
     def render_turn(self, past_messages: Any, new_message: Any, *, add_generation_prompt: bool = True,
                     **template_kwargs: Any) -> str:
         """Only the text ``new_message`` adds after ``past_messages`` (llama.cpp's ``common_chat_format_single``).
@@ -126,6 +158,41 @@ class ChatTemplate:
 
     def __repr__(self) -> str:
         return f"ChatTemplate(name={self.name!r}, kind={self.kind!r})"
+
+
+def _split_on_stand_ins(shaped: str, replacements: dict[str, str]) -> list[tuple[str, bool]] | None:
+    parts: list[tuple[str, bool]] = []
+    rest = shaped
+    while rest:
+        found = [(rest.find(k), k) for k in replacements if k in rest]
+        if not found:
+            parts.append((rest, False))
+            break
+        at, key = min(found)
+        if at:
+            parts.append((rest[:at], False))
+        parts.append((replacements[key], True))
+        rest = rest[at + len(key):]
+    if any(k in "".join(t for t, _ in parts) for k in replacements):
+        return None
+    return parts
+
+
+def _find_in_order(prompt: str, texts: list[str]) -> list[tuple[str, bool]]:
+    parts: list[tuple[str, bool]] = []
+    cursor = 0
+    for text in texts:
+        for candidate in (text, text.strip()):
+            at = prompt.find(candidate, cursor) if candidate else -1
+            if at >= 0:
+                if at > cursor:
+                    parts.append((prompt[cursor:at], False))
+                parts.append((candidate, True))
+                cursor = at + len(candidate)
+                break
+    if cursor < len(prompt):
+        parts.append((prompt[cursor:], False))
+    return parts
 
 
 def builtin_chat_template(name: str) -> ChatTemplate:
