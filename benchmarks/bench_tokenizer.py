@@ -1,6 +1,11 @@
 """Tokenizer speed on the three real models: building from GGUF metadata, and tokenizing GPL-3.
 
-    python benchmarks/bench_tokenizer.py [--repeat N] [smollm2 qwen2 gemma3]
+    python benchmarks/bench_tokenizer.py [--repeat N] [--gguf-dir DIR] [smollm2 qwen2 gemma3]
+
+``--gguf-dir`` takes the model files from DIR (``<full model name>.gguf``, see
+``lamina.testing.models.MODEL_NAMES``) instead of the test-model cache; vocabulary-only
+copies (metadata, no tensors) are enough, which lets the benchmark run on a machine
+without the models.
 
 For each model the GGUF file is opened once (``lamina.gguf.read``, timed separately:
 that is the reader's work, not the tokenizer's). Then, ``--repeat`` times:
@@ -26,6 +31,7 @@ import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 from lamina.gguf import read
 from lamina.testing.models import MODEL_NAMES, ensure_models, shared_dir
@@ -68,10 +74,14 @@ def bench_model(name: str, path, text: bytes, expected: list[int], repeat: int) 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeat", type=int, default=7, help="fresh tokenizers per model (default: 7)")
+    p.add_argument("--gguf-dir", help="read <full model name>.gguf from this folder instead of the model cache")
     p.add_argument("models", nargs="*", help=f"short names ({', '.join(MODEL_NAMES)}); default: all")
     args = p.parse_args(argv)
     names = args.models or list(MODEL_NAMES)
-    paths = ensure_models(names)
+    if args.gguf_dir:
+        paths = {n: Path(args.gguf_dir) / f"{MODEL_NAMES[n]}.gguf" for n in names}
+    else:
+        paths = ensure_models(names)
     refdata = shared_dir() / "refdata"
     text = (refdata / "text" / "GPL-3.txt").read_bytes()
     print(f"GPL-3.txt: {len(text)} bytes; times in ms, median (min) of {args.repeat}; "

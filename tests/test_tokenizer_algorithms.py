@@ -89,6 +89,48 @@ def test_spm_words_give_the_same_merges_as_the_whole_fragment():
         assert enc.encode(text) == whole_ids, text
 
 
+def test_long_words_merge_the_same_with_the_heap():
+    from lamina.tokenizer import bpe, spm
+
+    tok = Tokenizer.from_gguf(lamina.gguf.read(VOCAB_DIR / "ggml-vocab-llama-spm.gguf"))
+    enc = tok._encoder
+    rng = random.Random(99)
+    for _ in range(30):
+        word = "\u2581" + "".join(rng.choice("abcdeéfghijklmn日本語") for _ in range(rng.randint(49, 300)))
+        memo = ScoreMemo(enc.token_to_id, enc.scores)
+        heap = spm._merge_symbols_heap(list(word), memo)
+        # the plain scan, forced by raising the threshold
+        saved = spm._HEAP_ABOVE
+        spm._HEAP_ABOVE = 10**9
+        try:
+            plain = spm.merge_symbols(list(word), memo)
+        finally:
+            spm._HEAP_ABOVE = saved
+        assert heap == plain
+
+    qwen = Tokenizer.from_gguf(lamina.gguf.read(VOCAB_DIR / "ggml-vocab-qwen2.gguf"))._encoder
+    for _ in range(30):
+        word = "".join(rng.choice("abcdefghijklmnopĠ") for _ in range(rng.randint(49, 300)))
+        saved = bpe._HEAP_ABOVE
+        bpe._HEAP_ABOVE = 10**9
+        try:
+            plain = bpe.merge_word(list(word), qwen.ranks)
+        finally:
+            bpe._HEAP_ABOVE = saved
+        assert bpe._merge_word_heap(list(word), qwen.ranks) == plain
+
+
+def test_long_unspaced_text_takes_bounded_time():
+    import time
+
+    tok = Tokenizer.from_gguf(lamina.gguf.read(VOCAB_DIR / "ggml-vocab-llama-spm.gguf"))
+    text = "日本語のテキスト" * 2000  # 16k characters and not one space
+    start = time.process_time()
+    ids = tok.tokenize(text, add_special=False)
+    assert time.process_time() - start < 20  # quadratic merging would take minutes
+    assert tok.detokenize(ids).decode().strip() == text
+
+
 def test_bridging_characters_are_found():
     assert bridging_characters(["\u2581a", "a\u2581", "x\u2581\u2581y", "\u2581\u2581"]) == {"a", "x"}
 
