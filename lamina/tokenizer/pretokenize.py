@@ -18,7 +18,7 @@ of their own here; the digit-grouping fast path of AFMoE/Tiny-Aya does, see
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 
 from . import unicode as uni
@@ -147,7 +147,6 @@ class PreTokenizerName:
     escape_whitespaces: bool = False
     no_bos_token: bool = False  # the BOS id defaults to none
     add_sep: bool = False
-    options: dict = field(default_factory=dict)
 
 
 def _names(kind: str, names: str, **flags) -> dict[str, PreTokenizerName]:

@@ -392,6 +392,3 @@ class Vocab:
         ids = np.flatnonzero(self.attrs & int(mask)).tolist()
         tokens = self.tokens
         return sorted(ids, key=lambda i: -len(tokens[i].encode("utf-8", "surrogateescape")))
-
-    def is_byte_fallback_vocab(self) -> bool:
-        return "<0x00>" in self.token_to_id
