@@ -1,0 +1,171 @@
+"""Text completions in OpenAI's ``text_completion`` shape (what ``Llama.create_completion`` returns).
+
+Streaming never cuts a multi-byte UTF-8 character in two and never shows text that
+might turn out to be the start of a stop sequence.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from typing import Iterator
+
+import numpy as np
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64)
+    m = x.max(axis=-1, keepdims=True)
+    return (x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))).astype(np.float32)
+
+
+def utf8_complete_end(data: bytes, end: int) -> int:
+    """The largest cut point <= ``end`` that does not split a UTF-8 character."""
+    i = end
+    for back in range(1, min(4, end) + 1):
+        b = data[end - back]
+        if b & 0xC0 == 0x80:  # continuation byte: keep looking for the lead byte
+            continue
+        need = 1 if b < 0x80 else 2 if b >> 5 == 0b110 else 3 if b >> 4 == 0b1110 else 4 if b >> 3 == 0b11110 else 1
+        i = end if back >= need else end - back
+        break
+    return i
+
+
+def stop_hold_back(text: bytes, stops: list[bytes]) -> int:
+    """How many trailing bytes of ``text`` could still grow into a stop sequence."""
+    held = 0
+    for s in stops:
+        for i in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:i]):
+                held = max(held, i)
+                break
+    return held
+
+
+def find_stop(text: bytes, stops: list[bytes]) -> int | None:
+    """Index of the earliest stop sequence in ``text``, if any."""
+    hits = [text.find(s) for s in stops if s and s in text]
+    return min(hits) if hits else None
+
+
+def completion_tokens_for(llm, prompt: str | list[int]) -> list[int]:
+    """Prompt tokens the way llama-cpp-python makes them: BOS if the model adds one, special tokens parsed."""
+    if isinstance(prompt, list):
+        return [int(t) for t in prompt]
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a string or a list of token ids, not {type(prompt).__name__}")
+    tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+    if not tokens:
+        bos = llm.token_bos()
+        if bos is None or bos < 0:
+            raise ValueError("the prompt is empty and this model has no BOS token to start from")
+        tokens = [bos]
+    return tokens
+
+
+def run_completion(llm, prompt, *, suffix=None, max_tokens=16, logprobs=None, echo=False, stop=None,
+                   stream=False, seed=None, model=None, stopping_criteria=None, sampling=None) -> Iterator[dict]:
+    """Generate a completion; yields chunks when ``stream`` is set, else one final response dict."""
+    completion_id = f"cmpl-{uuid.uuid4()}"
+    created = int(time.time())
+    model_name = model if model is not None else llm.model_path
+    prompt_tokens = completion_tokens_for(llm, prompt)
+    prompt_text = prompt if isinstance(prompt, str) else llm.detokenize(prompt_tokens).decode("utf-8", "ignore")
+    n_ctx = llm.n_ctx()
+    if len(prompt_tokens) >= n_ctx:
+        raise ValueError(f"Requested tokens ({len(prompt_tokens)}) exceed context window of {n_ctx}")
+    if max_tokens is None or max_tokens <= 0:
+        max_tokens = n_ctx - len(prompt_tokens)
+    max_tokens = min(int(max_tokens), n_ctx - len(prompt_tokens))
+    if logprobs is not None and not llm._logits_all:
+        raise ValueError("logprobs is not supported for models created with logits_all=False")
+    stops = [s.encode("utf-8") for s in ([stop] if isinstance(stop, str) else (stop or []))]
+    llm._next_seed(seed)
+    if llm.verbose:
+        llm.perf.reset()
+
+    def chunk(text: str, finish_reason, lp=None) -> dict:
+        return {"id": completion_id, "object": "text_completion", "created": created, "model": model_name,
+                "choices": [{"text": text, "index": 0, "logprobs": lp, "finish_reason": finish_reason}]}
+
+    piece = lambda t: llm.tokenizer_.token_to_piece(t, special=False)  # noqa: E731
+    text = b""
+    emitted = 0
+    completion: list[int] = []
+    finish_reason = "length"
+    if max_tokens > 0:
+        for token in llm.generate(prompt_tokens, stopping_criteria=stopping_criteria, **(sampling or {})):
+            if llm.tokenizer_.is_eog(token):
+                finish_reason = "stop"
+                break
+            completion.append(token)
+            text += piece(token)
+            cut = find_stop(text, stops)
+            if cut is not None:
+                text = text[:cut]
+                finish_reason = "stop"
+                break
+            if stream and logprobs is not None:
+                start = len(prompt_tokens) + len(completion) - 1
+                lp = _logprobs_for(llm, [token], [start - 1], logprobs, len(prompt_text) + emitted)
+                emitted = len(text)
+                yield chunk(piece(token).decode("utf-8", "ignore"), None, lp)
+            elif stream:
+                safe = utf8_complete_end(text, len(text) - stop_hold_back(text, stops))
+                if safe > emitted:
+                    yield chunk(text[emitted:safe].decode("utf-8", "ignore"), None)
+                    emitted = safe
+            if len(completion) >= max_tokens:
+                break
+    if llm.verbose:
+        print(llm.perf.report(), file=sys.stderr)
+    if stream:
+        if emitted < len(text):
+            yield chunk(text[emitted:].decode("utf-8", "ignore"), None)
+        yield chunk("", finish_reason)
+        return
+    text_str = text.decode("utf-8", "ignore")
+    if echo:
+        text_str = prompt_text + text_str
+    if suffix is not None:
+        text_str += suffix
+    lp = None
+    if logprobs is not None:
+        if echo:
+            skip_bos = 1 if prompt_tokens and prompt_tokens[0] == llm.token_bos() else 0
+            shown = prompt_tokens[skip_bos:] + completion
+            rows = list(range(skip_bos - 1, skip_bos - 1 + len(shown)))
+            lp = _logprobs_for(llm, shown, rows, logprobs, 0)
+            lp["token_logprobs"][0] = None
+            lp["top_logprobs"][0] = None
+        else:
+            rows = list(range(len(prompt_tokens) - 1, len(prompt_tokens) - 1 + len(completion)))
+            lp = _logprobs_for(llm, completion, rows, logprobs, len(prompt_text))
+    response = chunk(text_str, finish_reason, lp)
+    response["usage"] = {"prompt_tokens": len(prompt_tokens), "completion_tokens": len(completion),
+                         "total_tokens": len(prompt_tokens) + len(completion)}
+    yield response
+
+
+def _logprobs_for(llm, tokens: list[int], rows: list[int], n_top: int, text_offset: int) -> dict:
+    """OpenAI ``logprobs`` for ``tokens``, each predicted by the logits in ``llm.scores[row]``."""
+    out = {"tokens": [], "text_offset": [], "token_logprobs": [], "top_logprobs": []}
+    offset = text_offset
+    for token, row in zip(tokens, rows):
+        token_str = llm.tokenizer_.token_to_piece(token).decode("utf-8", "ignore")
+        if row < 0:
+            lp_token, top = None, None
+        else:
+            lps = log_softmax(llm.scores[row])
+            best = np.argsort(-lps)[: max(0, n_top)]
+            top = {llm.tokenizer_.token_to_piece(int(i)).decode("utf-8", "ignore"): float(lps[i]) for i in best}
+            lp_token = float(lps[token])
+            top[token_str] = lp_token
+        out["tokens"].append(token_str)
+        out["text_offset"].append(offset)
+        out["token_logprobs"].append(lp_token)
+        out["top_logprobs"].append(top)
+        offset += len(token_str)
+    return out

@@ -1,0 +1,347 @@
+"""``lamina.Llama``: llama-cpp-python's ``Llama`` class, so existing code runs by changing an import.
+
+    from lamina import Llama          # instead of: from llama_cpp import Llama
+    llm = Llama("model.gguf", n_ctx=2048)
+    print(llm("The capital of France is", max_tokens=16)["choices"][0]["text"])
+
+The class holds one sequence's state (``input_ids``, ``n_tokens``, ``scores``) over an
+engine :class:`~lamina.engine.context.Context`; completions and chat completions are
+built on :meth:`generate`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from lamina import gguf
+from lamina.engine.batch import Batch
+from lamina.engine.perf import PerfCounters
+
+LLAMA_DEFAULT_SEED = 0xFFFFFFFF
+
+
+def default_threads() -> int:
+    """Physical cores (llama.cpp's default), or the logical count where that cannot be told."""
+    try:
+        cores = set()
+        with open("/proc/cpuinfo") as f:
+            phys = core = None
+            for line in f:
+                if line.startswith("physical id"):
+                    phys = line.split(":")[1].strip()
+                elif line.startswith("core id"):
+                    core = line.split(":")[1].strip()
+                    cores.add((phys, core))
+        if cores:
+            return len(cores)
+    except OSError:
+        pass
+    return os.cpu_count() or 1
+
+
+class Llama:
+    """A loaded model with one context, in llama-cpp-python's shape."""
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        n_ctx: int = 512,
+        n_batch: int = 512,
+        n_ubatch: int = 512,
+        n_threads: int | None = None,
+        n_threads_batch: int | None = None,
+        seed: int = LLAMA_DEFAULT_SEED,
+        logits_all: bool = False,
+        vocab_only: bool = False,
+        last_n_tokens_size: int = 64,
+        chat_format: str | None = None,
+        chat_template: str | None = None,
+        n_seq_max: int = 1,
+        verbose: bool = True,
+        **kwargs,
+    ):
+        t0 = time.perf_counter()
+        self.model_path = os.fspath(model_path)
+        self.verbose = verbose
+        self._seed = seed
+        self._logits_all = logits_all
+        self.last_n_tokens_size = last_n_tokens_size
+        self.chat_format = chat_format
+        self.chat_template = chat_template
+        self.perf = PerfCounters()
+        self.gguf = gguf.read(self.model_path)
+        from lamina.tokenizer import Tokenizer
+
+        self.tokenizer_ = Tokenizer.from_gguf(self.gguf)
+        self._model = None
+        self._ctx = None
+        self.n_threads = n_threads or default_threads()
+        self.n_threads_batch = n_threads_batch or self.n_threads
+        self.n_batch = max(1, int(n_batch))
+        self.n_tokens = 0
+        if vocab_only:
+            self._n_ctx = 0
+            self.input_ids = np.zeros(0, dtype=np.intc)
+        else:
+            from lamina.engine.context import Context
+            from lamina.kernels import set_num_threads
+            from lamina.models import load_model
+
+            set_num_threads(self.n_threads)
+            self._model = load_model(self.gguf)
+            if self._model.n_vocab != self.tokenizer_.n_vocab:
+                raise gguf.GGUFError(f"the output layer has {self._model.n_vocab} rows but the vocabulary has "
+                                     f"{self.tokenizer_.n_vocab} tokens", self.model_path)
+            self._n_ctx = int(n_ctx) if n_ctx and n_ctx > 0 else self._model.n_ctx_train
+            self._ctx = Context(self._model, self._n_ctx * n_seq_max, self.n_batch, n_ubatch, n_seq_max)
+            self.input_ids = np.zeros(self._n_ctx, dtype=np.intc)
+        self._scores: np.ndarray | None = None  # allocated on first use (n_ctx × n_vocab can be large)
+        self._last_logits: np.ndarray | None = None
+        self.perf.t_load_ms = (time.perf_counter() - t0) * 1e3
+        self.perf.reset()
+        if verbose and kwargs:
+            print(f"lamina: ignoring unsupported Llama arguments: {', '.join(sorted(kwargs))}", file=sys.stderr)
+
+    # -- model facts ---------------------------------------------------------------------------
+    def n_ctx(self) -> int:
+        return self._n_ctx
+
+    def n_vocab(self) -> int:
+        return self.tokenizer_.n_vocab
+
+    def n_embd(self) -> int:
+        return self._model.n_embd if self._model else self.gguf.get_int(f"{self._arch()}.embedding_length", 0)
+
+    def token_bos(self) -> int:
+        return self.tokenizer_.bos_id
+
+    def token_eos(self) -> int:
+        return self.tokenizer_.eos_id
+
+    def token_nl(self) -> int:
+        ids = self.tokenizer_.tokenize(b"\n", add_special=False, parse_special=False)
+        return ids[-1] if ids else -1
+
+    def _arch(self) -> str:
+        return self.gguf.get_str("general.architecture", "")
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """Every metadata value as a string, as llama.cpp's ``llama_model_meta_val_str`` gives it."""
+        if not hasattr(self, "_metadata"):
+            self._metadata = {k: _meta_str(v) for k, v in self.gguf.metadata.items()}
+        return self._metadata
+
+    # -- tokens ---------------------------------------------------------------------------------
+    def tokenize(self, text: bytes, add_bos: bool = True, special: bool = False) -> list[int]:
+        return self.tokenizer_.tokenize(text, add_special=add_bos, parse_special=special)
+
+    def detokenize(self, tokens: Sequence[int], prev_tokens: Sequence[int] | None = None,
+                   special: bool = False) -> bytes:
+        """Bytes of ``tokens``; with ``prev_tokens`` they are treated as continuing that text."""
+        if prev_tokens:
+            return b"".join(self.tokenizer_.token_to_piece(int(t), special=special) for t in tokens)
+        return self.tokenizer_.detokenize(list(tokens), special=special)
+
+    # -- evaluation -------------------------------------------------------------------------------
+    @property
+    def scores(self) -> np.ndarray:
+        """Logits per evaluated position (rows filled for every position when ``logits_all``)."""
+        if self._scores is None:
+            rows = self._n_ctx if self._logits_all else 1
+            self._scores = np.zeros((rows, self.n_vocab()), dtype=np.float32)
+        return self._scores
+
+    @property
+    def _input_ids(self) -> np.ndarray:
+        return self.input_ids[: self.n_tokens]
+
+    def reset(self) -> None:
+        """Forget the evaluated tokens (the KV cache is overwritten from position 0)."""
+        self.n_tokens = 0
+
+    def _require_model(self) -> None:
+        if self._ctx is None:
+            raise RuntimeError("this Llama was loaded with vocab_only=True: it can tokenize but not evaluate")
+
+    def eval(self, tokens: Sequence[int]) -> None:
+        """Evaluate ``tokens`` after the ``n_tokens`` already evaluated, ``n_batch`` at a time."""
+        self._require_model()
+        tokens = np.asarray(list(tokens), dtype=np.int64)
+        if self.n_tokens + len(tokens) > self._n_ctx:
+            from lamina.engine.kv_cache import ContextFullError
+
+            raise ContextFullError(f"evaluating {len(tokens)} more tokens after {self.n_tokens} would exceed the "
+                                   f"context of {self._n_ctx} tokens")
+        bad = (tokens < 0) | (tokens >= self.n_vocab())
+        if bad.any():
+            from lamina.engine.context import InvalidTokenError
+
+            raise InvalidTokenError(f"token id {int(tokens[bad][0])} is outside the vocabulary (0..{self.n_vocab() - 1})")
+        self._ctx.truncate(0, self.n_tokens)
+        for start in range(0, len(tokens), self.n_batch):
+            chunk = tokens[start : start + self.n_batch]
+            n_past = self.n_tokens
+            t0 = time.perf_counter()
+            logits = self._ctx.decode(Batch.for_sequence(chunk, n_past, 0, logits_all=self._logits_all))
+            self.perf.add_decode(len(chunk), time.perf_counter() - t0)
+            self.input_ids[n_past : n_past + len(chunk)] = chunk
+            if self._logits_all:
+                self.scores[n_past : n_past + len(chunk)] = logits
+            else:
+                self.scores[0] = logits[-1]
+            self._last_logits = self.scores[n_past + len(chunk) - 1] if self._logits_all else self.scores[0]
+            self.n_tokens += len(chunk)
+
+    def shift_context(self, n_keep: int) -> int:
+        """Make room by dropping half of the tokens after the first ``n_keep`` (llama.cpp's context shift).
+
+        Returns how many tokens were discarded.
+        """
+        n_keep = max(0, min(n_keep, self.n_tokens - 2))
+        n_discard = (self.n_tokens - n_keep) // 2
+        if n_discard <= 0:
+            return 0
+        self._ctx.shift(0, n_keep, n_discard)
+        kept = self.input_ids[n_keep + n_discard : self.n_tokens].copy()
+        self.input_ids[n_keep : n_keep + len(kept)] = kept
+        self.n_tokens -= n_discard
+        return n_discard
+
+    def logits(self) -> np.ndarray:
+        """The logits after the last evaluated token."""
+        if self._last_logits is None:
+            raise RuntimeError("no tokens have been evaluated yet")
+        return self._last_logits
+
+    # -- sampling and generation ------------------------------------------------------------------
+    def set_seed(self, seed: int) -> None:
+        self._seed = seed
+
+    def _sampler(self, top_k=40, top_p=0.95, min_p=0.05, typical_p=1.0, temp=0.80, repeat_penalty=1.0,
+                 frequency_penalty=0.0, presence_penalty=0.0, mirostat_mode=0, mirostat_tau=5.0,
+                 mirostat_eta=0.1, logit_bias=None, **_ignored):
+        from lamina.sampling import SamplerChain, SamplingParams
+
+        # llama-cpp-python's chain: penalties, then top-k, typical, top-p, min-p, temperature and the draw
+        params = SamplingParams.from_options(
+            seed=self._seed, temp=temp, top_k=top_k, top_p=top_p, min_p=min_p, typ_p=typical_p,
+            penalty_last_n=self.last_n_tokens_size, penalty_repeat=repeat_penalty, penalty_freq=frequency_penalty,
+            penalty_present=presence_penalty, mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau,
+            mirostat_eta=mirostat_eta, logit_bias=dict(logit_bias or {}),
+            samplers=["penalties", "top_k", "typ_p", "top_p", "min_p", "temperature"],
+        )
+        return SamplerChain(params, self.n_vocab())
+
+    def sample(self, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, typical_p: float = 1.0,
+               temp: float = 0.80, repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
+               presence_penalty: float = 0.0, mirostat_mode: int = 0, mirostat_eta: float = 0.1,
+               mirostat_tau: float = 5.0, logits_processor=None, **kwargs) -> int:
+        """Sample one token from the logits after the last evaluated token."""
+        chain = self._sampler(top_k, top_p, min_p, typical_p, temp, repeat_penalty, frequency_penalty,
+                              presence_penalty, mirostat_mode, mirostat_tau, mirostat_eta)
+        return self._sample_with(chain, logits_processor)
+
+    def _sample_with(self, chain, logits_processor=None) -> int:
+        t0 = time.perf_counter()
+        logits = self.logits()
+        if logits_processor is not None:
+            logits = np.asarray(logits_processor(self._input_ids, logits.copy()), dtype=np.float32)
+        token = int(chain.sample(logits))
+        chain.accept(token)
+        self.perf.add_sample(time.perf_counter() - t0)
+        return token
+
+    def generate(self, tokens: Sequence[int], top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
+                 typical_p: float = 1.0, temp: float = 0.80, repeat_penalty: float = 1.0, reset: bool = True,
+                 frequency_penalty: float = 0.0, presence_penalty: float = 0.0, mirostat_mode: int = 0,
+                 mirostat_tau: float = 5.0, mirostat_eta: float = 0.1, logits_processor=None,
+                 stopping_criteria=None, logit_bias=None, **kwargs) -> Iterator[int]:
+        """Yield sampled tokens after ``tokens`` forever (the caller stops).
+
+        Tokens already evaluated as a prefix of ``tokens`` are reused from the KV cache.
+        """
+        self._require_model()
+        chain = self._sampler(top_k, top_p, min_p, typical_p, temp, repeat_penalty, frequency_penalty,
+                              presence_penalty, mirostat_mode, mirostat_tau, mirostat_eta, logit_bias)
+        tokens = [int(t) for t in tokens]
+        if reset:
+            prefix = 0
+            for a, b in zip(self._input_ids, tokens):
+                if a != b:
+                    break
+                prefix += 1
+            # keep at least one token to evaluate so there are fresh logits to sample from
+            self.n_tokens = max(0, min(prefix, len(tokens) - 1))
+            tokens = tokens[self.n_tokens:]
+        # as in llama-cpp-python, the penalties see the generated tokens, not the prompt
+        while True:
+            self.eval(tokens)
+            token = self._sample_with(chain, logits_processor)
+            if stopping_criteria is not None and stopping_criteria(self._input_ids, self.logits()):
+                return
+            extra = yield token
+            tokens = [token] + (list(extra) if extra else [])
+
+    # -- OpenAI-shaped completions ---------------------------------------------------------------
+    def create_completion(self, prompt: str | list[int], suffix: str | None = None, max_tokens: int | None = 16,
+                          temperature: float = 0.8, top_p: float = 0.95, min_p: float = 0.05,
+                          typical_p: float = 1.0, logprobs: int | None = None, echo: bool = False,
+                          stop: str | list[str] | None = None, frequency_penalty: float = 0.0,
+                          presence_penalty: float = 0.0, repeat_penalty: float = 1.0, top_k: int = 40,
+                          stream: bool = False, seed: int | None = None, mirostat_mode: int = 0,
+                          mirostat_tau: float = 5.0, mirostat_eta: float = 0.1, model: str | None = None,
+                          stopping_criteria=None, logits_processor=None, logit_bias=None, **kwargs):
+        """A text completion as an OpenAI ``text_completion`` dict, or an iterator of chunks with ``stream=True``."""
+        from lamina.completion import run_completion
+
+        chunks = run_completion(
+            self, prompt, suffix=suffix, max_tokens=max_tokens, logprobs=logprobs, echo=echo, stop=stop,
+            stream=stream, seed=seed, model=model, stopping_criteria=stopping_criteria,
+            sampling=dict(temp=temperature, top_p=top_p, min_p=min_p, typical_p=typical_p, top_k=top_k,
+                          frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+                          repeat_penalty=repeat_penalty, mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau,
+                          mirostat_eta=mirostat_eta, logits_processor=logits_processor, logit_bias=logit_bias),
+        )
+        return chunks if stream else next(chunks)
+
+    def __call__(self, prompt: str | list[int], **kwargs):
+        return self.create_completion(prompt, **kwargs)
+
+    def create_chat_completion(self, messages: list[dict], **kwargs):
+        """An OpenAI ``chat.completion`` dict (or a stream of ``chat.completion.chunk`` dicts with ``stream=True``),
+        the prompt rendered with the model's chat template (or ``chat_format`` / ``chat_template``)."""
+        from lamina.chat.completion import create_chat_completion
+
+        return create_chat_completion(self, messages, **kwargs)
+
+    def _next_seed(self, seed: int | None) -> None:
+        # llama-cpp-python: an explicit seed is used as is; otherwise one is drawn from the Llama's seed.
+        self.set_seed(seed if seed is not None else random.Random(self._seed).randint(0, 2**32))
+
+    def close(self) -> None:
+        self._ctx = None
+        self._model = None
+
+    def __enter__(self) -> "Llama":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _meta_str(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, list):
+        return "[" + ", ".join(_meta_str(v) if not isinstance(v, str) else f'"{v}"' for v in value) + "]"
+    return str(value)
