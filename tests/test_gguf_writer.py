@@ -188,6 +188,8 @@ BAD_METADATA = [
     ({"a": MetadataValue([[1]], ValueType.ARRAY, ValueType.ARRAY)}, "nested"),
     ({"a": MetadataValue("yes", ValueType.BOOL)}, "not booleans"),
     ({"a": MetadataValue("1.0", ValueType.FLOAT32)}, "not numbers"),
+    ({"a": 1e300}, "finite values too large for FLOAT32"),
+    ({"a": MetadataValue([1.0, 1e39], ValueType.ARRAY, ValueType.FLOAT32)}, "too large"),
     ({"": 1}, "non-empty string"),
     ({"general.alignment": 13}, "power of two"),
     ({"general.alignment": 0}, "power of two"),

@@ -498,6 +498,7 @@ _MISSING = object()
 def _type_name(field: MetadataValue) -> str:
     return field.type.name if field.element_type is None else f"ARRAY of {field.element_type.name}"
 
+
 _ARRAY_ELEMENT_CHECKS = {
     None: lambda t: True,
     "string": lambda t: t == ValueType.STRING,

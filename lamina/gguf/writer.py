@@ -271,6 +271,12 @@ def _scalars_bytes(value: Any, vtype: ValueType, ndim: int) -> bytes:
             raise TypeError(f"{arr.dtype} values are not booleans")
     elif kind not in "iuf":  # FLOAT32 / FLOAT64
         raise TypeError(f"{arr.dtype} values are not numbers")
+    else:
+        with np.errstate(over="ignore"):
+            converted = arr.astype(dtype)
+        if np.count_nonzero(np.isfinite(converted)) != np.count_nonzero(np.isfinite(arr)):
+            raise OverflowError(f"finite values too large for {vtype.name}")
+        return converted.tobytes()
     return arr.astype(dtype).tobytes()
 
 
