@@ -222,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}\n(run 'lamina quantize --help' for usage and the allowed types)", file=sys.stderr)
         return 1
 
+    from lamina.gguf import GGUFError
     from lamina.quants.imatrix import ImatrixError, read_imatrix
     from lamina.quants.model_quantize import QuantizeError, describe_file_type, quantize_model
 
@@ -258,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         report = quantize_model(request, log=log)
-    except QuantizeError as e:
+    except (QuantizeError, GGUFError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except OSError as e:

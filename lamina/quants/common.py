@@ -13,7 +13,7 @@ Public, stable helpers (the i-quant module imports them too):
 - :func:`fp32_to_fp16`, :func:`fp16_to_fp32`, :func:`fp32_to_bf16`, :func:`bf16_to_fp32`
 - :func:`load_f16`, :func:`store_f16` — a little-endian fp16 inside a uint8 buffer
 - :func:`nearest_int` — ggml's round-half-to-even via the 1.5·2^23 trick
-- :func:`round_away`, :func:`best_index_int8`
+- :func:`c_max`, :func:`round_away`, :func:`best_index_int8`
 - :func:`make_qx_quants`, :func:`make_q3_quants`, :func:`make_qkx2_quants`,
   :func:`make_qkx3_quants`, :func:`make_qp_quants` — the scale searches
 - array conversions :func:`fp32_to_fp16_array`, :func:`fp16_to_fp32_array`,
@@ -214,6 +214,15 @@ def bf16_to_fp32_array(h: np.ndarray) -> np.ndarray:
     out = np.empty(h.shape, dtype=np.float32)
     _bf16_to_fp32_flat(h.reshape(-1), out.reshape(-1))
     return out
+
+
+# -- C macros -----------------------------------------------------------------------------
+
+
+@njit(cache=True, error_model="numpy")
+def c_max(a, b):
+    """ggml's MAX(a, b) macro, ``a > b ? a : b`` — unlike Python's max() it returns b when either is NaN."""
+    return a if a > b else b
 
 
 # -- rounding -----------------------------------------------------------------------------
@@ -534,7 +543,7 @@ def make_qp_quants(n, nmax, x, L, quant_weights):
     """ggml's make_qp_quants: positive values onto 0..nmax (L is uint8), weighted; returns the scale."""
     fmax = F32(0.0)
     for i in range(n):
-        fmax = max(fmax, x[i])
+        fmax = c_max(fmax, x[i])
     if fmax < GROUP_MAX_EPS:
         for i in range(n):
             L[i] = 0

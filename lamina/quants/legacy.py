@@ -14,6 +14,7 @@ from numba import njit, prange
 
 from .common import (
     F32,
+    c_max,
     check_block_dtype,
     field_offset,
     fp32_to_fp16,
@@ -241,7 +242,7 @@ def _q5_1_ref_block(x, o, out, b):
 def _q8_0_block(x, o, out, b):
     amax = F32(0.0)
     for j in range(QK):
-        amax = max(amax, abs(x[o + j]))
+        amax = c_max(amax, abs(x[o + j]))
     d = amax / F32(127.0)
     idd = F32(1.0) / d if d else F32(0.0)
     store_f16(out, b, fp32_to_fp16(d))
@@ -253,7 +254,7 @@ def _q8_0_block(x, o, out, b):
 def _q8_1_block(x, o, out, b):
     amax = F32(0.0)
     for j in range(QK):
-        amax = max(amax, abs(x[o + j]))
+        amax = c_max(amax, abs(x[o + j]))
     d = amax / F32(127.0)
     idd = F32(1.0) / d if d else F32(0.0)
     store_f16(out, b, fp32_to_fp16(d))

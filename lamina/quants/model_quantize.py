@@ -185,6 +185,11 @@ def plan(f, request: QuantizeRequest, log: Callable[[str], None] = lambda s: Non
                 Q.block_format(choice.new_type)
             except (Q.QuantizationError, ImportError) as e:
                 raise QuantizeError(f"tensor {name}: lamina cannot quantize to {choice.new_type}: {e}") from None
+            block = ggml_type(choice.new_type).block_size
+            if choice.shape[0] % block:
+                raise QuantizeError(f"tensor {name}: its rows of {choice.shape[0]} values cannot be stored as "
+                                    f"{ggml_name(choice.new_type)}, whose blocks hold {block} (chosen by "
+                                    f"--token-embedding-type, --output-tensor-type or --tensor-type)")
         planned.append(PlannedTensor(choice, f.data_offset + info.offset, info.shape[:n_dims(info.shape)], importance))
 
     file_type = target.ftype

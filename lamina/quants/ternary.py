@@ -12,7 +12,7 @@ from numba import njit, prange
 
 from lamina.gguf.types import QK_K
 
-from .common import F32, check_block_dtype, field_offset, fp32_to_fp16, load_f16, new_output, round_away, store_f16
+from .common import F32, c_max, check_block_dtype, field_offset, fp32_to_fp16, load_f16, new_output, round_away, store_f16
 from .registry import register
 
 BLOCK_TQ1_0 = check_block_dtype([("qs", "u1", (48,)), ("qh", "u1", (4,)), ("d", "<f2")], 54)
@@ -68,7 +68,7 @@ def _dequant_tq2_0(raw, out):
 def _absmax_scale(x, o):
     amax = F32(0.0)
     for j in range(QK_K):
-        amax = max(amax, abs(x[o + j]))
+        amax = c_max(amax, abs(x[o + j]))
     return amax
 
 
