@@ -1,0 +1,287 @@
+"""Chat completions in OpenAI's shapes (what ``Llama.create_chat_completion`` returns), and chat prompt tokens.
+
+    llm = Llama("smollm2.gguf")
+    reply = llm.create_chat_completion([{"role": "user", "content": "Hi"}], max_tokens=32, seed=1)
+    reply["choices"][0]["message"]["content"]
+
+The response and stream chunks have exactly llama-cpp-python's shapes: ``chatcmpl-…``
+ids, a first chunk whose delta is ``{"role": "assistant"}``, content deltas, a last
+chunk with an empty delta and the finish reason; ``usage`` in the whole response.
+Generation itself is :func:`lamina.completion.run_completion`, as in llama-cpp-python,
+where a chat completion is a text completion of the rendered prompt.
+
+Two things differ from llama-cpp-python on purpose:
+
+* Message text is tokenized **without** parsing special tokens: a ``<|im_end|>``
+  typed by a user stays text (llama-cpp-python and llama.cpp's server parse the
+  whole rendered prompt). Only the template's own text produces control tokens.
+* There is no grammar-constrained decoding in lamina, so everything that needs a
+  grammar is refused with :class:`ChatCompletionError` instead of silently producing
+  unconstrained text: ``response_format`` of type ``json_object`` or ``json_schema``,
+  a ``grammar``, and a ``tool_choice`` (or ``function_call``) that forces a named
+  function. ``tools``/``functions`` alone are passed to the template, and the
+  reply is plain text, as llama-cpp-python's template-based handlers do.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Iterator
+
+from .builtin import BUILTIN_TEMPLATE_NAMES
+from .errors import ChatTemplateError
+from .messages import normalize_messages
+from .templates import ChatTemplate, builtin_chat_template, load_chat_template, read_model_chat_template
+
+
+class ChatCompletionError(ValueError):
+    """A chat completion request lamina cannot serve as asked (bad messages, or a feature it lacks)."""
+
+
+#: llama-cpp-python's ``chat_format`` names whose llama.cpp built-in format lamina uses instead.
+CHAT_FORMAT_ALIASES = {"llama-2": "llama2", "llama-3": "llama3"}
+
+_templates: "weakref.WeakKeyDictionary[Any, tuple[tuple, ChatTemplate]]" = weakref.WeakKeyDictionary()
+
+
+def chat_template_for(llm) -> ChatTemplate:
+    """The template ``llm``'s chat completions use, made once per ``(chat_template, chat_format)``.
+
+    Precedence: ``Llama(chat_template=...)`` (a built-in name or Jinja source), then
+    ``Llama(chat_format=...)`` (``"chat_template.default"``/``"chat_template.<name>"``
+    for the file's templates, a llama.cpp built-in name, or ``llama-2``/``llama-3``),
+    then the file's ``tokenizer.chat_template``, then chatml, as llama.cpp does for
+    a model without a template (llama-cpp-python falls back to llama-2 instead).
+    """
+    key = (getattr(llm, "chat_template", None), getattr(llm, "chat_format", None))
+    cached = _templates.get(llm)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    template = _choose_template(llm, *key)
+    _templates[llm] = (key, template)
+    return template
+
+
+def _choose_template(llm, chat_template: str | None, chat_format: str | None) -> ChatTemplate:
+    tok = llm.tokenizer_
+    model_name = getattr(llm, "model_path", "the model")
+    tokens = dict(bos_token=tok.token_text(tok.bos_id) if tok.bos_id >= 0 else "",
+                  eos_token=tok.token_text(tok.eos_id) if tok.eos_id >= 0 else "",
+                  add_bos=tok.add_bos, add_eos=tok.add_eos, model_name=model_name)
+    if chat_template:
+        return load_chat_template(template=chat_template, **tokens)
+    if chat_format is None or chat_format == "chat_template.default":
+        return load_chat_template(model_template=read_model_chat_template(llm.gguf), **tokens)
+    if chat_format.startswith("chat_template."):
+        variant = chat_format[len("chat_template."):]
+        source = read_model_chat_template(llm.gguf, variant)
+        if source is None:
+            raise ChatTemplateError(f"the model has no tokenizer.chat_template.{variant}", template=chat_format)
+        return load_chat_template(model_template=source, **tokens)
+    name = CHAT_FORMAT_ALIASES.get(chat_format, chat_format)
+    if name in BUILTIN_TEMPLATE_NAMES:
+        return builtin_chat_template(name)
+    raise ChatTemplateError(
+        f"unknown chat_format; use 'chat_template.default' (the model's template), one of llama.cpp's built-in "
+        f"formats ({', '.join(BUILTIN_TEMPLATE_NAMES)}) or {', '.join(CHAT_FORMAT_ALIASES)}", template=chat_format)
+
+
+def chat_prompt_tokens(tokenizer, parts: list[tuple[str, bool]], *, add_bos: bool) -> list[int]:
+    """Token ids of a rendered prompt given as ``ChatTemplate.render_parts`` pieces.
+
+    The template's own text has its control tokens parsed (``<|im_start|>`` becomes
+    one id); message text (pieces marked True) never does. The text between two
+    control tokens is tokenized in one call, template and message text together,
+    so the ids equal llama.cpp's for the same prompt whenever the messages hold no
+    control-token text (a space ending ``[INST] `` still merges into the first
+    word, SentencePiece's space prefix is added once). ``add_bos`` puts the BOS id
+    first (the template already left its BOS text out when the tokenizer adds one).
+    """
+    runs: list[str | int] = []
+    for text, is_message in parts:
+        pieces = [text] if is_message else tokenizer._partition(text, True)
+        for piece in pieces:
+            if isinstance(piece, str) and runs and isinstance(runs[-1], str):
+                runs[-1] += piece
+            elif piece != "":
+                runs.append(piece)
+    ids: list[int] = []
+    if add_bos:
+        if tokenizer.bos_id < 0:
+            raise ChatCompletionError("the tokenizer asks for a BOS token but the vocabulary defines none")
+        ids.append(tokenizer.bos_id)
+    for run in runs:
+        if isinstance(run, int):
+            ids.append(run)
+        else:
+            ids.extend(tokenizer.tokenize(run, add_special=False, parse_special=False))
+    return ids
+
+
+def turn_parts(template: ChatTemplate, past: list[dict], new_message: dict, *,
+               add_generation_prompt: bool = True) -> list[tuple[str, bool]]:
+    """``render_turn``'s text as ``render_parts`` pieces: only what ``new_message`` adds after ``past``."""
+    before = template.render(past, add_generation_prompt=False) if past else ""
+    parts = template.render_parts(past + [new_message], add_generation_prompt=add_generation_prompt)
+    out: list[tuple[str, bool]] = [("\n", False)] if add_generation_prompt and before.endswith("\n") else []
+    skip = len(before)
+    for text, is_message in parts:
+        if skip >= len(text):
+            skip -= len(text)
+            continue
+        out.append((text[skip:], is_message))
+        skip = 0
+    return out
+
+
+def chat_turn_tokens(template: ChatTemplate, tokenizer, past: list[dict], new_message: dict, *,
+                     at_start: bool, after_answer: bool) -> list[int]:
+    """Tokens a new message adds to a conversation whose earlier turns are already evaluated (interactive chat).
+
+    After a generated answer the model stopped at its end-of-turn token, before the
+    newline the template writes after it, so the turn starts with that newline (as
+    llama.cpp's ``common_chat_format_single``); after a system prompt rendered in
+    full the newline is already there and is not repeated. ``at_start``: nothing is
+    evaluated yet, so BOS comes first when the tokenizer adds one.
+    """
+    parts = turn_parts(template, past, new_message)
+    if parts and parts[0] == ("\n", False) and not after_answer:
+        parts = parts[1:]
+    return chat_prompt_tokens(tokenizer, parts, add_bos=at_start and tokenizer.add_bos)
+
+
+def _stop_list(stop: str | list[str] | None) -> list[str]:
+    if stop is None:
+        return []
+    if isinstance(stop, str):
+        return [stop]
+    if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) for s in stop):
+        raise ChatCompletionError(f"stop must be a string or a list of strings, got {stop!r}")
+    return list(stop)
+
+
+def _refuse_what_needs_a_grammar(response_format, grammar, tools, tool_choice, functions, function_call) -> None:
+    if grammar is not None:
+        raise ChatCompletionError("grammar-constrained decoding is not available in lamina: pass grammar=None")
+    if response_format is not None:
+        if not isinstance(response_format, dict) or not isinstance(response_format.get("type"), str):
+            raise ChatCompletionError(f"response_format must be an object with a 'type', got {response_format!r}")
+        kind = response_format["type"]
+        if kind in ("json_object", "json_schema"):
+            raise ChatCompletionError(
+                f"response_format type {kind!r} needs grammar-constrained decoding, which lamina does not have; "
+                "ask for JSON in the messages and use response_format=None (or {'type': 'text'})")
+        if kind != "text":
+            raise ChatCompletionError(f"response_format type {kind!r} is not one of 'text', 'json_object', "
+                                      "'json_schema'")
+    forced = None
+    if isinstance(tool_choice, dict):
+        forced = (tool_choice.get("function") or {}).get("name")
+    elif tool_choice not in (None, "none", "auto"):
+        raise ChatCompletionError(f"tool_choice {tool_choice!r} needs grammar-constrained decoding, which lamina does "
+                                  "not have; use 'auto', 'none' or leave it out")
+    if isinstance(function_call, dict) and "name" in function_call:
+        forced = function_call["name"]
+    if forced is not None:
+        raise ChatCompletionError(f"forcing a call to function {forced!r} needs grammar-constrained decoding, which "
+                                  "lamina does not have; leave tool_choice/function_call out")
+    if tools is not None and not isinstance(tools, list):
+        raise ChatCompletionError(f"tools must be a list, got {type(tools).__name__}")
+    if functions is not None and not isinstance(functions, list):
+        raise ChatCompletionError(f"functions must be a list, got {type(functions).__name__}")
+
+
+def create_chat_completion(llm, messages, functions=None, function_call=None, tools=None, tool_choice=None,
+                           temperature: float = 0.2, top_p: float = 0.95, top_k: int = 40, min_p: float = 0.05,
+                           typical_p: float = 1.0, stream: bool = False, stop: str | list[str] | None = [],
+                           seed: int | None = None, response_format=None, max_tokens: int | None = None,
+                           presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
+                           repeat_penalty: float = 1.0, tfs_z: float = 1.0, mirostat_mode: int = 0,
+                           mirostat_tau: float = 5.0, mirostat_eta: float = 0.1, model: str | None = None,
+                           logits_processor=None, grammar=None, logit_bias=None, logprobs: bool | None = None,
+                           top_logprobs: int | None = None, **template_kwargs):
+    """An OpenAI ``chat.completion`` dict, or an iterator of ``chat.completion.chunk`` dicts with ``stream=True``.
+
+    Arguments and defaults are llama-cpp-python's. ``tfs_z`` is accepted and has no
+    effect (llama.cpp removed tail-free sampling). Extra keyword arguments reach the
+    Jinja template (like llama-cpp-python's), e.g. ``enable_thinking=False``.
+    """
+    from lamina.completion import run_completion
+
+    if isinstance(messages, (list, tuple)) and not messages:
+        raise ChatCompletionError("messages is empty: a chat completion needs at least one message")
+    normalize_messages(messages)  # bad shapes fail here, naming the message
+    _refuse_what_needs_a_grammar(response_format, grammar, tools, tool_choice, functions, function_call)
+    stops = _stop_list(stop)
+    if logprobs and top_logprobs is not None and (not isinstance(top_logprobs, int) or top_logprobs < 0):
+        raise ChatCompletionError(f"top_logprobs must be a non-negative integer, got {top_logprobs!r}")
+
+    template = chat_template_for(llm)
+    if functions is not None and tools is None:
+        tools = [{"type": "function", "function": f} for f in functions]
+    extra = {k: v for k, v in (("tool_choice", tool_choice),) if v is not None}
+    parts = template.render_parts(messages, add_generation_prompt=True, tools=tools, **extra, **template_kwargs)
+    tok = llm.tokenizer_
+    prompt_tokens = chat_prompt_tokens(tok, parts, add_bos=tok.add_bos)
+    if not prompt_tokens:
+        raise ChatCompletionError("the chat template rendered an empty prompt for these messages")
+    # as llama-cpp-python's template handler: the EOS token's text also stops generation
+    eos_text = tok.token_text(tok.eos_id) if tok.eos_id >= 0 else ""
+    if eos_text:
+        stops.append(eos_text)
+
+    chunks = run_completion(
+        llm, prompt_tokens, max_tokens=max_tokens, logprobs=top_logprobs if logprobs else None, stop=stops,
+        stream=stream, seed=seed, model=model,
+        sampling=dict(temp=temperature, top_p=top_p, min_p=min_p, typical_p=typical_p, top_k=top_k,
+                      frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+                      repeat_penalty=repeat_penalty, mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau,
+                      mirostat_eta=mirostat_eta, logits_processor=logits_processor, logit_bias=logit_bias),
+    )
+    if stream:
+        return _chat_chunks(chunks)
+    return _chat_response(next(chunks))
+
+
+def _chat_logprobs(lp: dict | None) -> dict | None:
+    """A text completion's ``logprobs`` in the chat shape (llama-cpp-python's conversion)."""
+    if lp is None:
+        return None
+    return {
+        "content": [
+            {"token": token, "bytes": None, "logprob": logprob,
+             "top_logprobs": [{"token": t, "logprob": p, "bytes": None} for t, p in (top or {}).items()]}
+            for token, logprob, top in zip(lp["tokens"], lp["token_logprobs"], lp["top_logprobs"])
+        ],
+        "refusal": None,
+    }
+
+
+def _chat_response(completion: dict) -> dict:
+    choice = completion["choices"][0]
+    return {
+        "id": "chat" + completion["id"],
+        "object": "chat.completion",
+        "created": completion["created"],
+        "model": completion["model"],
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": choice["text"]},
+            "logprobs": _chat_logprobs(choice["logprobs"]),
+            "finish_reason": choice["finish_reason"],
+        }],
+        "usage": completion["usage"],
+    }
+
+
+def _chat_chunks(chunks: Iterator[dict]) -> Iterator[dict]:
+    for i, chunk in enumerate(chunks):
+        head = {"id": "chat" + chunk["id"], "model": chunk["model"], "created": chunk["created"],
+                "object": "chat.completion.chunk"}
+        if i == 0:
+            yield {**head, "choices": [{"index": 0, "delta": {"role": "assistant"}, "logprobs": None,
+                                        "finish_reason": None}]}
+        choice = chunk["choices"][0]
+        delta = {"content": choice["text"]} if choice["finish_reason"] is None else {}
+        yield {**head, "choices": [{"index": 0, "delta": delta, "logprobs": _chat_logprobs(choice["logprobs"]),
+                                    "finish_reason": choice["finish_reason"]}]}
