@@ -48,6 +48,18 @@ def f32_bits(typingctx, x):
 
 
 @intrinsic
+def f32_bits32(typingctx, x):
+    """The IEEE bits of a float32 as an int32 (vectorizes, unlike the int64 form)."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.int32(types.float32), codegen
+
+
+@intrinsic
 def bits_f32(typingctx, u):
     """The float32 whose bits are the low 32 bits of an integer."""
     if not isinstance(u, types.Integer):
@@ -234,6 +246,13 @@ def nearest_int(fval):
     val = F32(fval) + F32(12582912.0)
     i = f32_bits(val)
     return (i & 0x007FFFFF) - 0x00400000
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def nearest_int32(fval):
+    """:func:`nearest_int` in int32 arithmetic, so loops over many blocks vectorize (same results)."""
+    b = f32_bits32(fval + F32(12582912.0))
+    return (b & np.int32(0x007FFFFF)) - np.int32(0x00400000)
 
 
 @njit(cache=True, error_model="numpy")
@@ -603,6 +622,181 @@ def make_qp_quants(n, nmax, x, L, quant_weights):
         if n_changed == 0:
             break
     return sumlx / suml2 if suml2 > F32(0.0) else F32(0.0)
+
+
+# -- the same searches for many blocks at once ---------------------------------------------------------
+#
+# The scalar searches above are latency-bound: each sum is a chain of dependent float
+# additions. The batched forms below run nb blocks in lock step, blocks laid out as the
+# columns of (n, nb) arrays, so the nb chains overlap (and vectorize across blocks). Every
+# block still sums its own terms in ggml's order, so the results are bit-identical.
+
+
+@njit(cache=True, error_model="numpy")
+def make_qkx_quants_batch(nmax, X, W, L, rmin, rdelta, nstep, use_mad, scale_out, min_out):
+    """make_qkx2_quants (and make_qkx3_quants given its weights) for the nb columns of X (n, nb).
+
+    W holds each value's weight; L (n, nb) receives the levels; scale_out[b] the scale and
+    min_out[b] the_min (= -min) of block b. nstep must be at least 1.
+    """
+    n, nb = X.shape
+    fmin = X[0].copy()
+    fmax = X[0].copy()
+    sum_w = W[0].copy()
+    sum_x = np.empty(nb, np.float32)
+    for b in range(nb):
+        sum_x[b] = sum_w[b] * X[0, b]
+    for i in range(1, n):
+        for b in range(nb):
+            v = X[i, b]
+            if v < fmin[b]:
+                fmin[b] = v
+            if v > fmax[b]:
+                fmax[b] = v
+            w = W[i, b]
+            sum_w[b] += w
+            sum_x[b] += w * v
+    done = np.empty(nb, np.bool_)
+    iscale = np.empty(nb, np.float32)
+    scale = np.empty(nb, np.float32)
+    best = np.zeros(nb, np.float32)
+    fnmax = F32(nmax)
+    for b in range(nb):
+        if fmin[b] > 0:
+            fmin[b] = F32(0.0)
+        done[b] = fmax[b] == fmin[b]
+        iscale[b] = fnmax / (fmax[b] - fmin[b])
+        scale[b] = F32(1.0) / iscale[b]
+    top = np.int32(nmax)
+    zero = np.int32(0)
+    for i in range(n):
+        for b in range(nb):
+            l = max(zero, min(top, nearest_int32(iscale[b] * (X[i, b] - fmin[b]))))
+            L[i, b] = l
+            diff = scale[b] * F32(l) + fmin[b] - X[i, b]
+            diff = abs(diff) if use_mad else diff * diff
+            best[b] += W[i, b] * diff
+    FL = np.empty((n, nb), np.float32)
+    sl = np.empty(nb, np.float32)
+    sl2 = np.empty(nb, np.float32)
+    sxl = np.empty(nb, np.float32)
+    this_scale = np.empty(nb, np.float32)
+    this_min = np.empty(nb, np.float32)
+    err = np.empty(nb, np.float32)
+    usable = np.empty(nb, np.bool_)
+    for js in range(nstep + 1):
+        step = rmin + rdelta * F32(js) + fnmax
+        for b in range(nb):
+            iscale[b] = step / (fmax[b] - fmin[b])  # min moves when a better fit is found, as in ggml
+            sl[b] = F32(0.0)
+            sl2[b] = F32(0.0)
+            sxl[b] = F32(0.0)
+            err[b] = F32(0.0)
+        for i in range(n):
+            for b in range(nb):
+                fl = F32(max(zero, min(top, nearest_int32(iscale[b] * (X[i, b] - fmin[b])))))
+                FL[i, b] = fl
+                wl = W[i, b] * fl
+                sl[b] += wl
+                sl2[b] += wl * fl
+                sxl[b] += wl * X[i, b]
+        for b in range(nb):
+            D = sum_w[b] * sl2[b] - sl[b] * sl[b]
+            usable[b] = D > 0 and not done[b]
+            ts = (sum_w[b] * sxl[b] - sum_x[b] * sl[b]) / D
+            tm = (sl2[b] * sum_x[b] - sl[b] * sxl[b]) / D
+            if tm > 0:
+                tm = F32(0.0)
+                ts = sxl[b] / sl2[b]
+            this_scale[b] = ts
+            this_min[b] = tm
+        for i in range(n):
+            for b in range(nb):
+                diff = this_scale[b] * FL[i, b] + this_min[b] - X[i, b]
+                diff = abs(diff) if use_mad else diff * diff
+                err[b] += W[i, b] * diff
+        for b in range(nb):
+            if usable[b] and err[b] < best[b]:
+                for i in range(n):
+                    L[i, b] = np.uint8(np.int32(FL[i, b]))
+                best[b] = err[b]
+                scale[b] = this_scale[b]
+                fmin[b] = this_min[b]
+    for b in range(nb):
+        if done[b]:
+            for i in range(n):
+                L[i, b] = 0
+            scale_out[b] = F32(0.0)
+        else:
+            scale_out[b] = scale[b]
+        min_out[b] = -fmin[b]
+
+
+@njit(cache=True, error_model="numpy")
+def make_qx_quants_batch(nmax, X, W, L, scale_out):
+    """make_qx_quants with rmse_type 1 for the nb columns of X (n, nb), weights W (x² or importance).
+
+    L (n, nb) receives the levels offset by nmax (int8), scale_out[b] each block's scale.
+    """
+    n, nb = X.shape
+    fmax = np.zeros(nb, np.float32)
+    amax = np.zeros(nb, np.float32)
+    for i in range(n):
+        for b in range(nb):
+            ax = abs(X[i, b])
+            if ax > amax[b]:
+                amax[b] = ax
+                fmax[b] = X[i, b]
+    fnmax = F32(nmax)
+    lo = np.int32(-nmax)
+    hi = np.int32(nmax - 1)
+    off = np.int32(nmax)
+    iscale = np.empty(nb, np.float32)
+    sumlx = np.zeros(nb, np.float32)
+    suml2 = np.zeros(nb, np.float32)
+    for b in range(nb):
+        iscale[b] = -fnmax / fmax[b]
+    for i in range(n):
+        for b in range(nb):
+            l = max(lo, min(hi, nearest_int32(iscale[b] * X[i, b])))
+            L[i, b] = l + off
+            fl = F32(l)
+            w = W[i, b]
+            sumlx[b] += w * X[i, b] * fl
+            suml2[b] += w * fl * fl
+    scale = np.empty(nb, np.float32)
+    best = np.empty(nb, np.float32)
+    for b in range(nb):
+        scale[b] = sumlx[b] / suml2[b] if suml2[b] else F32(0.0)
+        best[b] = scale[b] * sumlx[b]
+    FL = np.empty((n, nb), np.float32)
+    for js in range(-9, 10):
+        if js == 0:
+            continue
+        for b in range(nb):
+            iscale[b] = -(fnmax + F32(0.1) * F32(js)) / fmax[b]
+            sumlx[b] = F32(0.0)
+            suml2[b] = F32(0.0)
+        for i in range(n):
+            for b in range(nb):
+                fl = F32(max(lo, min(hi, nearest_int32(iscale[b] * X[i, b]))))
+                FL[i, b] = fl
+                w = W[i, b]
+                sumlx[b] += w * X[i, b] * fl
+                suml2[b] += w * fl * fl
+        for b in range(nb):
+            if suml2[b] > 0 and sumlx[b] * sumlx[b] > best[b] * suml2[b]:
+                for i in range(n):
+                    L[i, b] = np.int32(FL[i, b]) + off
+                scale[b] = sumlx[b] / suml2[b]
+                best[b] = scale[b] * sumlx[b]
+    for b in range(nb):
+        if amax[b] < GROUP_MAX_EPS:
+            for i in range(n):
+                L[i, b] = 0
+            scale_out[b] = F32(0.0)
+        else:
+            scale_out[b] = scale[b]
 
 
 # -- plumbing shared by the format modules -------------------------------------------------

@@ -26,10 +26,10 @@ from .common import (
     fp32_to_fp16,
     load_f16,
     make_q3_quants,
-    make_qkx2_quants,
-    make_qkx3_quants,
+    make_qkx_quants_batch,
     make_qp_quants,
     make_qx_quants,
+    make_qx_quants_batch,
     nearest_int,
     new_output,
     store_f16,
@@ -108,6 +108,21 @@ def _pack_2bit(L, y, b):
         for l in range(32):
             y[b + j // 4 + l] = np.uint8(np.int64(L[j + l]) | (np.int64(L[j + l + 32]) << 2)
                                          | (np.int64(L[j + l + 64]) << 4) | (np.int64(L[j + l + 96]) << 6))
+
+
+@njit(cache=True, error_model="numpy")
+def _columns(xb, size, out):
+    """Sub-blocks of ``size`` values as the columns of ``out`` (size, n_sub): the batched searches' layout."""
+    for j in range(out.shape[1]):
+        for i in range(size):
+            out[i, j] = xb[size * j + i]
+
+
+@njit(cache=True, error_model="numpy")
+def _uncolumns(cols, size, L):
+    for j in range(cols.shape[1]):
+        for i in range(size):
+            L[size * j + i] = cols[i, j]
 
 
 # -- dequantize -----------------------------------------------------------------------------------
@@ -249,32 +264,30 @@ def _dequantizer(kernel):
 
 
 # -- Q2_K -----------------------------------------------------------------------------------------
+#
+# Every quantizer below runs its sub-block search over a whole row at once (the row's
+# sub-blocks are the columns of the batched search), then finishes super-block by super-block.
 
 
 @njit(cache=True, error_model="numpy")
-def _q2_K_ref(x, y):
-    L = np.empty(QK_K, dtype=np.uint8)
-    Laux = np.empty(16, dtype=np.uint8)
-    weights = np.empty(16, dtype=np.float32)
-    mins = np.empty(16, dtype=np.float32)
-    scales = np.empty(16, dtype=np.float32)
+def _q2_K_finish(xb, L, y, b, scales, mins, from_imatrix, Ls, Lm, sw):
+    """Pack the sub-block scales and mins of one super-block, then requantize with the stored values."""
     q4scale = F32(15.0)
-    for i in range(x.size // QK_K):
-        xb = x[i * QK_K:(i + 1) * QK_K]
-        b = i * 84
+    if from_imatrix:
+        dm = make_qp_quants(16, 15, scales, Ls, sw)
+        mm = make_qp_quants(16, 15, mins, Lm, sw)
+        store_f16(y, b + Q2_D, fp32_to_fp16(dm))
+        store_f16(y, b + Q2_DMIN, fp32_to_fp16(mm))
+        for j in range(16):
+            y[b + j] = np.uint8((np.int64(Ls[j]) | (np.int64(Lm[j]) << 4)) & 0xFF)
+    else:
         max_scale = F32(0.0)
         max_min = F32(0.0)
         for j in range(16):
-            for l in range(16):
-                weights[l] = abs(xb[16 * j + l])
-            s, m = make_qkx2_quants(16, 3, xb[16 * j:16 * j + 16], weights, L[16 * j:16 * j + 16], Laux,
-                                    F32(-0.5), F32(0.1), 15, True)
-            scales[j] = s
-            mins[j] = m
-            if s > max_scale:
-                max_scale = s
-            if m > max_min:
-                max_min = m
+            if scales[j] > max_scale:
+                max_scale = scales[j]
+            if mins[j] > max_min:
+                max_min = mins[j]
         if max_scale > 0:
             iscale = q4scale / max_scale
             for j in range(16):
@@ -292,75 +305,63 @@ def _q2_K_ref(x, y):
             store_f16(y, b + Q2_DMIN, fp32_to_fp16(max_min / q4scale))
         else:
             store_f16(y, b + Q2_DMIN, fp32_to_fp16(F32(0.0)))
-        dd = load_f16(y, b + Q2_D)
-        dmin = load_f16(y, b + Q2_DMIN)
-        for j in range(16):
-            sc = np.int64(y[b + j])
-            d = dd * F32(sc & 0xF)
-            if not d:
-                continue
-            dm = dmin * F32(sc >> 4)
-            for ii in range(16):
-                l = nearest_int((xb[16 * j + ii] + dm) / d)
-                L[16 * j + ii] = max(0, min(3, l))
-        _pack_2bit(L, y, b + Q2_QS)
+    dd = load_f16(y, b + Q2_D)
+    dmin = load_f16(y, b + Q2_DMIN)
+    for j in range(16):
+        sc = np.int64(y[b + j])
+        d = dd * F32(sc & 0xF)
+        if not d:
+            continue
+        dm = dmin * F32(sc >> 4)
+        for ii in range(16):
+            l = nearest_int((xb[16 * j + ii] + dm) / d)
+            L[16 * j + ii] = max(0, min(3, l))
+    _pack_2bit(L, y, b + Q2_QS)
 
 
 @njit(cache=True, error_model="numpy")
-def _q2_K_impl(x, qw, y):
-    L = np.empty(QK_K, dtype=np.uint8)
-    Laux = np.empty(16, dtype=np.uint8)
-    mins = np.empty(16, dtype=np.float32)
-    scales = np.empty(16, dtype=np.float32)
-    sw = np.empty(16, dtype=np.float32)
-    weight = np.empty(16, dtype=np.float32)
+def _q2_K_row(x, qw, has_qw, y):
+    """quantize_row_q2_K_ref (weights |x|, make_qkx2_quants) or, with importance, quantize_row_q2_K_impl."""
+    n = x.size
+    ncol = n // 16
+    X = np.empty((16, ncol), dtype=np.float32)
+    W = np.empty((16, ncol), dtype=np.float32)
+    LB = np.empty((16, ncol), dtype=np.uint8)
+    scales = np.empty(ncol, dtype=np.float32)
+    mins = np.empty(ncol, dtype=np.float32)
+    sw = np.empty(ncol, dtype=np.float32)
+    L = np.empty(n, dtype=np.uint8)
     Ls = np.empty(16, dtype=np.uint8)
     Lm = np.empty(16, dtype=np.uint8)
-    for i in range(x.size // QK_K):
-        xb = x[i * QK_K:(i + 1) * QK_K]
-        b = i * 84
-        for j in range(16):
-            sw[j] = F32(0.0)
-        sumx2 = F32(0.0)
-        for j in range(QK_K):
-            sumx2 += xb[j] * xb[j]
-        sigma2 = sumx2 / F32(QK_K)
-        for j in range(16):
+    _columns(x, 16, X)
+    if has_qw:
+        for i in range(n // QK_K):
+            sumx2 = F32(0.0)
+            for j in range(QK_K):
+                sumx2 += x[QK_K * i + j] * x[QK_K * i + j]
+            sigma2 = sumx2 / F32(QK_K)
+            for j in range(16 * i, 16 * i + 16):
+                for l in range(16):
+                    W[l, j] = qw[16 * j + l] * np.sqrt(sigma2 + X[l, j] * X[l, j])
+                sw[j] = F32(0.0)
+                for l in range(16):
+                    sw[j] += W[l, j]
+        make_qkx_quants_batch(3, X, W, LB, F32(-0.9), F32(0.05), 36, False, scales, mins)
+    else:
+        for j in range(ncol):
             for l in range(16):
-                weight[l] = qw[QK_K * i + 16 * j + l] * np.sqrt(sigma2 + xb[16 * j + l] * xb[16 * j + l])
-            for l in range(16):
-                sw[j] += weight[l]
-            s, m = make_qkx3_quants(16, 3, xb[16 * j:16 * j + 16], weight, L[16 * j:16 * j + 16], Laux,
-                                    F32(-0.9), F32(0.05), 36, False, True)
-            scales[j] = s
-            mins[j] = m
-        dm = make_qp_quants(16, 15, scales, Ls, sw)
-        mm = make_qp_quants(16, 15, mins, Lm, sw)
-        store_f16(y, b + Q2_D, fp32_to_fp16(dm))
-        store_f16(y, b + Q2_DMIN, fp32_to_fp16(mm))
-        dm = load_f16(y, b + Q2_D)
-        mm = load_f16(y, b + Q2_DMIN)
-        for j in range(16):
-            y[b + j] = np.uint8((np.int64(Ls[j]) | (np.int64(Lm[j]) << 4)) & 0xFF)
-        for j in range(16):
-            sc = np.int64(y[b + j])
-            d = dm * F32(sc & 0xF)
-            if not d:
-                continue
-            m = mm * F32(sc >> 4)
-            for ii in range(16):
-                l = nearest_int((xb[16 * j + ii] + m) / d)
-                L[16 * j + ii] = max(0, min(3, l))
-        _pack_2bit(L, y, b + Q2_QS)
+                W[l, j] = abs(X[l, j])
+        make_qkx_quants_batch(3, X, W, LB, F32(-0.5), F32(0.1), 15, True, scales, mins)
+    _uncolumns(LB, 16, L)
+    for i in range(n // QK_K):
+        _q2_K_finish(x[QK_K * i:QK_K * (i + 1)], L[QK_K * i:QK_K * (i + 1)], y, i * 84,
+                     scales[16 * i:16 * i + 16], mins[16 * i:16 * i + 16], has_qw, Ls, Lm, sw[16 * i:16 * i + 16])
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def _quantize_q2_K(x, qw, has_qw, out):
     for r in prange(x.shape[0]):
-        if has_qw:
-            _q2_K_impl(x[r], qw, out[r])
-        else:
-            _q2_K_ref(x[r], out[r])
+        _q2_K_row(x[r], qw, has_qw, out[r])
 
 
 # -- Q3_K -----------------------------------------------------------------------------------------
@@ -424,33 +425,39 @@ def _q3_K_ref(x, y):
 
 @njit(cache=True, error_model="numpy")
 def _q3_K_impl(x, qw, y):
-    L = np.empty(QK_K, dtype=np.int8)
-    scales = np.empty(16, dtype=np.float32)
-    weight = np.empty(16, dtype=np.float32)
-    sw = np.empty(16, dtype=np.float32)
+    n = x.size
+    ncol = n // 16
+    X = np.empty((16, ncol), dtype=np.float32)
+    W = np.empty((16, ncol), dtype=np.float32)
+    LB = np.empty((16, ncol), dtype=np.int8)
+    scales = np.empty(ncol, dtype=np.float32)
+    sw = np.empty(ncol, dtype=np.float32)
+    L = np.empty(n, dtype=np.int8)
     Ls = np.empty(16, dtype=np.int8)
-    for i in range(x.size // QK_K):
-        xb = x[i * QK_K:(i + 1) * QK_K]
-        b = i * 110
+    _columns(x, 16, X)
+    for i in range(n // QK_K):
         sumx2 = F32(0.0)
         for j in range(QK_K):
-            sumx2 += xb[j] * xb[j]
+            sumx2 += x[QK_K * i + j] * x[QK_K * i + j]
         sigma2 = F32(2.0) * sumx2 / F32(QK_K)
-        for j in range(16):
+        for j in range(16 * i, 16 * i + 16):
             for l in range(16):
-                weight[l] = qw[QK_K * i + 16 * j + l] * np.sqrt(sigma2 + xb[16 * j + l] * xb[16 * j + l])
+                W[l, j] = qw[16 * j + l] * np.sqrt(sigma2 + X[l, j] * X[l, j])
             sumw = F32(0.0)
             for l in range(16):
-                sumw += weight[l]
+                sumw += W[l, j]
             sw[j] = sumw
-            scales[j] = make_qx_quants(16, 4, xb[16 * j:16 * j + 16], L[16 * j:16 * j + 16], 1, weight, True)
+    make_qx_quants_batch(4, X, W, LB, scales)
+    _uncolumns(LB, 16, L)
+    for i in range(n // QK_K):
+        b = i * 110
         for j in range(12):
             y[b + Q3_SC + j] = 0
-        d_block = make_qx_quants(16, 32, scales, Ls, 1, sw, True)
+        d_block = make_qx_quants(16, 32, scales[16 * i:16 * i + 16], Ls, 1, sw[16 * i:16 * i + 16], True)
         for j in range(16):
             _pack_q3_scale(y, b + Q3_SC, j, np.int64(Ls[j]))
         store_f16(y, b + Q3_D, fp32_to_fp16(d_block))
-        _q3_K_finish(xb, L, y, b)
+        _q3_K_finish(x[QK_K * i:QK_K * (i + 1)], L[QK_K * i:QK_K * (i + 1)], y, b)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -508,97 +515,85 @@ def _q45_K_store(L, y, b, five_bit):
 
 
 @njit(cache=True, error_model="numpy")
-def _q45_K_ref(x, y, five_bit):
+def _q45_K_row(x, qw, has_qw, y, five_bit):
+    """quantize_row_q4_K_ref / q5_K_ref (make_qkx2_quants) or, with importance, the _impl forms (qkx3, qp)."""
     type_size = 176 if five_bit else 144
     nmax = 31 if five_bit else 15
-    rmin = F32(-0.5) if five_bit else F32(-1.0)
-    nstep = 15 if five_bit else 20
-    L = np.empty(QK_K, dtype=np.uint8)
-    Laux = np.empty(32, dtype=np.uint8)
-    weights = np.empty(32, dtype=np.float32)
-    mins = np.empty(8, dtype=np.float32)
-    scales = np.empty(8, dtype=np.float32)
-    for i in range(x.size // QK_K):
-        xb = x[i * QK_K:(i + 1) * QK_K]
-        b = i * type_size
-        max_scale = F32(0.0)
-        max_min = F32(0.0)
-        for j in range(8):
-            sum_x2 = F32(0.0)
-            for l in range(32):
-                sum_x2 += xb[32 * j + l] * xb[32 * j + l]
-            av_x = np.sqrt(sum_x2 / F32(32.0))
-            for l in range(32):
-                weights[l] = av_x + abs(xb[32 * j + l])
-            s, m = make_qkx2_quants(32, nmax, xb[32 * j:32 * j + 32], weights, L[32 * j:32 * j + 32], Laux,
-                                    rmin, F32(0.1), nstep, False)
-            scales[j] = s
-            mins[j] = m
-            if s > max_scale:
-                max_scale = s
-            if m > max_min:
-                max_min = m
-        inv_scale = F32(63.0) / max_scale if max_scale > 0 else F32(0.0)
-        inv_min = F32(63.0) / max_min if max_min > 0 else F32(0.0)
-        for j in range(8):
-            ls = min(63, nearest_int(inv_scale * scales[j]) & 0xFF)
-            lm = min(63, nearest_int(inv_min * mins[j]) & 0xFF)
-            _pack_scale_min_k4(y, b + Q4_SC, j, ls, lm)
-        store_f16(y, b, fp32_to_fp16(max_scale / F32(63.0)))
-        store_f16(y, b + 2, fp32_to_fp16(max_min / F32(63.0)))
-        _q45_K_requantize(xb, L, y, b, Q4_SC, nmax)
-        _q45_K_store(L, y, b, five_bit)
-
-
-@njit(cache=True, error_model="numpy")
-def _q45_K_impl(x, qw, y, five_bit):
-    type_size = 176 if five_bit else 144
-    nmax = 31 if five_bit else 15
-    L = np.empty(QK_K, dtype=np.uint8)
-    Laux = np.empty(32, dtype=np.uint8)
+    n = x.size
+    ncol = n // 32
+    X = np.empty((32, ncol), dtype=np.float32)
+    W = np.empty((32, ncol), dtype=np.float32)
+    LB = np.empty((32, ncol), dtype=np.uint8)
+    scales = np.empty(ncol, dtype=np.float32)
+    mins = np.empty(ncol, dtype=np.float32)
+    sw = np.empty(ncol, dtype=np.float32)
+    L = np.empty(n, dtype=np.uint8)
     Ls = np.empty(8, dtype=np.uint8)
     Lm = np.empty(8, dtype=np.uint8)
-    weights = np.empty(32, dtype=np.float32)
-    sw = np.empty(8, dtype=np.float32)
-    mins = np.empty(8, dtype=np.float32)
-    scales = np.empty(8, dtype=np.float32)
-    for i in range(x.size // QK_K):
-        xb = x[i * QK_K:(i + 1) * QK_K]
+    _columns(x, 32, X)
+    if has_qw:
+        for i in range(n // QK_K):
+            sum_x2 = F32(0.0)
+            for l in range(QK_K):
+                sum_x2 += x[QK_K * i + l] * x[QK_K * i + l]
+            sigma2 = F32(2.0) * sum_x2 / F32(QK_K)
+            for j in range(8 * i, 8 * i + 8):
+                for l in range(32):
+                    W[l, j] = qw[32 * j + l] * np.sqrt(sigma2 + X[l, j] * X[l, j])
+                sumw = F32(0.0)
+                for l in range(32):
+                    sumw += W[l, j]
+                sw[j] = sumw
+        make_qkx_quants_batch(nmax, X, W, LB, F32(-0.9), F32(0.05), 36, False, scales, mins)
+    else:
+        for j in range(ncol):
+            sum_x2 = F32(0.0)
+            for l in range(32):
+                sum_x2 += X[l, j] * X[l, j]
+            av_x = np.sqrt(sum_x2 / F32(32.0))
+            for l in range(32):
+                W[l, j] = av_x + abs(X[l, j])
+        rmin = F32(-0.5) if five_bit else F32(-1.0)
+        nstep = 15 if five_bit else 20
+        make_qkx_quants_batch(nmax, X, W, LB, rmin, F32(0.1), nstep, False, scales, mins)
+    _uncolumns(LB, 32, L)
+    for i in range(n // QK_K):
         b = i * type_size
-        sum_x2 = F32(0.0)
-        for l in range(QK_K):
-            sum_x2 += xb[l] * xb[l]
-        sigma2 = F32(2.0) * sum_x2 / F32(QK_K)
-        for j in range(8):
-            for l in range(32):
-                weights[l] = qw[QK_K * i + 32 * j + l] * np.sqrt(sigma2 + xb[32 * j + l] * xb[32 * j + l])
-            sumw = F32(0.0)
-            for l in range(32):
-                sumw += weights[l]
-            sw[j] = sumw
-            s, m = make_qkx3_quants(32, nmax, xb[32 * j:32 * j + 32], weights, L[32 * j:32 * j + 32], Laux,
-                                    F32(-0.9), F32(0.05), 36, False, True)
-            scales[j] = s
-            mins[j] = m
-        d_block = make_qp_quants(8, 63, scales, Ls, sw)
-        m_block = make_qp_quants(8, 63, mins, Lm, sw)
-        for j in range(8):
-            ls = min(63, np.int64(Ls[j]))
-            lm = min(63, np.int64(Lm[j]))
-            _pack_scale_min_k4(y, b + Q4_SC, j, ls, lm)
-        store_f16(y, b, fp32_to_fp16(d_block))
-        store_f16(y, b + 2, fp32_to_fp16(m_block))
-        _q45_K_requantize(xb, L, y, b, Q4_SC, nmax)
-        _q45_K_store(L, y, b, five_bit)
+        sc = scales[8 * i:8 * i + 8]
+        mn = mins[8 * i:8 * i + 8]
+        if has_qw:
+            d_block = make_qp_quants(8, 63, sc, Ls, sw[8 * i:8 * i + 8])
+            m_block = make_qp_quants(8, 63, mn, Lm, sw[8 * i:8 * i + 8])
+            for j in range(8):
+                _pack_scale_min_k4(y, b + Q4_SC, j, min(63, np.int64(Ls[j])), min(63, np.int64(Lm[j])))
+            store_f16(y, b, fp32_to_fp16(d_block))
+            store_f16(y, b + 2, fp32_to_fp16(m_block))
+        else:
+            max_scale = F32(0.0)
+            max_min = F32(0.0)
+            for j in range(8):
+                if sc[j] > max_scale:
+                    max_scale = sc[j]
+                if mn[j] > max_min:
+                    max_min = mn[j]
+            inv_scale = F32(63.0) / max_scale if max_scale > 0 else F32(0.0)
+            inv_min = F32(63.0) / max_min if max_min > 0 else F32(0.0)
+            for j in range(8):
+                ls = min(63, nearest_int(inv_scale * sc[j]) & 0xFF)
+                lm = min(63, nearest_int(inv_min * mn[j]) & 0xFF)
+                _pack_scale_min_k4(y, b + Q4_SC, j, ls, lm)
+            store_f16(y, b, fp32_to_fp16(max_scale / F32(63.0)))
+            store_f16(y, b + 2, fp32_to_fp16(max_min / F32(63.0)))
+        xb = x[QK_K * i:QK_K * (i + 1)]
+        Lb = L[QK_K * i:QK_K * (i + 1)]
+        _q45_K_requantize(xb, Lb, y, b, Q4_SC, nmax)
+        _q45_K_store(Lb, y, b, five_bit)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def _quantize_q45_K(x, qw, has_qw, out, five_bit):
     for r in prange(x.shape[0]):
-        if has_qw:
-            _q45_K_impl(x[r], qw, out[r], five_bit)
-        else:
-            _q45_K_ref(x[r], out[r], five_bit)
+        _q45_K_row(x[r], qw, has_qw, out[r], five_bit)
 
 
 # -- Q6_K -----------------------------------------------------------------------------------------
@@ -606,17 +601,28 @@ def _quantize_q45_K(x, qw, has_qw, out, five_bit):
 
 @njit(cache=True, error_model="numpy")
 def _q6_K_row(x, qw, has_qw, y):
-    L = np.empty(QK_K, dtype=np.int8)
-    scales = np.empty(16, dtype=np.float32)
-    for i in range(x.size // QK_K):
+    """quantize_row_q6_K_ref (weights x²) or _impl (the importance weights as they are)."""
+    n = x.size
+    ncol = n // 16
+    X = np.empty((16, ncol), dtype=np.float32)
+    W = np.empty((16, ncol), dtype=np.float32)
+    LB = np.empty((16, ncol), dtype=np.int8)
+    scales = np.empty(ncol, dtype=np.float32)
+    L = np.empty(n, dtype=np.int8)
+    _columns(x, 16, X)
+    for j in range(ncol):
+        for l in range(16):
+            W[l, j] = qw[16 * j + l] if has_qw else X[l, j] * X[l, j]
+    make_qx_quants_batch(32, X, W, LB, scales)
+    _uncolumns(LB, 16, L)
+    for i in range(n // QK_K):
         xb = x[i * QK_K:(i + 1) * QK_K]
+        Lb = L[i * QK_K:(i + 1) * QK_K]
         b = i * 210
         max_scale = F32(0.0)
         max_abs_scale = F32(0.0)
         for ib in range(16):
-            qwb = qw[QK_K * i + 16 * ib:QK_K * i + 16 * ib + 16] if has_qw else qw
-            scale = make_qx_quants(16, 32, xb[16 * ib:16 * ib + 16], L[16 * ib:16 * ib + 16], 1, qwb, has_qw)
-            scales[ib] = scale
+            scale = scales[16 * i + ib]
             abs_scale = abs(scale)
             if abs_scale > max_abs_scale:
                 max_abs_scale = abs_scale
@@ -629,7 +635,7 @@ def _q6_K_row(x, qw, has_qw, y):
         iscale = F32(-128.0) / max_scale
         store_f16(y, b + Q6_D, fp32_to_fp16(F32(1.0) / iscale))
         for ib in range(16):
-            y[b + Q6_SC + ib] = np.uint8(min(127, nearest_int(iscale * scales[ib])) & 0xFF)
+            y[b + Q6_SC + ib] = np.uint8(min(127, nearest_int(iscale * scales[16 * i + ib])) & 0xFF)
         dd = load_f16(y, b + Q6_D)
         for j in range(16):
             d = dd * F32(np.int8(y[b + Q6_SC + j]))
@@ -637,16 +643,16 @@ def _q6_K_row(x, qw, has_qw, y):
                 continue
             for ii in range(16):
                 l = nearest_int(xb[16 * j + ii] / d)
-                L[16 * j + ii] = max(-32, min(31, l)) + 32
+                Lb[16 * j + ii] = max(-32, min(31, l)) + 32
         for h in range(2):
             j = 128 * h
             ql = b + 64 * h
             qh = b + Q6_QH + 32 * h
             for l in range(32):
-                a1 = np.int64(L[j + l])
-                a2 = np.int64(L[j + l + 32])
-                a3 = np.int64(L[j + l + 64])
-                a4 = np.int64(L[j + l + 96])
+                a1 = np.int64(Lb[j + l])
+                a2 = np.int64(Lb[j + l + 32])
+                a3 = np.int64(Lb[j + l + 64])
+                a4 = np.int64(Lb[j + l + 96])
                 y[ql + l] = np.uint8((a1 & 0xF) | ((a3 & 0xF) << 4))
                 y[ql + l + 32] = np.uint8((a2 & 0xF) | ((a4 & 0xF) << 4))
                 y[qh + l] = np.uint8((a1 >> 4) | ((a2 >> 4) << 2) | ((a3 >> 4) << 4) | ((a4 >> 4) << 6))
