@@ -52,9 +52,9 @@ def _check_against_reference(path, mix):
 
 
 def _sample_rows(n_rows: int, rng) -> np.ndarray:
-    slab = model_quantize.SLAB_BYTES // (4 * 576)
+    chunk = model_quantize.CHUNK_BYTES // (4 * 576)  # rows per work item (the F16 file's rows are 576 long)
     picks = [np.arange(min(8, n_rows)), np.arange(max(0, n_rows - 8), n_rows),
-             np.arange(slab - 4, slab + 4), rng.integers(0, n_rows, 8)]
+             np.arange(chunk - 4, chunk + 4), np.arange(3 * chunk - 4, 3 * chunk + 4), rng.integers(0, n_rows, 8)]
     rows = np.unique(np.concatenate(picks))
     return rows[rows < n_rows]
 

@@ -173,25 +173,25 @@ def store_u32(buf, offset, v):
     buf[offset + 3] = np.uint8((v >> 24) & 0xFF)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _fp32_to_fp16_flat(x, out):
     for i in prange(x.size):
         out[i] = fp32_to_fp16(x[i])
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _fp16_to_fp32_flat(h, out):
     for i in prange(h.size):
         out[i] = fp16_to_fp32(h[i])
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _fp32_to_bf16_flat(x, out):
     for i in prange(x.size):
         out[i] = fp32_to_bf16(x[i])
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _bf16_to_fp32_flat(h, out):
     for i in prange(h.size):
         out[i] = bits_f32(np.int64(h[i]) << 16)

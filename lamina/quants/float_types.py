@@ -12,6 +12,8 @@ import numpy as np
 from .common import bf16_to_fp32_array, check_block_dtype, fp16_to_fp32_array, fp32_to_bf16_array, fp32_to_fp16_array
 from .registry import register
 
+RELEASES_GIL = True  # every kernel here is compiled nogil: lamina quantize may run them in several threads
+
 BLOCK_F32 = check_block_dtype("<f4", 4)
 BLOCK_F16 = check_block_dtype("<u2", 2)  # IEEE half bits
 BLOCK_BF16 = check_block_dtype("<u2", 2)  # bfloat16 bits

@@ -30,6 +30,8 @@ from .common import (
 )
 from .registry import register
 
+RELEASES_GIL = True  # every kernel here is compiled nogil: lamina quantize may run them in several threads
+
 KVALUES_IQ4NL = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=np.int8)
 
 BLOCK_IQ4_NL = check_block_dtype([("d", "<f2"), ("qs", "u1", (16,))], 18)
@@ -44,7 +46,7 @@ NTRY = 7  # quantize_iq4_nl and quantize_iq4_xs search ±7 trial scales, with or
 # -- dequantize -----------------------------------------------------------------------------------
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _dequant_iq4_nl(raw, out):
     for ib in prange(raw.size // 18):
         b = ib * 18
@@ -56,7 +58,7 @@ def _dequant_iq4_nl(raw, out):
             out[o + j + 16] = d * F32(KVALUES_IQ4NL[q >> 4])
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _dequant_iq4_xs(raw, out):
     for ibl in prange(raw.size // 136):
         b = ibl * 136
@@ -188,7 +190,7 @@ def _iq4_superblock(x, xo, sbs, qw, qwo, has_qw, y, b, q4_off, scales, weight, L
             y[b + q4_off + 16 * i + j] = np.uint8(np.int64(L[32 * i + j]) | (np.int64(L[32 * i + 16 + j]) << 4))
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _quantize_iq4(x, qw, has_qw, out, sbs, type_size, q4_off):
     rows, n = x.shape
     for r in prange(rows):

@@ -37,6 +37,8 @@ from .common import (
 )
 from .registry import register
 
+RELEASES_GIL = True  # every kernel here is compiled nogil: lamina quantize may run them in several threads
+
 BLOCK_Q2_K = check_block_dtype(
     [("scales", "u1", (16,)), ("qs", "u1", (64,)), ("d", "<f2"), ("dmin", "<f2")], 84)
 BLOCK_Q3_K = check_block_dtype(
@@ -128,7 +130,7 @@ def _uncolumns(cols, size, L):
 # -- dequantize -----------------------------------------------------------------------------------
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _dequant_q2_K(raw, out):
     for ib in prange(raw.size // 84):
         b = ib * 84
@@ -149,7 +151,7 @@ def _dequant_q2_K(raw, out):
                         out[base + l] = dl * F32(v) - ml
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _dequant_q3_K(raw, out):
     for ib in prange(raw.size // 110):
         b = ib * 110
@@ -170,7 +172,7 @@ def _dequant_q3_K(raw, out):
                         out[base + l] = dl * F32(v)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _dequant_q4_K(raw, out):
     for ib in prange(raw.size // 144):
         b = ib * 144
@@ -191,7 +193,7 @@ def _dequant_q4_K(raw, out):
                 out[o + 64 * j + 32 + l] = d2 * F32(v >> 4) - m2
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _dequant_q5_K(raw, out):
     for ib in prange(raw.size // 176):
         b = ib * 176
@@ -217,7 +219,7 @@ def _dequant_q5_K(raw, out):
                 out[o + 64 * j + 32 + l] = d2 * F32(hi) - m2
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _dequant_q6_K(raw, out):
     for ib in prange(raw.size // 210):
         b = ib * 210
@@ -243,7 +245,7 @@ def _dequant_q6_K(raw, out):
                 out[y + l + 96] = d * F32(np.int8(raw[sc + isc + 6])) * F32(q4)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _dequant_q8_K(raw, out):
     for ib in prange(raw.size // 292):
         b = ib * 292
@@ -358,7 +360,7 @@ def _q2_K_row(x, qw, has_qw, y):
                      scales[16 * i:16 * i + 16], mins[16 * i:16 * i + 16], has_qw, Ls, Lm, sw[16 * i:16 * i + 16])
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _quantize_q2_K(x, qw, has_qw, out):
     for r in prange(x.shape[0]):
         _q2_K_row(x[r], qw, has_qw, out[r])
@@ -460,7 +462,7 @@ def _q3_K_impl(x, qw, y):
         _q3_K_finish(x[QK_K * i:QK_K * (i + 1)], L[QK_K * i:QK_K * (i + 1)], y, b)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _quantize_q3_K(x, qw, has_qw, out):
     for r in prange(x.shape[0]):
         if has_qw:
@@ -590,7 +592,7 @@ def _q45_K_row(x, qw, has_qw, y, five_bit):
         _q45_K_store(Lb, y, b, five_bit)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _quantize_q45_K(x, qw, has_qw, out, five_bit):
     for r in prange(x.shape[0]):
         _q45_K_row(x[r], qw, has_qw, out[r], five_bit)
@@ -658,7 +660,7 @@ def _q6_K_row(x, qw, has_qw, y):
                 y[qh + l] = np.uint8((a1 >> 4) | ((a2 >> 4) << 2) | ((a3 >> 4) << 4) | ((a4 >> 4) << 6))
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _quantize_q6_K(x, qw, has_qw, out):
     for r in prange(x.shape[0]):
         _q6_K_row(x[r], qw, has_qw, out[r])
@@ -667,7 +669,7 @@ def _quantize_q6_K(x, qw, has_qw, out):
 # -- Q8_K -----------------------------------------------------------------------------------------
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _quantize_q8_K(x, qw, has_qw, out):
     for r in prange(x.shape[0]):
         xr = x[r]

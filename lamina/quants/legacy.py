@@ -30,6 +30,8 @@ from .common import (
 )
 from .registry import register
 
+RELEASES_GIL = True  # every kernel here is compiled nogil: lamina quantize may run them in several threads
+
 QK = 32
 
 BLOCK_Q4_0 = check_block_dtype([("d", "<f2"), ("qs", "u1", (16,))], 18)
@@ -50,7 +52,7 @@ Q8_1_S, Q8_1_QS = field_offset(BLOCK_Q8_1, "s"), field_offset(BLOCK_Q8_1, "qs")
 # -- dequantize ---------------------------------------------------------------------------
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _dequant_q4_0(raw, out):
     for ib in prange(raw.size // 18):
         b = ib * 18
@@ -62,7 +64,7 @@ def _dequant_q4_0(raw, out):
             out[o + j + 16] = F32(np.int32(q >> 4) - 8) * d
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _dequant_q4_1(raw, out):
     for ib in prange(raw.size // 20):
         b = ib * 20
@@ -75,7 +77,7 @@ def _dequant_q4_1(raw, out):
             out[o + j + 16] = F32(q >> 4) * d + m
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _dequant_q5_0(raw, out):
     for ib in prange(raw.size // 22):
         b = ib * 22
@@ -90,7 +92,7 @@ def _dequant_q5_0(raw, out):
             out[o + j + 16] = F32(((q >> 4) | xh1) - 16) * d
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _dequant_q5_1(raw, out):
     for ib in prange(raw.size // 24):
         b = ib * 24
@@ -106,7 +108,7 @@ def _dequant_q5_1(raw, out):
             out[o + j + 16] = F32((q >> 4) | xh1) * d + m
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _dequant_q8(raw, out, type_size, qs_offset):
     for ib in prange(raw.size // type_size):
         b = ib * type_size
@@ -283,7 +285,7 @@ def _block_weights(x, o, qw, sigma2, weight):
         weight[j] = qw[o + j] * np.sqrt(sigma2 + x[o + j] * x[o + j])
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _quantize_rows(x, qw, has_qw, out, kind):
     """kind: 0 Q4_0, 1 Q4_1, 2 Q5_0, 3 Q5_1, 4 Q8_0, 5 Q8_1."""
     rows, n = x.shape

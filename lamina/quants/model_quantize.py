@@ -48,7 +48,8 @@ from .mix import (
     tensor_order_key,
 )
 
-SLAB_BYTES = 8 << 20  # float32 rows converted and quantized at a time (small enough for malloc to reuse)
+SLAB_BYTES = 8 << 20  # float32 bytes converted at a time by one thread (small enough for malloc to reuse)
+CHUNK_BYTES = 2 << 20  # float32 bytes per work item when several threads share the work
 SPLIT_KEYS = ("split.no", "split.count", "split.tensors.count")
 
 
@@ -326,49 +327,153 @@ def _read_exact(fd: int, buffer: np.ndarray, offset: int) -> None:
         done += n
 
 
-def _convert_tensor(fd: int, t: PlannedTensor, out, nthreads_hint: int) -> int:
-    """Stream one tensor: read slabs of rows, convert them to float32, quantize, validate and write."""
+@dataclass(frozen=True)
+class _Chunk:
+    """One unit of work: some rows of one tensor (converted), or a byte range of it (copied)."""
+
+    index: int  # tensor number in the plan
+    expert: int
+    first_row: int
+    rows: int
+    last: bool  # the tensor's final chunk
+
+
+def _chunks(report: QuantizeReport, chunk_bytes: int):
+    """Every tensor cut into chunks of whole rows (never across an expert, whose imatrix slice differs)."""
+    for index, t in enumerate(report.tensors):
+        c = t.choice
+        n = c.shape[0]
+        if t.needs_conversion:
+            rows_per_expert = c.shape[1] if len(c.shape) > 1 else 1
+            n_expert = int(np.prod(c.shape[2:], dtype=np.int64)) if len(c.shape) > 2 else 1
+            step = max(1, min(rows_per_expert, chunk_bytes // (4 * n)))
+        else:  # a copy: rows as they are stored, all "experts" in one run
+            row_bytes = ggml_type(c.current_type).row_bytes(n)
+            rows_per_expert = t.in_bytes // row_bytes if row_bytes else 0
+            n_expert = 1
+            step = max(1, chunk_bytes // max(1, row_bytes))
+        pieces = [(e, r0, min(step, rows_per_expert - r0)) for e in range(n_expert)
+                  for r0 in range(0, rows_per_expert, step)]
+        if not pieces:
+            pieces = [(0, 0, 0)]
+        for k, (e, r0, rows) in enumerate(pieces):
+            yield _Chunk(index, e, r0, rows, k == len(pieces) - 1)
+
+
+def _releases_gil(type_name: str) -> bool:
+    """Whether a format's kernels may run in several Python threads at once (its module says RELEASES_GIL)."""
+    import importlib
+
+    fmt = Q.block_format(type_name)
+    return bool(getattr(importlib.import_module(fmt.quantize_rows.__module__), "RELEASES_GIL", False))
+
+
+def _run_chunk(fd: int, t: PlannedTensor, chunk: _Chunk) -> np.ndarray:
+    """Read one chunk from the input and return the bytes it becomes in the output."""
     c = t.choice
     n = c.shape[0]
-    rows_per_expert = c.shape[1] if len(c.shape) > 1 else 1
-    n_expert = 1
-    for d in c.shape[2:]:
-        n_expert *= d
     src = ggml_type(c.current_type)
-    src_row = src.row_bytes(n)
-    slab_rows = max(1, min(rows_per_expert, SLAB_BYTES // (4 * n)))
-    written = 0
-    buffer = np.empty(slab_rows * src_row, dtype=np.uint8)
-    for e in range(n_expert):
-        importance = None
-        if t.importance is not None:
-            importance = t.importance[e * n:(e + 1) * n] if t.importance.size > n else t.importance
-        for r0 in range(0, rows_per_expert, slab_rows):
-            rows = min(slab_rows, rows_per_expert - r0)
-            raw = buffer[:rows * src_row]
-            _read_exact(fd, raw, t.source_offset + (e * rows_per_expert + r0) * src_row)
-            if src.name == "F32":
-                x = raw.view(np.float32).reshape(rows, n)
-            else:
-                x = Q.dequantize(raw, src.name, (rows, n))
-            q = Q.quantize(x, c.new_type, importance)
-            _validate(q, c.new_type, c.name)
-            out.write(memoryview(q))
-            written += q.nbytes
-    return written
+    row_bytes = src.row_bytes(n)
+    rows_per_expert = c.shape[1] if len(c.shape) > 1 else 1
+    first = chunk.expert * rows_per_expert + chunk.first_row
+    raw = np.empty(chunk.rows * row_bytes, dtype=np.uint8)
+    _read_exact(fd, raw, t.source_offset + first * row_bytes)
+    if not t.needs_conversion:
+        return raw
+    if src.name == "F32":
+        x = raw.view(np.float32).reshape(chunk.rows, n)
+    else:
+        x = Q.dequantize(raw, src.name, (chunk.rows, n))
+    importance = None
+    if t.importance is not None:
+        importance = t.importance[chunk.expert * n:(chunk.expert + 1) * n] if t.importance.size > n else t.importance
+    q = Q.quantize(x, c.new_type, importance)
+    _validate(q, c.new_type, c.name)
+    return q
 
 
-def _copy_tensor(fd: int, t: PlannedTensor, out) -> int:
-    remaining = t.in_bytes
-    offset = t.source_offset
-    chunk = np.empty(min(remaining, SLAB_BYTES) or 1, dtype=np.uint8)
-    while remaining:
-        n = min(remaining, chunk.size)
-        _read_exact(fd, chunk[:n], offset)
-        out.write(memoryview(chunk[:n]))
-        offset += n
-        remaining -= n
-    return t.in_bytes
+def _single_thread_numba() -> None:
+    import numba
+
+    numba.set_num_threads(1)
+
+
+class _Writer:
+    """Writes finished chunks in order: tensor data, then its padding, a log line and a progress tick."""
+
+    def __init__(self, report: QuantizeReport, out, alignment: int, log, bar):
+        self.report, self.out, self.alignment, self.log, self.bar = report, out, alignment, log, bar
+        self.written = 0
+
+    def put(self, chunk: _Chunk, data: np.ndarray) -> None:
+        self.out.write(memoryview(data))
+        self.written += data.nbytes
+        if not chunk.last:
+            return
+        t = self.report.tensors[chunk.index]
+        c = t.choice
+        size, self.written = self.written, 0
+        if size != t.out_bytes:
+            raise QuantizeError(f"tensor {c.name}: wrote {size} bytes, expected {t.out_bytes}")
+        self.out.write(bytes(_pad(size, self.alignment) - size))
+        if self.bar is not None:
+            self.bar.update(1)
+            return
+        line = (f"[{chunk.index + 1:4d}/{len(self.report.tensors):4d}] {c.name:<36s} - [{_shape_text(c.shape)}], "
+                f"type = {ggml_name(c.current_type):>6s}, ")
+        if t.needs_conversion:
+            line += (f"converting to {ggml_name(c.new_type)} .. size = {t.in_bytes / 2**20:8.2f} MiB -> "
+                     f"{size / 2**20:8.2f} MiB")
+        else:
+            line += f"size = {size / 2**20:8.3f} MiB"
+        self.log(line)
+
+
+def _stream(fd: int, report: QuantizeReport, writer: _Writer, nthreads: int) -> None:
+    """Convert every chunk, in nthreads worker threads where the formats allow, writing results in order.
+
+    Like llama-quantize's workers taking chunks off a shared counter, this keeps every
+    core busy without a barrier per tensor; formats whose kernels hold the GIL run in
+    this thread with Numba's own parallel loops instead.
+    """
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    gil_free = {}
+
+    def pooled(t: PlannedTensor) -> bool:
+        if not t.needs_conversion:
+            return True
+        key = (t.choice.current_type, t.choice.new_type)
+        if key not in gil_free:
+            gil_free[key] = all(_releases_gil(name) for name in key if name != "F32")
+        return gil_free[key]
+
+    if nthreads <= 1:
+        for chunk in _chunks(report, SLAB_BYTES):
+            writer.put(chunk, _run_chunk(fd, report.tensors[chunk.index], chunk))
+        return
+    pending: deque = deque()
+    with ThreadPoolExecutor(max_workers=nthreads, initializer=_single_thread_numba) as pool:
+        try:
+            for chunk in _chunks(report, CHUNK_BYTES):
+                t = report.tensors[chunk.index]
+                if pooled(t):
+                    pending.append((chunk, pool.submit(_run_chunk, fd, t, chunk)))
+                    while len(pending) > 2 * nthreads:
+                        done, future = pending.popleft()
+                        writer.put(done, future.result())
+                else:
+                    while pending:
+                        done, future = pending.popleft()
+                        writer.put(done, future.result())
+                    writer.put(chunk, _run_chunk(fd, t, chunk))
+            while pending:
+                done, future = pending.popleft()
+                writer.put(done, future.result())
+        finally:
+            for _, future in pending:
+                future.cancel()
 
 
 def _shape_text(shape: tuple[int, ...]) -> str:
@@ -383,14 +488,15 @@ def quantize_model(request: QuantizeRequest, log: Callable[[str], None] | None =
     ``log`` receives llama-quantize's per-tensor lines; ``progress`` shows a tqdm bar
     (default: when stderr is a terminal).
     """
+    import numba
+
     log = log or (lambda s: None)
     if progress is None:
         progress = sys.stderr.isatty()
     start = time.perf_counter()
-    if request.nthreads and request.nthreads > 0:
-        import numba
-
-        numba.set_num_threads(max(1, min(request.nthreads, numba.config.NUMBA_NUM_THREADS)))
+    nthreads = request.nthreads if request.nthreads and request.nthreads > 0 else (os.cpu_count() or 1)
+    nthreads = max(1, min(nthreads, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(nthreads)
     try:
         f = read(request.input_path)
     except GGUFError as e:
@@ -403,9 +509,11 @@ def quantize_model(request: QuantizeRequest, log: Callable[[str], None] | None =
         if request.dry_run:
             for i, t in enumerate(report.tensors):
                 c = t.choice
-                line = f"[{i + 1:4d}/{len(report.tensors):4d}] {c.name:<36s} - [{_shape_text(c.shape)}], type = {ggml_name(c.current_type):>6s}, "
+                line = (f"[{i + 1:4d}/{len(report.tensors):4d}] {c.name:<36s} - [{_shape_text(c.shape)}], "
+                        f"type = {ggml_name(c.current_type):>6s}, ")
                 if t.needs_conversion:
-                    line += f"size = {t.in_bytes / 2**20:8.2f} MiB -> {t.out_bytes / 2**20:8.2f} MiB ({ggml_name(c.new_type)})"
+                    line += (f"size = {t.in_bytes / 2**20:8.2f} MiB -> {t.out_bytes / 2**20:8.2f} MiB "
+                             f"({ggml_name(c.new_type)})")
                 else:
                     line += f"size = {t.in_bytes / 2**20:8.3f} MiB"
                 log(line)
@@ -419,26 +527,7 @@ def quantize_model(request: QuantizeRequest, log: Callable[[str], None] | None =
                 out.write(header)
                 bar = _progress_bar(len(report.tensors)) if progress else None
                 try:
-                    for i, t in enumerate(report.tensors):
-                        c = t.choice
-                        prefix = (f"[{i + 1:4d}/{len(report.tensors):4d}] {c.name:<36s} - [{_shape_text(c.shape)}], "
-                                  f"type = {ggml_name(c.current_type):>6s}, ")
-                        if bar is not None:
-                            bar.set_postfix_str(f"{c.name} -> {ggml_name(c.new_type)}", refresh=False)
-                        if t.needs_conversion:
-                            size = _convert_tensor(fd, t, out, request.nthreads)
-                            line = (f"converting to {ggml_name(c.new_type)} .. size = {t.in_bytes / 2**20:8.2f} MiB -> "
-                                    f"{size / 2**20:8.2f} MiB")
-                        else:
-                            size = _copy_tensor(fd, t, out)
-                            line = f"size = {size / 2**20:8.3f} MiB"
-                        if size != t.out_bytes:
-                            raise QuantizeError(f"tensor {c.name}: wrote {size} bytes, expected {t.out_bytes}")
-                        out.write(bytes(_pad(size, alignment) - size))
-                        if bar is None:
-                            log(prefix + line)
-                        else:
-                            bar.update(1)
+                    _stream(fd, report, _Writer(report, out, alignment, log, bar), nthreads)
                 finally:
                     if bar is not None:
                         bar.close()

@@ -14,6 +14,8 @@ from numba import njit, prange
 from .common import F32, bits_f32, check_block_dtype, field_offset, new_output
 from .registry import register
 
+RELEASES_GIL = True  # every kernel here is compiled nogil: lamina quantize may run them in several threads
+
 KVALUES_MXFP4 = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], dtype=np.int8)
 BLOCK_MXFP4 = check_block_dtype([("e", "u1"), ("qs", "u1", (16,))], 17)
 QS = field_offset(BLOCK_MXFP4, "qs")
@@ -28,7 +30,7 @@ def e8m0_to_fp32_half(e):
     return bits_f32((e - 1) << 23)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _dequant_mxfp4(raw, out):
     for ib in prange(raw.size // 17):
         b = ib * 17
@@ -52,7 +54,7 @@ def _best_index(x, e):
     return best_index
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _quantize_mxfp4(x, out):
     rows, n = x.shape
     for r in prange(rows):

@@ -15,6 +15,8 @@ from lamina.gguf.types import QK_K
 from .common import F32, c_max, check_block_dtype, field_offset, fp32_to_fp16, load_f16, new_output, round_away, store_f16
 from .registry import register
 
+RELEASES_GIL = True  # every kernel here is compiled nogil: lamina quantize may run them in several threads
+
 BLOCK_TQ1_0 = check_block_dtype([("qs", "u1", (48,)), ("qh", "u1", (4,)), ("d", "<f2")], 54)
 BLOCK_TQ2_0 = check_block_dtype([("qs", "u1", (64,)), ("d", "<f2")], 66)
 
@@ -30,7 +32,7 @@ def _trit(q, n):
     return (shifted * 3) >> 8
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _dequant_tq1_0(raw, out):
     for ib in prange(raw.size // 54):
         b = ib * 54
@@ -50,7 +52,7 @@ def _dequant_tq1_0(raw, out):
                 y += 1
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _dequant_tq2_0(raw, out):
     for ib in prange(raw.size // 66):
         b = ib * 66
@@ -84,7 +86,7 @@ def _pack5(q):
     return ((q & 0xFF) * 256 + 242) // 243
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _quantize_tq1_0(x, out):
     rows, n = x.shape
     for r in prange(rows):
@@ -116,7 +118,7 @@ def _quantize_tq1_0(x, out):
                 y[b + TQ1_QH + j] = np.uint8(_pack5(q) & 0xFF)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _quantize_tq2_0(x, out):
     rows, n = x.shape
     for r in prange(rows):
