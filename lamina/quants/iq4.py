@@ -17,7 +17,6 @@ from lamina.gguf.types import QK_K
 from .common import (
     F32,
     GROUP_MAX_EPS,
-    best_index_int8,
     check_block_dtype,
     field_offset,
     fp32_to_fp16,
@@ -85,121 +84,154 @@ def _dequantizer(kernel):
 
 
 # -- quantize -------------------------------------------------------------------------------------
+#
+# ggml's quantize_row_iq4_nl_impl, reorganised so that the scale search (16 passes over
+# each 32-value block) runs for all of a row's blocks in lock step, blocks as columns:
+# each block's sums still accumulate in ggml's order, so the bytes are the same.
+
+KVALUES_F32 = KVALUES_IQ4NL.astype(np.float32)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _nearest_value_index(x):
+    """best_index_int8 over KVALUES_IQ4NL without branches: the count of table values <= x, then the nearer
+    neighbour (ties to the upper one, NaN to 15, as the binary search gives)."""
+    v = KVALUES_F32
+    mu = np.int32(1)
+    for k in range(1, 15):
+        mu += np.int32(x >= v[k])
+    lower = x - v[mu - 1] < v[mu] - x
+    idx = mu - np.int32(lower)
+    idx = np.int32(0) if x <= v[0] else idx
+    idx = np.int32(15) if (x >= v[15] or x != x) else idx
+    return idx
 
 
 @njit(cache=True, error_model="numpy")
-def _iq4_superblock(x, xo, sbs, qw, qwo, has_qw, y, b, q4_off, scales, weight, L):
-    """ggml's quantize_row_iq4_nl_impl for one super-block of ``sbs`` values (32: IQ4_NL, 256: IQ4_XS).
+def _search_scales(X, W, scales):
+    """The per-block scale search of quantize_row_iq4_nl_impl (ntry = 7) for the columns of X (32, nb)."""
+    n, nb = X.shape
+    v = KVALUES_F32
+    v0 = v[0]
+    vmax = np.zeros(nb, np.float32)
+    amax = np.zeros(nb, np.float32)
+    for i in range(n):
+        for b in range(nb):
+            ax = abs(X[i, b])
+            if ax > amax[b]:
+                amax[b] = ax
+                vmax[b] = X[i, b]
+    idd = np.empty(nb, np.float32)
+    sumqx = np.zeros(nb, np.float32)
+    sumq2 = np.zeros(nb, np.float32)
+    best = np.empty(nb, np.float32)
+    d = np.empty(nb, np.float32)
+    for b in range(nb):
+        idd[b] = F32(1.0) / (-vmax[b] / v0)
+    for i in range(n):
+        for b in range(nb):
+            q = v[_nearest_value_index(idd[b] * X[i, b])]
+            w = W[i, b]
+            sumqx[b] += w * q * X[i, b]
+            sumq2[b] += w * q * q
+    for b in range(nb):
+        d[b] = sumqx[b] / sumq2[b] if sumq2[b] > 0 else F32(0.0)
+        best[b] = d[b] * sumqx[b]
+    for itry in range(-NTRY, NTRY + 1):
+        step = F32(itry + np.int64(KVALUES_IQ4NL[0]))
+        for b in range(nb):
+            idd[b] = step / vmax[b]
+            sumqx[b] = F32(0.0)
+            sumq2[b] = F32(0.0)
+        for i in range(n):
+            for b in range(nb):
+                q = v[_nearest_value_index(idd[b] * X[i, b])]
+                w = W[i, b]
+                sumqx[b] += w * q * X[i, b]
+                sumq2[b] += w * q * q
+        for b in range(nb):
+            if sumq2[b] > 0 and sumqx[b] * sumqx[b] > best[b] * sumq2[b]:
+                d[b] = sumqx[b] / sumq2[b]
+                best[b] = d[b] * sumqx[b]
+    for b in range(nb):
+        scales[b] = F32(0.0) if amax[b] < GROUP_MAX_EPS else d[b]
 
-    x[xo:xo+sbs] are the values, qw[qwo:] their importance weights; the block is written at y[b:].
-    """
-    values = KVALUES_IQ4NL
-    v0 = F32(values[0])
-    sigma2 = F32(0.0)
-    for j in range(sbs):
-        sigma2 += x[xo + j] * x[xo + j]
-    sigma2 *= F32(2.0) / F32(sbs)
-    for j in range(sbs // 2):
-        y[b + q4_off + j] = 0
-    store_f16(y, b, fp32_to_fp16(F32(0.0)))
-    nblocks = sbs // 32
-    max_scale = F32(0.0)
-    amax_scale = F32(0.0)
-    for ib in range(nblocks):
-        xb = xo + 32 * ib
-        for j in range(32):
-            if has_qw:
-                weight[j] = qw[qwo + 32 * ib + j] * np.sqrt(sigma2 + x[xb + j] * x[xb + j])
-            else:
-                weight[j] = x[xb + j] * x[xb + j]
-        amax = F32(0.0)
-        vmax = F32(0.0)
-        for j in range(32):
-            ax = abs(x[xb + j])
-            if ax > amax:
-                amax = ax
-                vmax = x[xb + j]
-        if amax < GROUP_MAX_EPS:
-            scales[ib] = F32(0.0)
-            continue
-        d = -vmax / v0
-        idd = F32(1.0) / d
-        sumqx = F32(0.0)
-        sumq2 = F32(0.0)
-        for j in range(32):
-            al = idd * x[xb + j]
-            l = best_index_int8(values, al)
-            L[32 * ib + j] = l
-            q = F32(values[l])
-            w = weight[j]
-            sumqx += w * q * x[xb + j]
-            sumq2 += w * q * q
-        d = sumqx / sumq2 if sumq2 > 0 else F32(0.0)
-        best = d * sumqx
-        for itry in range(-NTRY, NTRY + 1):
-            idd = F32(itry + np.int64(values[0])) / vmax
-            sumqx = F32(0.0)
-            sumq2 = F32(0.0)
+
+@njit(cache=True, error_model="numpy")
+def _pack_nibbles(L, y, off, count):
+    for i in range(count // 32):
+        for j in range(16):
+            y[off + 16 * i + j] = np.uint8(np.int64(L[32 * i + j]) | (np.int64(L[32 * i + 16 + j]) << 4))
+
+
+@njit(cache=True, error_model="numpy")
+def _iq4_row(x, qw, has_qw, y, sbs):
+    """One row of IQ4_NL (sbs 32) or IQ4_XS (sbs 256), as quantize_iq4_nl / quantize_iq4_xs."""
+    n = x.size
+    nb = n // 32
+    X = np.empty((32, nb), dtype=np.float32)
+    W = np.empty((32, nb), dtype=np.float32)
+    scales = np.empty(nb, dtype=np.float32)
+    L = np.empty(sbs, dtype=np.uint8)
+    for b in range(nb):
+        for i in range(32):
+            X[i, b] = x[32 * b + i]
+    for s in range(n // sbs):
+        sigma2 = F32(0.0)
+        for j in range(sbs):
+            sigma2 += x[sbs * s + j] * x[sbs * s + j]
+        sigma2 *= F32(2.0) / F32(sbs)
+        for b in range(s * (sbs // 32), (s + 1) * (sbs // 32)):
+            for i in range(32):
+                if has_qw:
+                    W[i, b] = qw[32 * b + i] * np.sqrt(sigma2 + X[i, b] * X[i, b])
+                else:
+                    W[i, b] = X[i, b] * X[i, b]
+    _search_scales(X, W, scales)
+    if sbs == 32:
+        for b in range(nb):
+            o = 18 * b
+            store_f16(y, o, fp32_to_fp16(scales[b]))
+            idd = F32(1.0) / scales[b] if scales[b] else F32(0.0)
             for j in range(32):
-                al = idd * x[xb + j]
-                l = best_index_int8(values, al)
-                q = F32(values[l])
-                w = weight[j]
-                sumqx += w * q * x[xb + j]
-                sumq2 += w * q * q
-            if sumq2 > 0 and sumqx * sumqx > best * sumq2:
-                d = sumqx / sumq2
-                best = d * sumqx
-        scales[ib] = d
-        abs_d = abs(d)
-        if abs_d > amax_scale:
-            amax_scale = abs_d
-            max_scale = d
-    if nblocks > 1:
-        y[b + XS_SH] = 0
-        y[b + XS_SH + 1] = 0
-        scales_h = 0
+                L[j] = _nearest_value_index(idd * X[j, b])
+            _pack_nibbles(L, y, o + NL_QS, 32)
+        return
+    for s in range(n // QK_K):
+        o = 136 * s
+        max_scale = F32(0.0)
+        amax_scale = F32(0.0)
+        for ib in range(8):
+            dd = scales[8 * s + ib]
+            if abs(dd) > amax_scale:
+                amax_scale = abs(dd)
+                max_scale = dd
         d = -max_scale / F32(32.0)
-        store_f16(y, b, fp32_to_fp16(d))
+        store_f16(y, o, fp32_to_fp16(d))
         idd = F32(1.0) / d if d else F32(0.0)
-        for ib in range(nblocks):
-            l = nearest_int(idd * scales[ib])
+        scales_h = 0
+        for ib in range(8):
+            l = nearest_int(idd * scales[8 * s + ib])
             l = max(-32, min(31, l))
             dl = d * F32(l)
             idl = F32(1.0) / dl if dl else F32(0.0)
-            xb = xo + 32 * ib
             for j in range(32):
-                L[32 * ib + j] = best_index_int8(values, idl * x[xb + j])
+                L[32 * ib + j] = _nearest_value_index(idl * X[j, 8 * s + ib])
             l += 32
-            l_l = l & 0xF
-            l_h = l >> 4
             if ib % 2 == 0:
-                y[b + XS_SL + ib // 2] = np.uint8(l_l)
+                y[o + XS_SL + ib // 2] = np.uint8(l & 0xF)
             else:
-                y[b + XS_SL + ib // 2] = np.uint8(np.int64(y[b + XS_SL + ib // 2]) | (l_l << 4))
-            scales_h |= l_h << (2 * (ib % 8))
-        y[b + XS_SH] = np.uint8(scales_h & 0xFF)
-        y[b + XS_SH + 1] = np.uint8((scales_h >> 8) & 0xFF)
-    else:
-        store_f16(y, b, fp32_to_fp16(scales[0]))
-        idd = F32(1.0) / scales[0] if scales[0] else F32(0.0)
-        for j in range(sbs):
-            L[j] = best_index_int8(values, idd * x[xo + j])
-    for i in range(sbs // 32):
-        for j in range(16):
-            y[b + q4_off + 16 * i + j] = np.uint8(np.int64(L[32 * i + j]) | (np.int64(L[32 * i + 16 + j]) << 4))
+                y[o + XS_SL + ib // 2] = np.uint8(np.int64(y[o + XS_SL + ib // 2]) | ((l & 0xF) << 4))
+            scales_h |= (l >> 4) << (2 * ib)
+        y[o + XS_SH] = np.uint8(scales_h & 0xFF)
+        y[o + XS_SH + 1] = np.uint8((scales_h >> 8) & 0xFF)
+        _pack_nibbles(L, y, o + XS_QS, QK_K)
 
 
 @njit(cache=True, parallel=True, nogil=True, error_model="numpy")
-def _quantize_iq4(x, qw, has_qw, out, sbs, type_size, q4_off):
-    rows, n = x.shape
-    for r in prange(rows):
-        scales = np.empty(sbs // 32, dtype=np.float32)
-        weight = np.empty(32, dtype=np.float32)
-        L = np.empty(sbs, dtype=np.uint8)
-        for i in range(n // sbs):
-            _iq4_superblock(x[r], i * sbs, sbs, qw, i * sbs, has_qw, out[r], i * type_size, q4_off,
-                            scales, weight, L)
+def _quantize_iq4(x, qw, has_qw, out, sbs):
+    for r in prange(x.shape[0]):
+        _iq4_row(x[r], qw, has_qw, out[r], sbs)
 
 
 def _quantizer(sbs: int, type_size: int, q4_off: int):
@@ -207,7 +239,7 @@ def _quantizer(sbs: int, type_size: int, q4_off: int):
         rows, n = x.shape
         out = new_output(rows, n, sbs, type_size)
         qw, has_qw = weights_or_empty(importance)
-        _quantize_iq4(x, qw, has_qw, out, sbs, type_size, q4_off)
+        _quantize_iq4(x, qw, has_qw, out, sbs)
         return out
 
     return quantize_rows

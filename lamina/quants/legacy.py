@@ -20,8 +20,8 @@ from .common import (
     fp32_to_fp16,
     load_f16,
     load_u32,
-    make_qkx3_quants,
-    make_qx_quants,
+    make_qkx_quants_batch,
+    make_qx_quants_batch,
     new_output,
     round_away,
     store_f16,
@@ -279,12 +279,6 @@ def _row_sigma2(x, n):
     return sum_x2 / F32(n)
 
 
-@njit(cache=True, error_model="numpy")
-def _block_weights(x, o, qw, sigma2, weight):
-    for j in range(QK):
-        weight[j] = qw[o + j] * np.sqrt(sigma2 + x[o + j] * x[o + j])
-
-
 @njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _quantize_rows(x, qw, has_qw, out, kind):
     """kind: 0 Q4_0, 1 Q4_1, 2 Q5_0, 3 Q5_1, 4 Q8_0, 5 Q8_1."""
@@ -309,49 +303,53 @@ def _quantize_rows(x, qw, has_qw, out, kind):
                 else:
                     _q8_1_block(xr, ib * QK, yr, ib * type_size)
             continue
-        sigma2 = _row_sigma2(xr, n)
-        weight = np.empty(QK, dtype=np.float32)
-        L = np.empty(QK, dtype=np.int8)
-        Lu = np.empty(QK, dtype=np.uint8)
-        Laux = np.empty(QK, dtype=np.uint8)
-        for ib in range(nb):
-            o = ib * QK
-            b = ib * type_size
-            _block_weights(xr, o, qw, sigma2, weight)
-            xb = xr[o:o + QK]
+        _weighted_row(xr, qw, yr, kind, nb, type_size)
+
+
+@njit(cache=True, error_model="numpy")
+def _weighted_row(xr, qw, yr, kind, nb, type_size):
+    """quantize_row_q4_0_impl and friends for one row: every block's search run in lock step (same bytes)."""
+    n = xr.size
+    sigma2 = _row_sigma2(xr, n)
+    X = np.empty((QK, nb), dtype=np.float32)
+    W = np.empty((QK, nb), dtype=np.float32)
+    for ib in range(nb):
+        for j in range(QK):
+            v = xr[QK * ib + j]
+            X[j, ib] = v
+            W[j, ib] = qw[QK * ib + j] * np.sqrt(sigma2 + v * v)
+    scales = np.empty(nb, dtype=np.float32)
+    if kind == 0 or kind == 2:
+        L = np.empty((QK, nb), dtype=np.int8)
+        make_qx_quants_batch(8 if kind == 0 else 16, X, W, L, scales)
+    else:
+        L8 = np.empty((QK, nb), dtype=np.uint8)
+        mins = np.empty(nb, dtype=np.float32)
+        make_qkx_quants_batch(15 if kind == 1 else 31, X, W, L8, F32(-0.9), F32(0.05), 36, False, scales, mins)
+    for ib in range(nb):
+        b = ib * type_size
+        store_f16(yr, b, fp32_to_fp16(scales[ib]))
+        if kind == 1 or kind == 3:
+            store_f16(yr, b + 2, fp32_to_fp16(-mins[ib]))
+        qs = b + (Q4_0_QS if kind == 0 else Q4_1_QS if kind == 1 else Q5_0_QS if kind == 2 else Q5_1_QS)
+        qh = 0
+        for j in range(16):
             if kind == 0 or kind == 2:
-                nmax = 8 if kind == 0 else 16
-                d = make_qx_quants(QK, nmax, xb, L, 1, weight, True)
-                store_f16(yr, b, fp32_to_fp16(d))
-                if kind == 0:
-                    for j in range(16):
-                        yr[b + Q4_0_QS + j] = np.uint8((np.int64(L[j]) | (np.int64(L[j + 16]) << 4)) & 0xFF)
-                else:
-                    qh = 0
-                    for j in range(16):
-                        xi0 = np.int64(L[j]) & 0xFF
-                        xi1 = np.int64(L[j + 16]) & 0xFF
-                        yr[b + Q5_0_QS + j] = np.uint8((xi0 & 0xF) | ((xi1 & 0xF) << 4))
-                        qh |= ((xi0 & 0x10) >> 4) << j
-                        qh |= ((xi1 & 0x10) >> 4) << (j + 16)
-                    store_u32(yr, b + Q5_0_QH, qh)
+                xi0 = np.int64(L[j, ib]) & 0xFF
+                xi1 = np.int64(L[j + 16, ib]) & 0xFF
             else:
-                nmax = 15 if kind == 1 else 31
-                d, the_min = make_qkx3_quants(QK, nmax, xb, weight, Lu, Laux, F32(-0.9), F32(0.05), 36, False, True)
-                store_f16(yr, b, fp32_to_fp16(d))
-                store_f16(yr, b + 2, fp32_to_fp16(-the_min))
-                if kind == 1:
-                    for j in range(16):
-                        yr[b + Q4_1_QS + j] = np.uint8((np.int64(Lu[j]) | (np.int64(Lu[j + 16]) << 4)) & 0xFF)
-                else:
-                    qh = 0
-                    for j in range(16):
-                        xi0 = np.int64(Lu[j])
-                        xi1 = np.int64(Lu[j + 16])
-                        yr[b + Q5_1_QS + j] = np.uint8((xi0 & 0xF) | ((xi1 & 0xF) << 4))
-                        qh |= ((xi0 & 0x10) >> 4) << j
-                        qh |= ((xi1 & 0x10) >> 4) << (j + 16)
-                    store_u32(yr, b + Q5_1_QH, qh)
+                xi0 = np.int64(L8[j, ib])
+                xi1 = np.int64(L8[j + 16, ib])
+            if kind < 2:
+                yr[qs + j] = np.uint8((xi0 | (xi1 << 4)) & 0xFF)
+            else:
+                yr[qs + j] = np.uint8((xi0 & 0xF) | ((xi1 & 0xF) << 4))
+                qh |= ((xi0 & 0x10) >> 4) << j
+                qh |= ((xi1 & 0x10) >> 4) << (j + 16)
+        if kind == 2:
+            store_u32(yr, b + Q5_0_QH, qh)
+        elif kind == 3:
+            store_u32(yr, b + Q5_1_QH, qh)
 
 
 def _quantizer(kind: int, type_size: int):
