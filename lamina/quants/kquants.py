@@ -230,19 +230,28 @@ def _dequant_q6_K(raw, out):
             qh = b + Q6_QH + 32 * h
             sc = b + Q6_SC + 8 * h
             y = o + 128 * h
+            # d * sc[is] * q, as ggml: the product d * sc is formed first
+            s0 = d * F32(np.int8(raw[sc]))
+            s1 = d * F32(np.int8(raw[sc + 1]))
+            s2 = d * F32(np.int8(raw[sc + 2]))
+            s3 = d * F32(np.int8(raw[sc + 3]))
+            s4 = d * F32(np.int8(raw[sc + 4]))
+            s5 = d * F32(np.int8(raw[sc + 5]))
+            s6 = d * F32(np.int8(raw[sc + 6]))
+            s7 = d * F32(np.int8(raw[sc + 7]))
             for l in range(32):
-                isc = l // 16
-                a = np.int64(raw[ql + l])
-                c = np.int64(raw[ql + l + 32])
-                hh = np.int64(raw[qh + l])
-                q1 = ((a & 0xF) | (((hh >> 0) & 3) << 4)) - 32
-                q2 = ((c & 0xF) | (((hh >> 2) & 3) << 4)) - 32
+                a = np.int32(raw[ql + l])
+                c = np.int32(raw[ql + l + 32])
+                hh = np.int32(raw[qh + l])
+                q1 = ((a & 15) | ((hh & 3) << 4)) - 32
+                q2 = ((c & 15) | (((hh >> 2) & 3) << 4)) - 32
                 q3 = ((a >> 4) | (((hh >> 4) & 3) << 4)) - 32
                 q4 = ((c >> 4) | (((hh >> 6) & 3) << 4)) - 32
-                out[y + l] = d * F32(np.int8(raw[sc + isc])) * F32(q1)
-                out[y + l + 32] = d * F32(np.int8(raw[sc + isc + 2])) * F32(q2)
-                out[y + l + 64] = d * F32(np.int8(raw[sc + isc + 4])) * F32(q3)
-                out[y + l + 96] = d * F32(np.int8(raw[sc + isc + 6])) * F32(q4)
+                first = l < 16
+                out[y + l] = (s0 if first else s1) * F32(q1)
+                out[y + l + 32] = (s2 if first else s3) * F32(q2)
+                out[y + l + 64] = (s4 if first else s5) * F32(q3)
+                out[y + l + 96] = (s6 if first else s7) * F32(q4)
 
 
 @njit(cache=True, parallel=True, nogil=True, error_model="numpy")
