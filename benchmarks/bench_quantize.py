@@ -35,8 +35,8 @@ TYPES = ["F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", 
          "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "MXFP4"]
 
 
-def run_child(argv: list[str]) -> tuple[float, float]:
-    """Run a command; return (wall seconds, peak RSS in MB) of that child alone."""
+def run_child(argv: list[str]) -> tuple[float, float, float]:
+    """Run a command; return (wall seconds, peak RSS in MB, CPU seconds) of that child alone."""
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -46,7 +46,7 @@ def run_child(argv: list[str]) -> tuple[float, float]:
     proc.stderr.close()
     if proc.returncode:
         sys.exit(f"{' '.join(argv)} failed ({proc.returncode}):\n{err[-2000:]}")
-    return wall, usage.ru_maxrss / 1024.0
+    return wall, usage.ru_maxrss / 1024.0, usage.ru_utime + usage.ru_stime
 
 
 def bench_model(repeat: int, threads: int, workdir: Path) -> None:
@@ -59,13 +59,14 @@ def bench_model(repeat: int, threads: int, workdir: Path) -> None:
                             str(threads)])
     out = workdir / "smollm2-Q4_K_M.gguf"
     cmd = lamina + ["quantize", str(f16), str(out), "Q4_K_M", str(threads)]
-    first, first_rss = run_child(cmd)
+    first, first_rss, first_cpu = run_child(cmd)
     runs = [run_child(cmd) for _ in range(repeat)]
-    walls = [w for w, _ in runs]
+    walls = [w for w, _, _ in runs]
     print(f"lamina quantize smollm2 F16 -> Q4_K_M, {threads} threads ({out.stat().st_size} bytes written)")
-    print(f"  first run (Numba cache warm-up): {first:6.2f} s, peak RSS {first_rss:6.0f} MB")
+    print(f"  first run (Numba cache warm-up): {first:6.2f} s, peak RSS {first_rss:6.0f} MB, CPU {first_cpu:5.2f} s")
     print(f"  median of {repeat}: {statistics.median(walls):6.2f} s, best {min(walls):6.2f} s, "
-          f"peak RSS {max(r for _, r in runs):6.0f} MB   (llama-quantize: 1.5 s, 218 MB)")
+          f"peak RSS {max(r for _, r, _ in runs):6.0f} MB, CPU {statistics.median(c for _, _, c in runs):5.2f} s"
+          f"   (llama-quantize: 1.5 s, 218 MB)")
 
 
 def best_time(fn, repeat: int) -> float:

@@ -278,3 +278,23 @@ def test_default_output_name_and_override_kv(tmp_path):
         assert (f.fields["qwen3.context_length"].value, f.fields["qwen3.context_length"].type) == \
                (77, lg.ValueType.UINT32)
     assert oct(out.stat().st_mode & 0o777) != oct(0o600)
+
+
+def test_progress_bar_on_a_terminal(tmp_path):
+    import sys
+
+    import pexpect
+
+    out = tmp_path / "bar.gguf"
+    child = pexpect.spawn(sys.executable, ["-c", "import sys; from lamina.cli import main; sys.exit(main())",
+                                           "quantize", str(tiny("qwen3")), str(out), "Q8_0", "1"],
+                          dimensions=(24, 120), timeout=300, encoding="utf-8")
+    child.expect(pexpect.EOF)
+    child.close()
+    text = child.before
+    assert child.exitstatus == 0, text
+    with lg.read(tiny("qwen3")) as f:
+        n = len(f.tensors)
+    assert f"{n}/{n}" in text and "100%" in text and "quantizing" in text  # tqdm's bar, one step per tensor
+    assert "[   1/" not in text  # the per-tensor log lines are for logs, not terminals
+    assert out.exists()
