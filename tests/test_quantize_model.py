@@ -235,6 +235,13 @@ def test_float_conversions_round_like_ggml(tmp_path, target):
             else:
                 expected = gguf.quants.quantize(f32, gguf.GGMLQuantizationType.BF16)
                 assert np.array_equal(np.asarray(got.data).view(np.uint16), expected.view(np.uint16))
+    if target == "F32":  # and back: F16 -> F32 is exact, so F32 -> F16 must give the original bytes
+        back = tmp_path / "back.gguf"
+        assert cli.main([str(out), str(back), "F16"]) == 0
+        with lg.read(tiny("starcoder2")) as a, lg.read(back) as b:
+            for name, t in a.tensors.items():
+                assert b.tensors[name].type == t.type
+                assert np.array_equal(np.asarray(t.data).view(np.uint8), np.asarray(b.tensors[name].data).view(np.uint8))
 
 
 def test_non_finite_weights_fail_validation(tmp_path):
@@ -298,3 +305,32 @@ def test_progress_bar_on_a_terminal(tmp_path):
     assert f"{n}/{n}" in text and "100%" in text and "quantizing" in text  # tqdm's bar, one step per tensor
     assert "[   1/" not in text  # the per-tensor log lines are for logs, not terminals
     assert out.exists()
+
+
+@pytest.mark.parametrize("target,expected", [
+    ("IQ2_XXS", {"token_embd.weight": "Q5_K", "blk.0.attn_q.weight": "IQ2_XXS", "blk.0.attn_v.weight": "Q2_K",
+                 "blk.0.ffn_down.weight": "IQ2_XXS"}),
+    ("IQ3_M", {"token_embd.weight": "Q6_K", "blk.0.attn_q.weight": "IQ3_S", "blk.0.attn_v.weight": "Q4_K",
+               "blk.0.ffn_down.weight": "IQ3_S"}),
+])
+def test_iquant_targets_with_an_imatrix(tmp_path, target, expected):
+    rng = np.random.default_rng(8)
+    src = _wide_llama(tmp_path / "wide.gguf", rng)
+    entries, counts = {}, {}
+    with lg.read(src) as f:
+        for name, t in f.tensors.items():
+            if len(t.shape) == 2:
+                entries[name] = rng.uniform(0.1, 3.0, (1, t.shape[0]))
+                counts[name] = np.array([10.0])
+    _write_gguf_imatrix(tmp_path / "im.gguf", entries, counts)
+    out = tmp_path / "out.gguf"
+    assert cli.main(["--imatrix", str(tmp_path / "im.gguf"), str(src), str(out), target, "2"]) == 0
+    with lg.read(src) as a, lg.read(out) as b:
+        assert {k: t.type for k, t in b.tensors.items() if t.type != "F32"} == expected
+        for name, t in b.tensors.items():
+            if t.type == "F32":
+                continue
+            weights = entries[name][0].astype(np.float32) / np.float32(10.0)
+            values = _values(a.tensors[name]).reshape(-1, t.shape[0])
+            assert np.array_equal(np.asarray(t.data).reshape(values.shape[0], -1), Q.quantize(values, t.type, weights)
+                                  .reshape(values.shape[0], -1)), name
