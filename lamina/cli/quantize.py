@@ -62,11 +62,11 @@ def targets_table() -> str:
     for t in TARGETS:
         head = f"  {t.ftype:2d}  or  " if t.name != "COPY" else "          "
         if t.bits_per_weight is None:
-            bpw = " " * 21
+            bpw = " " * 23
         else:
             mix = t.name not in ("F16", "BF16", "F32") and t.name != t.default_type
             bpw = f"{t.bits_per_weight:5.2f} bpw" + (f" ({ggml_name(t.default_type)} mix)" if mix else "")
-            bpw = f"{bpw:<21s}"
+            bpw = f"{bpw:<23s}"
         lines.append(f"{head}{t.name:<9s} : {bpw} {t.description.strip()}")
     return "\n".join(lines)
 
