@@ -21,7 +21,7 @@ import lamina.gguf as lg
 import lamina.quants as Q
 from lamina.cli import quantize as cli
 from lamina.quants import model_quantize
-from lamina.testing.models import model_path, shared_dir
+from lamina.testing.models import shared_dir
 
 REFERENCE = json.loads((shared_dir() / "refdata" / "llamacpp" / "quantize-smollm2.json").read_text())["outputs"]
 MIXES = ["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_K_S", "Q4_0", "Q3_K_M", "Q2_K", "IQ4_XS"]

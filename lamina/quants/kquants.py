@@ -22,7 +22,6 @@ from .common import (
     check_block_dtype,
     f32_bits,
     field_offset,
-    fp16_to_fp32,
     fp32_to_fp16,
     load_f16,
     make_q3_quants,

@@ -1,11 +1,12 @@
 """Quantize a whole GGUF model the way llama-quantize does, streaming it through bounded memory.
 
 The plan (which ggml type every tensor gets) comes from :mod:`lamina.quants.mix`;
-this module reads each tensor's rows in slabs straight from the input file (no
-memory map, so resident memory stays at one slab, not the model), converts them to
-float32, quantizes them with :func:`lamina.quants.quantize` (importance weights from
-an imatrix where given) and writes them into a temporary file beside the output,
-which is renamed into place only when everything succeeded. Anything llama-quantize
+this module cuts every tensor into chunks of rows, reads each chunk straight from
+the input file (no memory map, so resident memory stays at a few chunks, not the
+model), converts it to float32 and quantizes it with :func:`lamina.quants.quantize`
+(importance weights from an imatrix where given) in a pool of worker threads, and
+writes the results in order into a temporary file beside the output, which is
+renamed into place only when everything succeeded. Anything llama-quantize
 would refuse (requantizing without permission, a missing imatrix for the very low
 bit types, a mismatched imatrix) is found while planning, before a byte is written.
 """
