@@ -69,21 +69,18 @@ def nearest_int(fval):
 def fp16_bits(f):
     """The IEEE half-precision bits of float32 ``f``, rounded to nearest even (GGML_FP32_TO_FP16)."""
     x = float(f)  # exact
-    sign = 0x8000 if (x < 0.0 or (x == 0.0 and math.copysign(1.0, x) < 0.0)) else 0
+    sign = 0x8000 if math.copysign(1.0, x) < 0.0 else 0  # also for -0.0 and NaNs
     a = abs(x)
     if math.isnan(a):
         return sign | 0x7E00
+    if a >= 65520.0:  # rounds past the largest half (65504), or inf
+        return sign | 0x7C00
     if a < 6.103515625e-05:  # below 2**-14: a multiple of the subnormal step 2**-24
         return sign | int(np.rint(a * 16777216.0))
     m, e = math.frexp(a)  # a = m * 2**e, m in [0.5, 1)
-    if e > 16:  # 65536 or more, or inf
-        return sign | 0x7C00
     # 11 significant bits, rounded to even; a carry into the exponent falls out of the sum
     r = int(np.rint(m * 2048.0))
-    bits = ((e + 14) << 10) + r - 1024
-    if bits > 0x7C00:
-        bits = 0x7C00
-    return sign | bits
+    return sign | (((e + 14) << 10) + r - 1024)
 
 
 @njit(cache=True)
