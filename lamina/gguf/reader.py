@@ -471,6 +471,21 @@ class GGUFFile:
     def require_array(self, key: str, element: str | None = None):
         return self.get_array(key, _MISSING, element)
 
+    def release(self, tensor: TensorInfo) -> None:
+        """Tell the OS a tensor's pages are not needed now (they are re-read from the file if touched again).
+
+        Kernels that keep their own repacked copy call this so a loaded model costs its size once.
+        """
+        if self._mmap is None or tensor.n_bytes == 0:
+            return
+        page = mmap.PAGESIZE
+        start = (self.data_offset + tensor.offset) // page * page
+        end = self.data_offset + tensor.offset + tensor.n_bytes
+        try:
+            self._mmap.madvise(mmap.MADV_DONTNEED, start, end - start)
+        except (AttributeError, OSError, ValueError):
+            pass
+
     def typed_metadata(self) -> dict[str, MetadataValue]:
         """Metadata with type tags, as :func:`lamina.gguf.write` needs it for an exact copy."""
         return dict(self.fields)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# Bound on the float32 score matrix of one call; longer query batches are processed in slices.
+MAX_SCORE_BYTES = 64 << 20
+
 
 def attention(q: np.ndarray, keys: np.ndarray, values: np.ndarray, q_pos: np.ndarray,
               scale: float, window: int = 0, softcap: float = 0.0) -> np.ndarray:
@@ -13,26 +16,44 @@ def attention(q: np.ndarray, keys: np.ndarray, values: np.ndarray, q_pos: np.nda
     position; query head ``h`` reads key/value head ``h // (n_head // n_kv_head)``, as ggml
     broadcasts. A key is visible when its position is at most the query's and, with a
     sliding ``window``, less than ``window`` positions behind it. Returns (tokens, n_head * head_dim_v).
+
+    The queries and the probabilities are rounded to float16 where ggml's attention rounds
+    them (it multiplies f16 caches by f16 operands), which keeps the logits near llama.cpp's.
     """
-    n_tok, n_head, _ = q.shape
+    n_tok, n_head, head_dim = q.shape
     n_kv_head, n_cells, head_dim_v = values.shape
     group = n_head // n_kv_head
-    key_pos = np.arange(n_cells)
-    visible = key_pos[None, :] <= q_pos[:, None]
+    # The visible keys of this slice of queries start at most ``window`` behind the first query.
+    first = 0
     if window:
-        visible &= (q_pos[:, None] - key_pos[None, :]) < window
-    bias = np.where(visible, np.float32(0.0), np.float32(-np.inf))
-    out = np.empty((n_tok, n_head, head_dim_v), dtype=np.float32)
-    for h in range(n_kv_head):
-        k = keys[h].astype(np.float32)
-        v = values[h].astype(np.float32)
-        qh = q[:, h * group:(h + 1) * group, :]
-        scores = np.einsum("tgd,kd->tgk", qh, k, optimize=True) * np.float32(scale)
-        if softcap:
-            scores = np.tanh(scores / softcap) * softcap
-        scores += bias[:, None, :]
-        scores -= scores.max(axis=-1, keepdims=True)
-        np.exp(scores, out=scores)
-        scores /= scores.sum(axis=-1, keepdims=True)
-        out[:, h * group:(h + 1) * group, :] = np.einsum("tgk,kd->tgd", scores, v, optimize=True)
-    return out.reshape(n_tok, n_head * head_dim_v)
+        first = max(0, int(q_pos.min()) - window + 1)
+    k = keys[:, first:].astype(np.float32)
+    v = values[:, first:].astype(np.float32)
+    per_query = 4 * n_head * (n_cells - first)
+    step = max(1, MAX_SCORE_BYTES // max(1, per_query))
+    if n_tok > step:
+        return np.concatenate([attention(q[i:i + step], keys, values, q_pos[i:i + step], scale, window, softcap)
+                               for i in range(0, n_tok, step)])
+    key_pos = np.arange(first, n_cells)
+    hidden = key_pos[None, :] > q_pos[:, None]
+    if window:
+        hidden |= (q_pos[:, None] - key_pos[None, :]) >= window
+    # (n_kv_head, tokens * group, head_dim): rows ordered (token, head within the group)
+    # ggml multiplies the f16 key cache by the queries rounded to f16 ...
+    q = q.astype(np.float16).astype(np.float32)
+    qh = q.reshape(n_tok, n_kv_head, group, head_dim).transpose(1, 0, 2, 3).reshape(n_kv_head, n_tok * group, head_dim)
+    scores = np.matmul(qh, k.transpose(0, 2, 1))
+    scores *= np.float32(scale)
+    if softcap:
+        np.tanh(scores / softcap, out=scores)
+        scores *= np.float32(softcap)
+    scores = scores.reshape(n_kv_head, n_tok, group, -1)
+    if hidden.any():
+        scores += np.where(hidden, np.float32(-np.inf), np.float32(0.0))[None, :, None, :]
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
+    # ... and the f16 value cache by the probabilities rounded to f16.
+    scores = scores.astype(np.float16).astype(np.float32)
+    out = np.matmul(scores.reshape(n_kv_head, n_tok * group, -1), v)
+    return out.reshape(n_kv_head, n_tok, group, head_dim_v).transpose(1, 0, 2, 3).reshape(n_tok, n_head * head_dim_v)

@@ -1,8 +1,16 @@
 """Linear layers over quantized weights, and embedding lookups.
 
-This is the reference path: the weight stays in the file's blocks and is
-dequantized when it is used. Fast per-type kernels plug in behind the same
-``Linear.__call__``.
+A :class:`Linear` repacks its weight once, at load time, into the layout its type's
+kernel wants (same size as the file's blocks). Then:
+
+* a few input rows (generation) go through the type's matrix-vector kernel, which
+  reads the packed weight once per call — the memory-bound case;
+* many input rows (prompt processing) dequantize the weight into float32 tiles and
+  use the BLAS matrix product — the compute-bound case.
+
+Either way the activation is first rounded as ggml's dot product rounds it
+(:mod:`.activations`), so results stay close to llama.cpp's. Several weights of the
+same type can be fused into one layer (q/k/v, gate/up) so they share one pass.
 """
 
 from __future__ import annotations
@@ -11,6 +19,19 @@ import numpy as np
 
 from lamina.gguf import TensorInfo
 from lamina.quants import dequantize
+
+from .activations import round_activations
+from .generic import PackedBlocks, PackedFloat
+from .kquants import PACKERS as KQUANT_PACKERS
+from .legacy import PACKERS as LEGACY_PACKERS
+
+PACKERS = {**LEGACY_PACKERS, **KQUANT_PACKERS}
+FLOAT_TYPES = ("F32", "F16", "BF16")
+
+# At or below this many input rows the matrix-vector kernels beat dequantize + BLAS.
+SMALL_BATCH = 4
+# Largest float32 tile dequantized for one BLAS product in prompt processing.
+TILE_BYTES = 32 << 20
 
 
 def set_num_threads(n: int | None) -> None:
@@ -24,28 +45,117 @@ def set_num_threads(n: int | None) -> None:
     threadpool_limits(limits=int(n))
 
 
-class Linear:
-    """``y = x @ W.T + b`` for a weight of ``out_features`` rows of ``in_features`` values in any ggml type."""
+class _Scratch:
+    """One reusable float32 buffer for dequantized tiles (page faults on a fresh 32 MiB cost milliseconds)."""
 
-    def __init__(self, weight: TensorInfo, bias: np.ndarray | None = None):
-        if len(weight.shape) != 2:
-            raise ValueError(f"{weight.name}: a linear weight must be 2-D, got shape {list(weight.shape)}")
-        self.name = weight.name
-        self.type = weight.type
-        self.in_features, self.out_features = int(weight.shape[0]), int(weight.shape[1])
-        self.raw = weight.data
-        self.bias = None if bias is None else np.asarray(bias, dtype=np.float32).reshape(-1)
-        if self.bias is not None and self.bias.shape[0] != self.out_features:
-            raise ValueError(f"{self.name}: bias has {self.bias.shape[0]} values for {self.out_features} outputs")
+    buf = np.empty(0, np.float32)
+
+    @classmethod
+    def get(cls, rows: int, cols: int) -> np.ndarray:
+        if cls.buf.size < rows * cols:
+            cls.buf = np.empty(rows * cols, np.float32)
+        return cls.buf[: rows * cols].reshape(rows, cols)
+
+
+def pack_weights(tensors: list[TensorInfo]):
+    """Repack one weight, or several of the same type and row length stacked (fused)."""
+    type_name = tensors[0].type
+    n = int(tensors[0].shape[0])
+    raws = [t.data.reshape(int(np.prod(t.shape[1:])), -1) for t in tensors]
+    if type_name in PACKERS:
+        return PACKERS[type_name](raws, n)
+    if type_name in FLOAT_TYPES:
+        return PackedFloat(raws, n, type_name)
+    return PackedBlocks(raws, n, type_name)
+
+
+class Linear:
+    """``y = x @ W.T + b`` for weights of ``out_features`` rows of ``in_features`` values in any ggml type.
+
+    Given several weights (same type and input size), their outputs are concatenated;
+    :meth:`split` cuts a result back into the parts.
+    """
+
+    def __init__(self, weight: TensorInfo | list[TensorInfo], bias: np.ndarray | list | None = None):
+        weights = list(weight) if isinstance(weight, (list, tuple)) else [weight]
+        biases = list(bias) if isinstance(bias, (list, tuple)) else [bias]
+        first = weights[0]
+        for w in weights:
+            if len(w.shape) != 2:
+                raise ValueError(f"{w.name}: a linear weight must be 2-D, got shape {list(w.shape)}")
+            if w.type != first.type or w.shape[0] != first.shape[0]:
+                raise ValueError(f"cannot fuse {w.name} ({w.type}, {w.shape[0]} inputs) with {first.name} "
+                                 f"({first.type}, {first.shape[0]} inputs)")
+        self.name = "+".join(w.name for w in weights)
+        self.type = first.type
+        self.in_features = int(first.shape[0])
+        self.out_sizes = [int(w.shape[1]) for w in weights]
+        self.out_features = sum(self.out_sizes)
+        self.packed = pack_weights(weights)
+        self.owns_copy = not isinstance(self.packed, PackedBlocks)  # the file's pages are no longer needed
+        if any(b is not None for b in biases):
+            parts = [np.zeros(n, np.float32) if b is None else np.asarray(b, np.float32).reshape(-1)
+                     for b, n in zip(biases, self.out_sizes)]
+            for p, n, w in zip(parts, self.out_sizes, weights):
+                if p.shape[0] != n:
+                    raise ValueError(f"{w.name}: bias has {p.shape[0]} values for {n} outputs")
+            self.bias = np.concatenate(parts)
+        else:
+            self.bias = None
+
+    @property
+    def activation(self) -> str | None:
+        return self.packed.activation
 
     def dequantized(self) -> np.ndarray:
-        return dequantize(self.raw, self.type, (self.out_features, self.in_features))
+        out = np.empty((self.out_features, self.in_features), np.float32)
+        self.packed.dequantize(0, out)
+        return out
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        y = np.asarray(x, dtype=np.float32) @ self.dequantized().T
+        x = round_activations(np.ascontiguousarray(x, dtype=np.float32), self.activation)
+        if x.shape[0] == 0:
+            return np.zeros((0, self.out_features), np.float32)
+        if x.shape[0] <= SMALL_BATCH:
+            y = self.packed.matvec(x)
+        else:
+            y = np.empty((x.shape[0], self.out_features), np.float32)
+            tile = max(1, min(self.out_features, TILE_BYTES // (4 * self.in_features)))
+            for r0 in range(0, self.out_features, tile):
+                rows = min(tile, self.out_features - r0)
+                w = _Scratch.get(rows, self.in_features)
+                self.packed.dequantize(r0, w)
+                np.matmul(x, w.T, out=y[:, r0:r0 + rows])
         if self.bias is not None:
             y += self.bias
         return y
+
+    def split(self, y: np.ndarray) -> list[np.ndarray]:
+        """The outputs of each fused weight, as views of ``y``."""
+        return np.split(y, np.cumsum(self.out_sizes)[:-1], axis=1)
+
+
+class LinearStack:
+    """Weights that cannot share one kernel (different types) behind :class:`Linear`'s interface."""
+
+    def __init__(self, parts: list[Linear]):
+        self.parts = parts
+        self.out_sizes = [p.out_features for p in parts]
+        self.out_features = sum(self.out_sizes)
+        self.owns_copy = all(p.owns_copy for p in parts)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.concatenate([p(x) for p in self.parts], axis=1)
+
+    def split(self, y: np.ndarray) -> list[np.ndarray]:
+        return np.split(y, np.cumsum(self.out_sizes)[:-1], axis=1)
+
+
+def fused_linear(weights: list[TensorInfo], biases: list[np.ndarray | None]) -> Linear | LinearStack:
+    """One layer computing several projections of the same input (q/k/v, or gate/up)."""
+    if all(w.type == weights[0].type and w.shape[0] == weights[0].shape[0] for w in weights):
+        return Linear(weights, biases)
+    return LinearStack([Linear(w, b) for w, b in zip(weights, biases)])
 
 
 def embedding_rows(weight: TensorInfo, ids: np.ndarray) -> np.ndarray:

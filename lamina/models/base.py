@@ -12,7 +12,7 @@ import numpy as np
 
 from lamina.engine.kv_cache import LayerKVShape
 from lamina.gguf import GGUFError, GGUFFile, TensorInfo
-from lamina.kernels import Linear, embedding_rows
+from lamina.kernels import Linear, embedding_rows, fused_linear
 from lamina.quants import dequantize
 
 
@@ -84,9 +84,18 @@ class Weights:
 
     def linear(self, name: str, n_in: int, n_out: int, bias: bool = False) -> Linear:
         """``<name>.weight`` (and ``<name>.bias`` when present and asked for) as a Linear layer."""
-        w = self.get(f"{name}.weight", (n_in, n_out))
-        b = self.vector(f"{name}.bias", n_out, required=False) if bias else None
-        return Linear(w, b)
+        return self.fused([name], n_in, [n_out], bias)
+
+    def fused(self, names: list[str], n_in: int, n_outs: list[int], bias: bool = False):
+        """Several projections of the same input as one layer (its output is their concatenation)."""
+        weights = [self.get(f"{name}.weight", (n_in, n_out)) for name, n_out in zip(names, n_outs)]
+        biases = [self.vector(f"{name}.bias", n_out, required=False) if bias else None
+                  for name, n_out in zip(names, n_outs)]
+        layer = fused_linear(weights, biases)
+        if layer.owns_copy:  # the kernels keep their own copy: let the file's pages go
+            for w in weights:
+                self.gguf.release(w)
+        return layer
 
 
 class DecoderModel:

@@ -27,9 +27,9 @@ class Attention:
                  window: int = 0, qk_norm_eps: float | None = None, biases: bool = True):
         self.shape = shape
         s = shape
-        self.wq = w.linear(f"{prefix}.attn_q", s.n_embd, s.n_head * s.head_dim_k, bias=biases)
-        self.wk = w.linear(f"{prefix}.attn_k", s.n_embd, s.n_head_kv * s.head_dim_k, bias=biases)
-        self.wv = w.linear(f"{prefix}.attn_v", s.n_embd, s.n_head_kv * s.head_dim_v, bias=biases)
+        self.wqkv = w.fused([f"{prefix}.attn_q", f"{prefix}.attn_k", f"{prefix}.attn_v"], s.n_embd,
+                            [s.n_head * s.head_dim_k, s.n_head_kv * s.head_dim_k, s.n_head_kv * s.head_dim_v],
+                            bias=biases)
         self.wo = w.linear(f"{prefix}.attn_output", s.n_head * s.head_dim_v, s.n_embd, bias=biases)
         self.q_norm = self.k_norm = None
         if qk_norm_eps is not None:
@@ -43,9 +43,10 @@ class Attention:
     def __call__(self, x: np.ndarray, state, layer: int) -> np.ndarray:
         s = self.shape
         n = x.shape[0]
-        q = self.wq(x).reshape(n, s.n_head, s.head_dim_k)
-        k = self.wk(x).reshape(n, s.n_head_kv, s.head_dim_k)
-        v = self.wv(x).reshape(n, s.n_head_kv, s.head_dim_v)
+        q, k, v = self.wqkv.split(self.wqkv(x))
+        q = q.reshape(n, s.n_head, s.head_dim_k)
+        k = k.reshape(n, s.n_head_kv, s.head_dim_k)
+        v = v.reshape(n, s.n_head_kv, s.head_dim_v)
         if self.q_norm is not None:
             q = rms_norm(q, self.q_norm, self.qk_norm_eps)
             k = rms_norm(k, self.k_norm, self.qk_norm_eps)
@@ -59,10 +60,10 @@ class GatedFeedForward:
     """``down(act(gate(x)) * up(x))`` with SiLU (llama, qwen2) or GELU (gemma)."""
 
     def __init__(self, w: Weights, prefix: str, n_embd: int, n_ff: int, activation: str = "silu"):
-        self.gate = w.linear(f"{prefix}.ffn_gate", n_embd, n_ff, bias=True)
-        self.up = w.linear(f"{prefix}.ffn_up", n_embd, n_ff, bias=True)
+        self.gate_up = w.fused([f"{prefix}.ffn_gate", f"{prefix}.ffn_up"], n_embd, [n_ff, n_ff], bias=True)
         self.down = w.linear(f"{prefix}.ffn_down", n_ff, n_embd, bias=True)
         self.act = {"silu": swiglu, "gelu": geglu}[activation]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.down(self.act(self.gate(x), self.up(x)))
+        gate, up = self.gate_up.split(self.gate_up(x))
+        return self.down(self.act(gate, up))
