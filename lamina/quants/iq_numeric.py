@@ -26,24 +26,19 @@ F_MAX = np.float32(np.finfo(np.float32).max)  # FLT_MAX
 _MAGIC = np.float32(12582912.0)  # 1.5 * 2**23, ggml's rounding constant
 
 
-@njit(cache=True, inline="always")
-def f32(v):
-    return np.float32(v)
-
-
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def cmax(a, b):
     """C's ``MAX(a, b)``: ``a > b ? a : b`` (differs from Python's max on ties of ±0)."""
     return a if a > b else b
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def cmin(a, b):
     """C's ``MIN(a, b)``: ``a < b ? a : b``."""
     return a if a < b else b
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _nearest_int_wide(fval):
     # ggml adds 1.5*2**23 in float32 and reads the low 23 mantissa bits minus 2**22.
     val = np.float32(fval + _MAGIC)
@@ -57,7 +52,7 @@ def _nearest_int_wide(fval):
     return mantissa - 0x400000
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def nearest_int(fval):
     """ggml's ``nearest_int``: round a float32 to the nearest integer, ties to even."""
     if abs(fval) <= 4194303.0:
@@ -65,7 +60,7 @@ def nearest_int(fval):
     return _nearest_int_wide(fval)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def fp16_bits(f):
     """The IEEE half-precision bits of float32 ``f``, rounded to nearest even (GGML_FP32_TO_FP16)."""
     x = float(f)  # exact
@@ -83,7 +78,7 @@ def fp16_bits(f):
     return sign | (((e + 14) << 10) + r - 1024)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def fp16_value(bits):
     """The float32 value of IEEE half-precision ``bits`` (GGML_FP16_TO_FP32)."""
     sign = -1.0 if bits & 0x8000 else 1.0
@@ -98,7 +93,7 @@ def fp16_value(bits):
     return np.float32(sign * v)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def make_qp_quants(n, nmax, x, L, quant_weights):
     """ggml's ``make_qp_quants``: a positive scale and levels 0..nmax for ``x`` under weights.
 
@@ -168,7 +163,7 @@ def make_qp_quants(n, nmax, x, L, quant_weights):
     return sumlx / suml2 if suml2 > F0 else F0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", error_model="numpy")
 def find_best_neighbour(neighbours, start, positions, xval, weight, scale, L):
     """ggml's ``iq2_find_best_neighbour`` / ``iq3_find_best_neighbour``.
 
@@ -196,15 +191,14 @@ def find_best_neighbour(neighbours, start, positions, xval, weight, scale, L):
     return grid_index
 
 
-@njit(cache=True)
-def flip_to_even_signs(xb, weight, xval, n_groups):
+@njit(cache=True, error_model="numpy")
+def flip_to_even_signs(xb, weight, xval, n_groups, signs):
     """The sign handling of IQ2_XXS, IQ2_XS and IQ3_XXS: fold signs into 7 stored bits per 8 values.
 
     Takes |x| into ``xval``; when a group of 8 has an odd count of negatives, the value
     with the smallest weight·x² keeps its sign flipped (stored negative in ``xval``) so
-    that the eighth sign bit can be implied by parity. Returns the 7-bit sign masks.
+    that the eighth sign bit can be implied by parity. Writes the 7-bit sign masks to ``signs``.
     """
-    signs = np.zeros(n_groups, dtype=np.int64)
     for k in range(n_groups):
         nflip = 0
         s = 0
@@ -229,10 +223,9 @@ def flip_to_even_signs(xb, weight, xval, n_groups):
             xval[8 * k + imin] = -xval[8 * k + imin]
             s ^= 1 << imin
         signs[k] = s & 127
-    return signs
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def super_block_sigma2(xbl, factor):
     """``factor * Σx² / 256`` over one super-block, summed in order as ggml does."""
     sumx2 = F0

@@ -15,7 +15,7 @@ from numba import njit
 from .iq_numeric import F0, F1, F_HALF, cmax, cmin, find_best_neighbour, nearest_int
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def pack_levels(L, start, dims, bits):
     u = 0
     for i in range(dims):
@@ -23,7 +23,7 @@ def pack_levels(L, start, dims, bits):
     return u
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", error_model="numpy")
 def snap_to_grid(xval, waux, start, dims, bits, kmaxq, inv_scale, scale, kmap, neighbours, positions, L):
     """Round one group to levels at ``inv_scale``; if off the grid, take the best neighbour at ``scale``.
 
@@ -48,7 +48,7 @@ def snap_to_grid(xval, waux, start, dims, bits, kmaxq, inv_scale, scale, kmap, n
     return False, grid_index
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def fit_scale(xval, weight, L, n):
     """Weighted least-squares sums Σw·x·q and Σw·q² for odd levels q = 2L+1, in ggml's order."""
     sumqx = F0
@@ -61,7 +61,7 @@ def fit_scale(xval, weight, L, n):
     return sumqx, sumq2
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def search_scale(
     xval, weight, waux, n, dims, kmaxq, step, nsteps, on_grid_start, refine_all, positions, kmap, neighbours, L, Laux
 ):
@@ -117,7 +117,7 @@ def search_scale(
     return scale, True
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def grid_indices(L, n, dims, kmap, out):
     """The grid index of each group of final levels; False if one is off the grid (ggml aborts there)."""
     bits = 2 if dims == 8 else 3
@@ -129,19 +129,25 @@ def grid_indices(L, n, dims, kmap, out):
     return True
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
+def zero(buf, start, stop):
+    for i in range(start, stop):
+        buf[i] = 0
+
+
+@njit(cache=True, inline="always", error_model="numpy")
 def put_u16(buf, o, v):
     buf[o] = v & 0xFF
     buf[o + 1] = (v >> 8) & 0xFF
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def put_u32(buf, o, v):
     put_u16(buf, o, v & 0xFFFF)
     put_u16(buf, o + 2, (v >> 16) & 0xFFFF)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def block_weights(xb, qw, qoff, has_qw, sigma2, no_qw_bias, weight, n):
     """ggml's per-value weights: qw·sqrt(σ² + x²) with an importance matrix, else bias + x²."""
     for i in range(n):

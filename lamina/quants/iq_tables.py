@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import iq_grids
+from .iq_parallel import for_row_slices
 
 # kmap sizes in ggml: a packed vector of 8 levels in {0,1,2} is at most 0xAAAA = 43690;
 # one of 4 levels in 0..7 is at most 0xFFF.
@@ -47,70 +48,61 @@ def _unpack_levels(packed, bits: int, dims: int) -> np.ndarray:
     return ((packed[:, None] >> shifts) & ((1 << bits) - 1)).astype(np.int64)
 
 
-@njit(cache=True, parallel=True)
-def _count_neighbours(positions, kmap, nwant, bits, counts):
-    """For each level vector off the grid, how many grid points its neighbour list holds."""
-    grid_size, dims = positions.shape
-    mask = (1 << bits) - 1
-    for i in prange(kmap.shape[0]):
-        if kmap[i] >= 0:
-            counts[i] = 0
-            continue
-        d2 = _distances(positions, i, bits, mask, dims, grid_size)
-        counts[i] = _take_nearest(d2, nwant, None)
+@njit(cache=True, nogil=True, error_model="numpy")
+def _neighbour_lists(positions, kmap, nwant, bits, start, stop, offsets, counts, neighbours):
+    """For the level vectors ``start..stop`` that are off the grid, their nearest grid points.
 
-
-@njit(cache=True, parallel=True)
-def _fill_neighbours(positions, kmap, nwant, bits, offsets, neighbours):
-    grid_size, dims = positions.shape
-    mask = (1 << bits) - 1
-    for i in prange(kmap.shape[0]):
-        if offsets[i] < 0:
-            continue
-        d2 = _distances(positions, i, bits, mask, dims, grid_size)
-        o = offsets[i]
-        n = _take_nearest(d2, nwant, neighbours[o + 1:])
-        neighbours[o] = n
-
-
-@njit(cache=True)
-def _distances(positions, i, bits, mask, dims, grid_size):
-    d2 = np.empty(grid_size, dtype=np.int32)
-    for j in range(grid_size):
-        s = 0
-        for k in range(dims):
-            d = positions[j, k] - (2 * ((i >> (bits * k)) & mask) + 1)
-            s += d * d
-        d2[j] = s
-    return d2
-
-
-@njit(cache=True)
-def _take_nearest(d2, nwant, out):
-    """Grid indices of the ``nwant`` smallest distinct distances, in (distance, index) order.
-
-    This is the order ggml's qsort on (d2, j) pairs produces; written to ``out`` if given.
+    With ``neighbours`` empty, only writes each list's length to ``counts``; otherwise writes
+    the list at ``offsets[i]`` (count first). The list holds every grid point at one of the
+    ``nwant`` smallest distinct squared distances, in (distance, index) order: the order
+    ggml's qsort of (d2, j) pairs gives.
     """
-    # the nwant smallest distinct distances, ascending
-    smallest = np.full(nwant, np.iinfo(np.int32).max, dtype=np.int32)
-    for j in range(d2.shape[0]):
-        d = d2[j]
-        for m in range(nwant):
-            if d == smallest[m]:
-                break
-            if d < smallest[m]:
-                for r in range(nwant - 1, m, -1):
-                    smallest[r] = smallest[r - 1]
-                smallest[m] = d
-                break
-    n = 0
-    for m in range(nwant):
-        for j in range(d2.shape[0]):
-            if d2[j] == smallest[m]:
-                if out is not None:
-                    out[n] = j
-                n += 1
-    return n
+    grid_size, dims = positions.shape
+    levels = 1 << bits
+    # sq[k, l, j]: squared distance along axis k from level l to grid point j
+    sq = np.empty((dims, levels, grid_size), dtype=np.int32)
+    for k in range(dims):
+        for l in range(levels):
+            for j in range(grid_size):
+                d = np.int32(positions[j, k]) - np.int32(2 * l + 1)
+                sq[k, l, j] = d * d
+    max_d2 = dims * (2 * levels - 2) ** 2
+    hist = np.empty(max_d2 + 1, dtype=np.int64)
+    d2 = np.empty(grid_size, dtype=np.int32)
+    fill = neighbours.shape[0] > 0
+    for i in range(start, stop):
+        if kmap[i] >= 0:
+            continue
+        d2[:] = 0
+        for k in range(dims):
+            row = sq[k, (i >> (bits * k)) & (levels - 1)]
+            for j in range(grid_size):
+                d2[j] += row[j]
+        hist[:] = 0
+        for j in range(grid_size):
+            hist[d2[j]] += 1
+        # the nwant-th smallest distinct distance, and where each distance's points go
+        n = 0
+        have = 0
+        limit = 0
+        for d in range(max_d2 + 1):
+            if hist[d]:
+                c = hist[d]
+                hist[d] = n
+                n += c
+                have += 1
+                limit = d
+                if have == nwant:
+                    break
+        if not fill:
+            counts[i] = n
+            continue
+        o = offsets[i]
+        neighbours[o] = n
+        for j in range(grid_size):
+            if d2[j] <= limit:
+                neighbours[o + 1 + hist[d2[j]]] = j
+                hist[d2[j]] += 1
 
 
 def _search_tables(packed, bits: int, dims: int, kmap_size: int, nwant: int) -> SearchTables:
@@ -120,13 +112,18 @@ def _search_tables(packed, bits: int, dims: int, kmap_size: int, nwant: int) -> 
     index = (levels << (np.arange(dims) * bits)).sum(axis=1)
     kmap[index] = np.arange(len(packed), dtype=np.int32)
     counts = np.zeros(kmap_size, dtype=np.int64)
-    _count_neighbours(positions, kmap, nwant, bits, counts)
+    no_lists = np.zeros(0, dtype=np.uint16)
+    for_row_slices(
+        kmap_size, lambda a, b: _neighbour_lists(positions, kmap, nwant, bits, a, b, counts, counts, no_lists), 4096
+    )
     off_grid = kmap < 0
     sizes = np.where(off_grid, counts + 1, 0)
     starts = np.cumsum(sizes) - sizes
     offsets = np.where(off_grid, starts, -1).astype(np.int64)
     neighbours = np.zeros(int(sizes.sum()), dtype=np.uint16)
-    _fill_neighbours(positions, kmap, nwant, bits, offsets, neighbours)
+    for_row_slices(
+        kmap_size, lambda a, b: _neighbour_lists(positions, kmap, nwant, bits, a, b, offsets, counts, neighbours), 4096
+    )
     kmap[off_grid] = -(starts[off_grid] + 1).astype(np.int32)
     return SearchTables(positions, kmap, neighbours)
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import QuantizationError
 from . import iquants_dequant as dq
+from .iq_parallel import for_row_slices
 from .iq_tables import search_tables, sign_table, value_grid
 from .registry import register
 
@@ -44,8 +45,12 @@ def _run(type_name: str, kernel, x, importance, grid: str, block_bytes: int, wit
     tables = search_tables(grid)
     out = np.empty((x.shape[0], x.shape[1] // 256 * block_bytes), dtype=np.uint8)
     qw = _EMPTY if importance is None else importance
-    args = (x, qw, importance is not None) if with_flag else (x, qw)
-    status = kernel(*args, out, tables.positions, tables.kmap, tables.neighbours)
+    flag = (importance is not None,) if with_flag else ()
+
+    def work(a: int, b: int) -> np.ndarray:
+        return kernel(x[a:b], qw, *flag, out[a:b], tables.positions, tables.kmap, tables.neighbours)
+
+    status = np.concatenate(for_row_slices(x.shape[0], work))
     bad = np.flatnonzero(status)
     if bad.size:
         raise QuantizationError(
@@ -67,9 +72,11 @@ def _quantizer(type_name: str, module: str, kernel_name: str, grid: str, block_b
 
 def _dequantizer(kernel, grid: str, signs: bool):
     def dequantize_rows(raw: np.ndarray, n: int) -> np.ndarray:
-        if signs:
-            return kernel(raw, n, value_grid(grid), sign_table())
-        return kernel(raw, n, value_grid(grid))
+        out = np.empty((raw.shape[0], n), dtype=np.float32)
+        tables = (value_grid(grid), sign_table()) if signs else (value_grid(grid),)
+        # enough rows per thread that the pool's overhead stays small next to the copy
+        for_row_slices(raw.shape[0], lambda a, b: kernel(raw[a:b], *tables, out[a:b]), max(1, 65536 // n))
+        return out
 
     return dequantize_rows
 

@@ -2,13 +2,14 @@
 
 Each kernel takes the rows' raw blocks (uint8, rows × row bytes) and writes float32
 values in ggml's order of operations: the block scale is built first, then each value
-is scale × grid value (× ±1 for the stored sign). Rows run in parallel.
+is scale × grid value (× ±1 for the stored sign). Each kernel fills ``out``
+(rows × n float32) and releases the GIL, so slices of rows can run on threads.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .iq_numeric import F_HALF, fp16_value
 
@@ -16,26 +17,25 @@ _F_QUARTER = np.float32(0.25)
 _F_DELTA = np.float32(0.125)  # IQ1S_DELTA == IQ1M_DELTA
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _u16(b, o):
     return np.int64(b[o]) | (np.int64(b[o + 1]) << 8)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _u32(b, o):
     return _u16(b, o) | (_u16(b, o + 2) << 16)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _signed(v, negative):
     return -v if negative else v
 
 
-@njit(cache=True, parallel=True)
-def dequantize_iq2_xxs(raw, n, grid, ksigns):
-    rows = raw.shape[0]
-    out = np.empty((rows, n), dtype=np.float32)
-    for r in prange(rows):
+@njit(cache=True, nogil=True, error_model="numpy")
+def dequantize_iq2_xxs(raw, grid, ksigns, out):
+    rows, n = out.shape
+    for r in range(rows):
         b = raw[r]
         y = out[r]
         for ibl in range(n // 256):
@@ -51,14 +51,12 @@ def dequantize_iq2_xxs(raw, n, grid, ksigns):
                     base = 256 * ibl + 32 * ib + 8 * l
                     for j in range(8):
                         y[base + j] = _signed(db * np.float32(grid[g, j]), signs & (1 << j))
-    return out
 
 
-@njit(cache=True, parallel=True)
-def dequantize_iq2_xs(raw, n, grid, ksigns):
-    rows = raw.shape[0]
-    out = np.empty((rows, n), dtype=np.float32)
-    for r in prange(rows):
+@njit(cache=True, nogil=True, error_model="numpy")
+def dequantize_iq2_xs(raw, grid, ksigns, out):
+    rows, n = out.shape
+    for r in range(rows):
         b = raw[r]
         y = out[r]
         for ibl in range(n // 256):
@@ -76,14 +74,12 @@ def dequantize_iq2_xs(raw, n, grid, ksigns):
                     base = 256 * ibl + 32 * ib + 8 * l
                     for j in range(8):
                         y[base + j] = _signed(db * np.float32(grid[g, j]), signs & (1 << j))
-    return out
 
 
-@njit(cache=True, parallel=True)
-def dequantize_iq2_s(raw, n, grid):
-    rows = raw.shape[0]
-    out = np.empty((rows, n), dtype=np.float32)
-    for r in prange(rows):
+@njit(cache=True, nogil=True, error_model="numpy")
+def dequantize_iq2_s(raw, grid, out):
+    rows, n = out.shape
+    for r in range(rows):
         b = raw[r]
         y = out[r]
         for ibl in range(n // 256):
@@ -103,14 +99,12 @@ def dequantize_iq2_s(raw, n, grid):
                     base = 256 * ibl + 32 * ib + 8 * l
                     for j in range(8):
                         y[base + j] = _signed(db * np.float32(grid[g, j]), signs & (1 << j))
-    return out
 
 
-@njit(cache=True, parallel=True)
-def dequantize_iq3_xxs(raw, n, grid, ksigns):
-    rows = raw.shape[0]
-    out = np.empty((rows, n), dtype=np.float32)
-    for r in prange(rows):
+@njit(cache=True, nogil=True, error_model="numpy")
+def dequantize_iq3_xxs(raw, grid, ksigns, out):
+    rows, n = out.shape
+    for r in range(rows):
         b = raw[r]
         y = out[r]
         for ibl in range(n // 256):
@@ -128,14 +122,12 @@ def dequantize_iq3_xxs(raw, n, grid, ksigns):
                     for j in range(4):
                         y[base + j] = _signed(db * np.float32(grid[g1, j]), signs & (1 << j))
                         y[base + j + 4] = _signed(db * np.float32(grid[g2, j]), signs & (1 << (j + 4)))
-    return out
 
 
-@njit(cache=True, parallel=True)
-def dequantize_iq3_s(raw, n, grid):
-    rows = raw.shape[0]
-    out = np.empty((rows, n), dtype=np.float32)
-    for r in prange(rows):
+@njit(cache=True, nogil=True, error_model="numpy")
+def dequantize_iq3_s(raw, grid, out):
+    rows, n = out.shape
+    for r in range(rows):
         b = raw[r]
         y = out[r]
         for ibl in range(n // 256):
@@ -157,14 +149,12 @@ def dequantize_iq3_s(raw, n, grid):
                     for j in range(4):
                         y[base + j] = _signed(db * np.float32(grid[g1, j]), s & (1 << j))
                         y[base + j + 4] = _signed(db * np.float32(grid[g2, j]), s & (1 << (j + 4)))
-    return out
 
 
-@njit(cache=True, parallel=True)
-def dequantize_iq1_s(raw, n, grid):
-    rows = raw.shape[0]
-    out = np.empty((rows, n), dtype=np.float32)
-    for r in prange(rows):
+@njit(cache=True, nogil=True, error_model="numpy")
+def dequantize_iq1_s(raw, grid, out):
+    rows, n = out.shape
+    for r in range(rows):
         b = raw[r]
         y = out[r]
         for ibl in range(n // 256):
@@ -179,14 +169,12 @@ def dequantize_iq1_s(raw, n, grid):
                     base = 256 * ibl + 32 * ib + 8 * l
                     for j in range(8):
                         y[base + j] = dl * (np.float32(grid[g, j]) + delta)
-    return out
 
 
-@njit(cache=True, parallel=True)
-def dequantize_iq1_m(raw, n, grid):
-    rows = raw.shape[0]
-    out = np.empty((rows, n), dtype=np.float32)
-    for r in prange(rows):
+@njit(cache=True, nogil=True, error_model="numpy")
+def dequantize_iq1_m(raw, grid, out):
+    rows, n = out.shape
+    for r in range(rows):
         b = raw[r]
         y = out[r]
         for ibl in range(n // 256):
@@ -217,4 +205,3 @@ def dequantize_iq1_m(raw, n, grid):
                     base = 256 * ibl + 32 * ib + 8 * l
                     for j in range(8):
                         y[base + j] = dl * (np.float32(grid[g, j]) + delta)
-    return out

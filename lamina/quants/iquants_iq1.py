@@ -11,10 +11,10 @@ ggml would abort.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .iq_numeric import F0, F1, F_HALF, F_MAX, cmax, cmin, fp16_bits, nearest_int, super_block_sigma2
-from .iq_search import block_weights, pack_levels, put_u16
+from .iq_search import zero, block_weights, pack_levels, put_u16
 
 _F15 = np.float32(15.0)
 _DELTA = np.float32(0.125)  # IQ1S_DELTA == IQ1M_DELTA
@@ -22,7 +22,7 @@ _EPS_IQ1_S = np.float32(1e-12)  # GROUP_MAX_EPS_IQ1_S
 _EPS_IQ1_M = np.float32(1e-7)  # GROUP_MAX_EPS_IQ1_M
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _shifted_levels():
     """x_p = {-1+δ, δ, 1+δ} and x_m = {-1-δ, -δ, 1-δ}: the three values under either shift."""
     x_p = np.empty(3, dtype=np.float32)
@@ -36,7 +36,7 @@ def _shifted_levels():
     return x_p, x_m
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _stable_order(xb, n, order):
     """Indices of ``xb`` by ascending value, equal values in original order (glibc's qsort is a merge sort)."""
     for j in range(n):
@@ -48,7 +48,7 @@ def _stable_order(xb, n, order):
         order[m] = j
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _find_best_neighbour2(neighbours, start, positions, xval, weight, scale, xx, L):
     """ggml's ``iq1_find_best_neighbour2``: the listed neighbour of least weighted squared error.
 
@@ -75,7 +75,7 @@ def _find_best_neighbour2(neighbours, start, positions, xval, weight, scale, xx,
     return grid_index
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _snap_groups(L, xb, weight, scale, n_groups, first_levels, other_levels, positions, kmap, neighbours, index):
     """Grid index of each group of 8 levels, snapping off-grid groups. Returns (all on grid, ok)."""
     all_on_grid = True
@@ -94,7 +94,7 @@ def _snap_groups(L, xb, weight, scale, n_groups, first_levels, other_levels, pos
     return all_on_grid, True
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _refit_scale(xb, weight, index, n_groups, first_levels, other_levels, positions, scale):
     sumqx = F0
     sumq2 = F0
@@ -110,7 +110,7 @@ def _refit_scale(xb, weight, index, n_groups, first_levels, other_levels, positi
     return scale
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _row_iq1_s(x, qw, y, positions, kmap, neighbours):
     x_p, x_m = _shifted_levels()
     scales = np.zeros(8, dtype=np.float32)
@@ -124,7 +124,7 @@ def _row_iq1_s(x, qw, y, positions, kmap, neighbours):
     for ibl in range(x.shape[0] // 256):
         xbl = x[256 * ibl : 256 * ibl + 256]
         o = 50 * ibl
-        y[o : o + 50] = 0
+        zero(y, o, o + 50)
         max_scale = F0
         sigma2 = super_block_sigma2(xbl, 2.0)
         for ib in range(8):
@@ -203,7 +203,7 @@ def _row_iq1_s(x, qw, y, positions, kmap, neighbours):
     return 0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _row_iq1_m(x, qw, has_qw, y, positions, kmap, neighbours):
     x_p, x_m = _shifted_levels()
     scales = np.zeros(16, dtype=np.float32)
@@ -231,7 +231,7 @@ def _row_iq1_m(x, qw, has_qw, y, positions, kmap, neighbours):
     for ibl in range(x.shape[0] // 256):
         xbl = x[256 * ibl : 256 * ibl + 256]
         o = 56 * ibl
-        y[o : o + 56] = 0
+        zero(y, o, o + 56)
         max_scale = F0
         sigma2 = super_block_sigma2(xbl, 2.0)
         for ib in range(16):
@@ -311,7 +311,7 @@ def _row_iq1_m(x, qw, has_qw, y, positions, kmap, neighbours):
             max_scale = cmax(max_scale, scale)
         if max_scale == F0:
             continue
-        sc[:] = 0
+        zero(sc, 0, sc.shape[0])
         d = max_scale / _F15
         inv_d = F1 / d
         fqx = F0
@@ -347,17 +347,17 @@ def _row_iq1_m(x, qw, has_qw, y, positions, kmap, neighbours):
     return 0
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def quantize_iq1_s(x, qw, out, positions, kmap, neighbours):
     status = np.zeros(x.shape[0], dtype=np.int32)
-    for r in prange(x.shape[0]):
+    for r in range(x.shape[0]):
         status[r] = _row_iq1_s(x[r], qw, out[r], positions, kmap, neighbours)
     return status
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def quantize_iq1_m(x, qw, has_qw, out, positions, kmap, neighbours):
     status = np.zeros(x.shape[0], dtype=np.int32)
-    for r in prange(x.shape[0]):
+    for r in range(x.shape[0]):
         status[r] = _row_iq1_m(x[r], qw, has_qw, out[r], positions, kmap, neighbours)
     return status

@@ -10,7 +10,7 @@ which only non-finite arithmetic produces).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .iq_numeric import (
     F0,
@@ -24,7 +24,7 @@ from .iq_numeric import (
     nearest_int,
     super_block_sigma2,
 )
-from .iq_search import block_weights, fit_scale, grid_indices, put_u16, put_u32, search_scale, snap_to_grid
+from .iq_search import zero, block_weights, fit_scale, grid_indices, put_u16, put_u32, search_scale, snap_to_grid
 
 _F31 = np.float32(31.0)
 _F_STEP = np.float32(0.1)
@@ -32,7 +32,7 @@ _EPS = np.float32(1e-15)  # GROUP_MAX_EPS
 _EPS_IQ2_S = np.float32(1e-8)  # GROUP_MAX_EPS_IQ2_S
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _row_iq2_xxs(x, qw, y, positions, kmap, neighbours):
     scales = np.zeros(8, dtype=np.float32)
     weight = np.empty(32, dtype=np.float32)
@@ -43,10 +43,11 @@ def _row_iq2_xxs(x, qw, y, positions, kmap, neighbours):
     Lqp = np.zeros(32, dtype=np.uint8)
     idx = np.zeros(4, dtype=np.int64)
     q2 = np.zeros(16, dtype=np.int64)
+    signs = np.zeros(4, dtype=np.int64)
     for ibl in range(x.shape[0] // 256):
         xbl = x[256 * ibl : 256 * ibl + 256]
         o = 66 * ibl
-        q2[:] = 0
+        zero(q2, 0, q2.shape[0])
         max_scale = F0
         sigma2 = super_block_sigma2(xbl, 1.0)
         for ib in range(8):
@@ -54,7 +55,7 @@ def _row_iq2_xxs(x, qw, y, positions, kmap, neighbours):
             block_weights(xb, qw, 256 * ibl + 32 * ib, True, sigma2, F0, weight, 32)
             for i in range(32):
                 waux[i] = np.sqrt(weight[i])
-            signs = flip_to_even_signs(xb, weight, xval, 4)
+            flip_to_even_signs(xb, weight, xval, 4, signs)
             fmax = xval[0]
             for i in range(1, 32):
                 fmax = cmax(fmax, xval[i])
@@ -101,7 +102,7 @@ def _row_iq2_xxs(x, qw, y, positions, kmap, neighbours):
             scales[ib] = scale
             max_scale = cmax(max_scale, scale)
         if max_scale == F0:
-            y[o : o + 66] = 0
+            zero(y, o, o + 66)
             continue
         d = max_scale / _F31
         put_u16(y, o, fp16_bits(d))
@@ -114,7 +115,7 @@ def _row_iq2_xxs(x, qw, y, positions, kmap, neighbours):
     return 0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _row_iq2_xs_or_s(x, qw, has_qw, y, positions, kmap, neighbours, is_s):
     """IQ2_XS (``is_s`` False: 9-bit index + 7 sign bits per group) or IQ2_S (10-bit index, 8 sign bits)."""
     block_bytes = 82 if is_s else 74
@@ -129,7 +130,7 @@ def _row_iq2_xs_or_s(x, qw, has_qw, y, positions, kmap, neighbours, is_s):
     for ibl in range(x.shape[0] // 256):
         xbl = x[256 * ibl : 256 * ibl + 256]
         o = block_bytes * ibl
-        y[o : o + block_bytes] = 0
+        zero(y, o, o + block_bytes)
         max_scale = F0
         sigma2 = super_block_sigma2(xbl, 2.0 if is_s else 1.0)
         for ib in range(16):
@@ -149,14 +150,14 @@ def _row_iq2_xs_or_s(x, qw, has_qw, y, positions, kmap, neighbours, is_s):
                             s |= 1 << i
                     signs[k] = s
             else:
-                signs[:] = flip_to_even_signs(xb, weight, xval, 2)
+                flip_to_even_signs(xb, weight, xval, 2, signs)
             fmax = xval[0]
             for i in range(1, 16):
                 fmax = cmax(fmax, xval[i])
             if fmax < (_EPS_IQ2_S if is_s else _EPS):
                 scales[ib] = F0
                 continue
-            L[:] = 0
+            zero(L, 0, L.shape[0])
             scale, ok = search_scale(xval, weight, waux, 16, 8, 3, _F_STEP, 9, True, False, positions, kmap, neighbours, L, Laux)
             if not ok:
                 return 1
@@ -178,7 +179,7 @@ def _row_iq2_xs_or_s(x, qw, has_qw, y, positions, kmap, neighbours, is_s):
             max_scale = cmax(max_scale, scale)
         if max_scale == F0:
             if not is_s:  # IQ2_XS builds its indices aside and drops them; IQ2_S wrote them in place
-                y[o : o + block_bytes] = 0
+                zero(y, o, o + block_bytes)
             continue
         d = max_scale / _F31
         put_u16(y, o, fp16_bits(d * np.float32(0.9875) if is_s else d))
@@ -193,25 +194,25 @@ def _row_iq2_xs_or_s(x, qw, has_qw, y, positions, kmap, neighbours, is_s):
     return 0
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def quantize_iq2_xxs(x, qw, out, positions, kmap, neighbours):
     status = np.zeros(x.shape[0], dtype=np.int32)
-    for r in prange(x.shape[0]):
+    for r in range(x.shape[0]):
         status[r] = _row_iq2_xxs(x[r], qw, out[r], positions, kmap, neighbours)
     return status
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def quantize_iq2_xs(x, qw, out, positions, kmap, neighbours):
     status = np.zeros(x.shape[0], dtype=np.int32)
-    for r in prange(x.shape[0]):
+    for r in range(x.shape[0]):
         status[r] = _row_iq2_xs_or_s(x[r], qw, True, out[r], positions, kmap, neighbours, False)
     return status
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def quantize_iq2_s(x, qw, has_qw, out, positions, kmap, neighbours):
     status = np.zeros(x.shape[0], dtype=np.int32)
-    for r in prange(x.shape[0]):
+    for r in range(x.shape[0]):
         status[r] = _row_iq2_xs_or_s(x[r], qw, has_qw, out[r], positions, kmap, neighbours, True)
     return status

@@ -11,17 +11,17 @@ ggml would abort.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .iq_numeric import F0, F1, F_HALF, cmax, cmin, flip_to_even_signs, fp16_bits, nearest_int, super_block_sigma2
-from .iq_search import block_weights, grid_indices, put_u16, put_u32, search_scale
+from .iq_search import zero, block_weights, grid_indices, put_u16, put_u32, search_scale
 
 _F31 = np.float32(31.0)
 _F_STEP = np.float32(0.2)
 _EPS_IQ3_XXS = np.float32(1e-8)  # GROUP_MAX_EPS_IQ3_XXS
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _row_iq3_xxs(x, qw, has_qw, y, positions, kmap, neighbours):
     scales = np.zeros(8, dtype=np.float32)
     weight = np.empty(32, dtype=np.float32)
@@ -31,11 +31,12 @@ def _row_iq3_xxs(x, qw, has_qw, y, positions, kmap, neighbours):
     Laux = np.zeros(32, dtype=np.int64)
     idx = np.zeros(8, dtype=np.int64)
     scales_and_signs = np.zeros(8, dtype=np.int64)
+    signs = np.zeros(4, dtype=np.int64)
     for ibl in range(x.shape[0] // 256):
         xbl = x[256 * ibl : 256 * ibl + 256]
         o = 98 * ibl
-        y[o : o + 98] = 0
-        scales_and_signs[:] = 0
+        zero(y, o, o + 98)
+        zero(scales_and_signs, 0, scales_and_signs.shape[0])
         max_scale = F0
         sigma2 = super_block_sigma2(xbl, 2.0)
         for ib in range(8):
@@ -43,14 +44,14 @@ def _row_iq3_xxs(x, qw, has_qw, y, positions, kmap, neighbours):
             block_weights(xb, qw, 256 * ibl + 32 * ib, has_qw, sigma2, F0, weight, 32)
             for i in range(32):
                 waux[i] = np.sqrt(weight[i])
-            signs = flip_to_even_signs(xb, weight, xval, 4)
+            flip_to_even_signs(xb, weight, xval, 4, signs)
             fmax = xval[0]
             for i in range(1, 32):
                 fmax = cmax(fmax, xval[i])
             if fmax < _EPS_IQ3_XXS:
                 scales[ib] = F0
                 continue
-            L[:] = 0
+            zero(L, 0, L.shape[0])
             scale, ok = search_scale(xval, weight, waux, 32, 4, 8, _F_STEP, 15, True, False, positions, kmap, neighbours, L, Laux)
             if not ok:
                 return 1
@@ -66,7 +67,7 @@ def _row_iq3_xxs(x, qw, has_qw, y, positions, kmap, neighbours):
             scales[ib] = scale
             max_scale = cmax(max_scale, scale)
         if max_scale == F0:
-            y[o : o + 98] = 0
+            zero(y, o, o + 98)
             continue
         d = max_scale / _F31
         put_u16(y, o, fp16_bits(d * np.float32(1.0125)))
@@ -77,7 +78,7 @@ def _row_iq3_xxs(x, qw, has_qw, y, positions, kmap, neighbours):
     return 0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _row_iq3_s(x, qw, has_qw, y, positions, kmap, neighbours):
     scales = np.zeros(8, dtype=np.float32)
     weight = np.empty(32, dtype=np.float32)
@@ -90,7 +91,7 @@ def _row_iq3_s(x, qw, has_qw, y, positions, kmap, neighbours):
     for ibl in range(x.shape[0] // 256):
         xbl = x[256 * ibl : 256 * ibl + 256]
         o = 110 * ibl
-        y[o : o + 110] = 0
+        zero(y, o, o + 110)
         qs = o + 2  # advances only past blocks that were coded (as ggml's pointer does)
         qh = o + 66
         sg = o + 74
@@ -117,7 +118,7 @@ def _row_iq3_s(x, qw, has_qw, y, positions, kmap, neighbours):
             if fmax == F0:
                 scales[ib] = F0
                 continue
-            L[:] = 0
+            zero(L, 0, L.shape[0])
             scale, ok = search_scale(xval, weight, waux, 32, 4, 8, _F_STEP, 9, False, True, positions, kmap, neighbours, L, Laux)
             if not ok:
                 return 1
@@ -148,17 +149,17 @@ def _row_iq3_s(x, qw, has_qw, y, positions, kmap, neighbours):
     return 0
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def quantize_iq3_xxs(x, qw, has_qw, out, positions, kmap, neighbours):
     status = np.zeros(x.shape[0], dtype=np.int32)
-    for r in prange(x.shape[0]):
+    for r in range(x.shape[0]):
         status[r] = _row_iq3_xxs(x[r], qw, has_qw, out[r], positions, kmap, neighbours)
     return status
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def quantize_iq3_s(x, qw, has_qw, out, positions, kmap, neighbours):
     status = np.zeros(x.shape[0], dtype=np.int32)
-    for r in prange(x.shape[0]):
+    for r in range(x.shape[0]):
         status[r] = _row_iq3_s(x[r], qw, has_qw, out[r], positions, kmap, neighbours)
     return status
