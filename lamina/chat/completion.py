@@ -150,6 +150,25 @@ def chat_turn_tokens(template: ChatTemplate, tokenizer, past: list[dict], new_me
     return chat_prompt_tokens(tokenizer, parts, add_bos=at_start and tokenizer.add_bos)
 
 
+def chat_prompt_for(llm, messages, *, tools=None, functions=None, tool_choice=None, **template_kwargs) -> list[int]:
+    """The prompt token ids ``create_chat_completion`` evaluates for ``messages``.
+
+    ``functions`` (the older OpenAI spelling) reach the template as ``tools`` when
+    no ``tools`` are given; ``tool_choice`` and extra keyword arguments reach it as is.
+    """
+    template = chat_template_for(llm)
+    if functions is not None and tools is None:
+        tools = [{"type": "function", "function": f} for f in functions]
+    if tool_choice is not None:
+        template_kwargs["tool_choice"] = tool_choice
+    parts = template.render_parts(messages, add_generation_prompt=True, tools=tools, **template_kwargs)
+    tok = llm.tokenizer_
+    tokens = chat_prompt_tokens(tok, parts, add_bos=tok.add_bos)
+    if not tokens:
+        raise ChatCompletionError("the chat template rendered an empty prompt for these messages")
+    return tokens
+
+
 def _stop_list(stop: str | list[str] | None) -> list[str]:
     if stop is None:
         return []
@@ -216,15 +235,9 @@ def create_chat_completion(llm, messages, functions=None, function_call=None, to
     if logprobs and top_logprobs is not None and (not isinstance(top_logprobs, int) or top_logprobs < 0):
         raise ChatCompletionError(f"top_logprobs must be a non-negative integer, got {top_logprobs!r}")
 
-    template = chat_template_for(llm)
-    if functions is not None and tools is None:
-        tools = [{"type": "function", "function": f} for f in functions]
-    extra = {k: v for k, v in (("tool_choice", tool_choice),) if v is not None}
-    parts = template.render_parts(messages, add_generation_prompt=True, tools=tools, **extra, **template_kwargs)
+    prompt_tokens = chat_prompt_for(llm, messages, tools=tools, functions=functions, tool_choice=tool_choice,
+                                    **template_kwargs)
     tok = llm.tokenizer_
-    prompt_tokens = chat_prompt_tokens(tok, parts, add_bos=tok.add_bos)
-    if not prompt_tokens:
-        raise ChatCompletionError("the chat template rendered an empty prompt for these messages")
     # as llama-cpp-python's template handler: the EOS token's text also stops generation
     eos_text = tok.token_text(tok.eos_id) if tok.eos_id >= 0 else ""
     if eos_text:

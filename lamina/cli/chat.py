@@ -139,7 +139,7 @@ class Session:
         self.n_system = 0  # tokens of the system prompt (or of the first prompt in -i mode), BOS included
         self.n_shifts = 0
         self.start_tokens: list[int] = []  # what /clear goes back to
-        self.last_turn: tuple[list[int], int, int] | None = None  # (tokens fed, answer start, shifts then)
+        self.last_turn: tuple | None = None  # (tokens fed, answer start, shifts then, first logits)
         self.reverse_prompts = [self.escape(r) for r in args.reverse_prompt if r]
         self.reverse_prompt_ids = set()
         for text in self.reverse_prompts:
@@ -287,20 +287,19 @@ class Session:
         if self.last_turn is None or (self.template is not None and self.messages[-1:][0]["role"] != "assistant"):
             self.console.error("No answer to regenerate.\n")
             return
-        fed, answer_start, shifts = self.last_turn
-        if shifts != self.n_shifts or answer_start < 1:
+        fed, answer_start, shifts, first_logits = self.last_turn
+        if shifts != self.n_shifts:
             self.console.error("Cannot regenerate: the context was shifted since that answer.\n")
             return
         if self.template is not None:
             self.messages.pop()
-        self.close_turn = False
-        # step back to just before the answer; re-evaluating its last prompt token gives fresh logits
-        self.llm.n_tokens = answer_start - 1
-        last = int(self.llm.input_ids[answer_start - 1])
-        self.pending = [last]
+        # back to where the answer started; its first token is drawn from the logits kept from then
+        # (evaluating the last prompt token again, alone, could give slightly different ones)
+        self.llm.n_tokens = answer_start
+        self.pending = []
         self._restart_chain()
         self.chain.accept_many(fed)
-        answer = self._answer(fed=fed)
+        answer = self._answer(fed=fed, first_logits=first_logits)
         if answer is not None and self.template is not None:
             self.messages.append({"role": "assistant", "content": answer.text})
 
@@ -342,7 +341,7 @@ class Session:
         self._make_room(len(tokens))
         self.llm.eval(tokens)
 
-    def _answer(self, fed: list[int] | None = None) -> Answer | None:
+    def _answer(self, fed: list[int] | None = None, first_logits=None) -> Answer | None:
         """Evaluate the pending tokens and stream an answer. None if the pending tokens did not fit."""
         guard = self.guard
         fed = list(self.pending) if fed is None else fed
@@ -357,7 +356,8 @@ class Session:
         self.pending = []
         self.close_turn = False
         answer_start = self.llm.n_tokens
-        self.last_turn = (fed, answer_start, self.n_shifts)
+        logits = self.llm.logits() if first_logits is None else first_logits
+        self.last_turn = (fed, answer_start, self.n_shifts, logits.copy())
         answer = Answer()
         detok = self.tok.incremental_detokenizer()
         out = self.console
@@ -370,7 +370,7 @@ class Session:
                     answer.ended_by = "interrupted"
                     break
                 t0 = time.perf_counter()
-                token = int(self.chain.sample(self.llm.logits()))
+                token = int(self.chain.sample(logits))
                 self.chain.accept(token)
                 self.llm.perf.add_sample(time.perf_counter() - t0)
                 if self.tok.is_eog(token) and not self.args.ignore_eos:
@@ -403,6 +403,7 @@ class Session:
                               f"(or run with a larger -c, or --context-shift).\n")
                     break
                 self.llm.eval([token])
+                logits = self.llm.logits()
                 answer.unevaluated = []
         finally:
             guard.stop_generating()
