@@ -9,6 +9,8 @@ and so does lamina.
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 
 from . import QuantizationError
@@ -32,9 +34,14 @@ _EMPTY = np.empty(0, dtype=np.float32)
 
 
 def _check_rows(type_name: str, x: np.ndarray, importance: np.ndarray | None) -> None:
-    if not np.isfinite(x).all():
-        row, col = np.argwhere(~np.isfinite(x))[0]
-        raise QuantizationError(f"{type_name}: row {row} has a non-finite value at column {col} ({x[row, col]})")
+    """ggml has no answer for NaN or inf (its searches abort or emit garbage), so refuse them."""
+    step = max(1, (1 << 22) // max(1, x.shape[1]))  # bounded scratch memory for big tensors
+    for start in range(0, x.shape[0], step):
+        finite = np.isfinite(x[start : start + step])
+        if not finite.all():
+            row, col = np.argwhere(~finite)[0]
+            row += start
+            raise QuantizationError(f"{type_name}: row {row} has a non-finite value at column {col} ({x[row, col]})")
     if importance is not None and not np.isfinite(importance).all():
         col = int(np.argwhere(~np.isfinite(importance))[0, 0])
         raise QuantizationError(f"{type_name}: importance weight {col} is not finite ({importance[col]})")
@@ -59,14 +66,14 @@ def _run(type_name: str, kernel, x, importance, grid: str, block_bytes: int, wit
     return out
 
 
-def _quantizer(type_name: str, module: str, kernel_name: str, grid: str, block_bytes: int, with_flag: bool):
-    def quantize_rows(x: np.ndarray, importance: np.ndarray | None) -> np.ndarray:
-        import importlib
+def _quantizer(type_name: str, module: str, grid: str, block_bytes: int, with_flag: bool):
+    """The registered quantize_rows; its kernel module is imported (and compiled) on first use."""
 
-        kernel = getattr(importlib.import_module(f"{__package__}.{module}"), kernel_name)
+    def quantize_rows(x: np.ndarray, importance: np.ndarray | None) -> np.ndarray:
+        kernel = getattr(importlib.import_module(f"{__package__}.{module}"), f"quantize_{type_name.lower()}")
         return _run(type_name, kernel, x, importance, grid, block_bytes, with_flag)
 
-    quantize_rows.__doc__ = f"Quantize float32 rows to {type_name} blocks (ggml's quantize_{kernel_name[9:]})."
+    quantize_rows.__doc__ = f"Quantize float32 rows to {type_name} blocks (ggml's quantize_{type_name.lower()})."
     return quantize_rows
 
 
@@ -95,7 +102,7 @@ _TYPES = [
 for _name, _dtype, _module, _grid, _needs_imatrix, _dequant, _signs in _TYPES:
     register(
         _name,
-        _quantizer(_name, _module, f"quantize_{_name.lower()}", _grid, _dtype.itemsize, not _needs_imatrix),
+        _quantizer(_name, _module, _grid, _dtype.itemsize, not _needs_imatrix),
         _dequantizer(_dequant, _grid, _signs),
         block_dtype=_dtype,
         requires_importance=_needs_imatrix,
