@@ -275,6 +275,17 @@ def test_context_shift_keeps_the_system_prompt_and_goes_on(model_paths):
     assert session.llm.input_ids[: len(system_tokens)].tolist() == system_tokens
 
 
+def test_a_message_too_long_for_the_context_is_refused_and_forgotten(model_paths):
+    session, out = scripted_session(model_paths["smollm2"], ["-cnv", "--temp", "0", "-c", "36", "-sys", SYSTEM],
+                                    ["word " * 30])
+    system_tokens = session.llm.tokenize(f"<|im_start|>system\n{SYSTEM}<|im_end|>\n".encode(), add_bos=False,
+                                         special=True)
+    assert session.run("") == 0
+    assert "context full (36 tokens) and context shift is disabled: this message does not fit" in out.getvalue()
+    assert [m["role"] for m in session.messages] == ["system"]
+    assert session.llm.n_tokens == 0 and session.pending == system_tokens  # the system prompt waits, alone
+
+
 def test_regen_replaces_the_last_answer(model_paths):
     session, out = scripted_session(model_paths["smollm2"], ["-cnv", "--temp", "0", "-n", "16", "-c", "256",
                                                              "-sys", "Be brief."],

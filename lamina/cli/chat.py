@@ -12,8 +12,9 @@ prompt (``-r``), an end-of-generation token or ``-n`` tokens. As in llama.cpp,
 Ctrl-C during an answer stops it and returns to the prompt; Ctrl-C at the prompt,
 Ctrl-D, or ``/exit`` leaves, printing llama.cpp's timing summary to standard error.
 When the context is full, ``--context-shift`` drops half of what follows the kept
-tokens (the system prompt plus ``--keep N``); without it the answer stops with a
-message and ``/clear`` starts over.
+tokens (the first ``--keep N`` tokens, and always the whole system prompt, or the
+``-p`` prompt in ``-i`` mode); without it the answer stops with a message and
+``/clear`` starts over.
 """
 
 from __future__ import annotations
@@ -62,13 +63,16 @@ def run_interactive(args) -> int:
             console.info("note: --in-prefix/--in-suffix/--in-prefix-bos are set: the chat template is not used "
                          "(as in llama.cpp)\n")
         else:
-            from lamina.chat import ChatTemplateError
+            from lamina.chat import ChatTemplateError, read_model_chat_template
 
             try:
                 template = _load_template(llm, args)
             except ChatTemplateError as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 1
+            if not (args.chat_template or args.chat_template_file or read_model_chat_template(llm.gguf)):
+                console.info("warning: the model has no chat template: using chatml, which may not suit it "
+                             "(choose one with --chat-template NAME)\n")
     try:
         params = sampling_params_from(args, llm.n_ctx())
         session = Session(llm, console, args, params, template, chat_mode)
@@ -174,16 +178,19 @@ class Session:
         elif prompt:
             if not self._start_with(self.tok.tokenize(prompt, add_special=True, parse_special=True)):
                 return 1
-            self._answer_to(self.pending)
+            self._answer_to([])
         while True:
-            if first_message is not None:
+            if first_message is not None:  # -p in conversation mode: the first message, escapes already done
                 text, first_message = first_message, None
-                self.console.write(f"\n> {text}\n")
+                self.console.write("\n> ")
+                self.console.write(text, Display.USER_INPUT)
+                self.console.write("\n", Display.RESET)
             else:
                 text = self._read()
                 if text is None:
                     self.console.write("\n")
                     return 0
+                text = self.escape(text)
             command = text.strip()
             if command in ("/exit", "/quit"):
                 return 0
@@ -199,9 +206,9 @@ class Session:
             if self.template is not None:
                 if not text:
                     continue
-                self._chat_turn(self.escape(text))
+                self._chat_turn(text)
             else:
-                self._completion_turn(self.escape(text))
+                self._completion_turn(text)
 
     def _read(self) -> str | None:
         if self.chat_mode:
@@ -261,17 +268,22 @@ class Session:
         if self.close_turn:
             tokens = [self._end_of_turn_id()] + tokens
         self.messages.append(message)
-        self._answer_to(self.pending + tokens)
+        if self._answer_to(tokens) is None:
+            self.messages.pop()  # it did not fit: as if never sent
 
-    def _answer_to(self, tokens: list[int]) -> None:
-        self.pending = tokens
+    def _answer_to(self, tokens: list[int]) -> Answer | None:
+        """Queue ``tokens`` after what is pending and answer; None (nothing changed) if they do not fit."""
+        before = self.pending
+        self.pending = before + tokens
         self._restart_chain()
-        self.chain.accept_many(tokens)
+        self.chain.accept_many(self.pending)
         answer = self._answer()
         if answer is None:
-            return
+            self.pending = before
+            return None
         if self.template is not None:
             self.messages.append({"role": "assistant", "content": answer.text})
+        return answer
 
     def _end_of_turn_id(self) -> int:
         eot = self.tok.eot_id
@@ -284,7 +296,8 @@ class Session:
         self.console.info("Chat history cleared.\n")
 
     def _regen(self) -> None:
-        if self.last_turn is None or (self.template is not None and self.messages[-1:][0]["role"] != "assistant"):
+        if self.last_turn is None or (self.template is not None
+                                      and (not self.messages or self.messages[-1]["role"] != "assistant")):
             self.console.error("No answer to regenerate.\n")
             return
         fed, answer_start, shifts, first_logits = self.last_turn
@@ -318,7 +331,7 @@ class Session:
                 tokens += self.tok.tokenize(self.args.in_suffix, add_special=False, parse_special=True)
         elif self.llm.n_tokens == 0 and not self.pending:
             return  # nothing to continue yet
-        self._answer_to(self.pending + tokens)
+        self._answer_to(tokens)
 
     # -- generation --------------------------------------------------------------------------------
     def _make_room(self, n: int) -> None:
@@ -328,7 +341,7 @@ class Session:
             return
         if not self.args.context_shift:
             raise ContextFull(f"context full ({n_ctx} tokens) and context shift is disabled")
-        n_keep = self.n_system + max(0, self.args.keep)
+        n_keep = max(self.n_system, self.args.keep)
         while llm.n_tokens + n > n_ctx:
             if llm.shift_context(n_keep) <= 0:
                 raise ContextFull(f"{n} tokens do not fit the context of {n_ctx} tokens even after shifting "
@@ -348,10 +361,8 @@ class Session:
         try:
             self._feed(self.pending)
         except ContextFull as e:
-            self.console.error(f"\n{e}: this message does not fit. /clear starts a new conversation "
+            self.console.error(f"{e}: this message does not fit. /clear starts a new conversation "
                                f"(or run with a larger -c, or --context-shift).\n")
-            if self.template is not None and self.messages and self.messages[-1]["role"] == "user":
-                self.messages.pop()
             return None
         self.pending = []
         self.close_turn = False

@@ -106,6 +106,9 @@ class Console:
                     self.write("\n")
                     break
                 return None
+            except UnicodeDecodeError:
+                self.error("that line is not valid UTF-8 text; type it again\n")
+                continue
             first = False
             more = self.multiline
             if line.endswith("\\"):

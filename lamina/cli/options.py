@@ -140,15 +140,18 @@ def add_interactive_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--color", action="store_true", help="colour prompt, user input and generated text apart")
     g.add_argument("-r", "--reverse-prompt", action="append", default=[],
                    help="stop generating and hand control back when this text appears (repeatable)")
-    g.add_argument("--in-prefix", default="", help="text inserted before each user input")
-    g.add_argument("--in-suffix", default="", help="text inserted after each user input")
+    g.add_argument("--in-prefix", default="",
+                   help="text inserted before each user input (turns the chat template off, as in llama.cpp)")
+    g.add_argument("--in-suffix", default="",
+                   help="text inserted after each user input (turns the chat template off, as in llama.cpp)")
     g.add_argument("--in-prefix-bos", action="store_true", help="prefix each user input with the BOS token")
     g.add_argument("--chat-template", default=None,
-                   help="built-in chat template name (chatml, llama2, llama3, mistral, gemma, phi3, zephyr, vicuna, ...) "
+                   help="built-in chat template name (chatml, llama2, llama3, mistral-v7, gemma, phi3, zephyr, vicuna, ...) "
                         "or a Jinja template string")
     g.add_argument("--chat-template-file", default=None, help="file holding a Jinja chat template")
-    g.add_argument("--multiline-input", action="store_true",
-                   help="multi-line input: Enter adds a line, an empty line (or Ctrl-D on it) sends")
+    g.add_argument("-mli", "--multiline-input", action="store_true",
+                   help="multi-line input: Enter starts a new line; end a line with '\\' (or press Ctrl-D) to send "
+                        "(without it, Enter sends and a line ending in '\\' continues)")
 
 
 def wants_interactive(args) -> bool:
