@@ -164,14 +164,14 @@ def make_qp_quants(n, nmax, x, L, quant_weights):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def find_best_neighbour(neighbours, start, positions, xval, weight, scale, L):
+def find_best_neighbour(neighbours, start, positions, dims, xval, weight, scale, L):
     """ggml's ``iq2_find_best_neighbour`` / ``iq3_find_best_neighbour``.
 
     Among the neighbour list at ``start`` picks the grid point nearest to ``xval`` in
     weighted squared distance at ``scale`` (first one on ties), writes its levels to ``L``
-    and returns its grid index (-1 if none was finite).
+    and returns its grid index (-1 if none was finite). ``dims`` is positions.shape[1],
+    passed as a constant so the compiler can unroll the distance loop.
     """
-    dims = positions.shape[1]
     count = int(neighbours[start])
     best_d2 = F_MAX
     grid_index = -1

@@ -40,6 +40,7 @@ def snap_to_grid(xval, waux, start, dims, bits, kmaxq, inv_scale, scale, kmap, n
         neighbours,
         -grid_index - 1,
         positions,
+        dims,
         xval[start : start + dims],
         waux[start : start + dims],
         scale,
