@@ -113,6 +113,8 @@ def _refit_scale(xb, weight, index, n_groups, first_levels, other_levels, positi
 @njit(cache=True, error_model="numpy")
 def _row_iq1_s(x, qw, y, positions, kmap, neighbours):
     x_p, x_m = _shifted_levels()
+    p0, p1, p2 = x_p[0], x_p[1], x_p[2]
+    m0, m1, m2 = x_m[0], x_m[1], x_m[2]
     scales = np.zeros(8, dtype=np.float32)
     shifts = np.zeros(8, dtype=np.int64)
     weight = np.empty(32, dtype=np.float32)
@@ -150,15 +152,20 @@ def _row_iq1_s(x, qw, y, positions, kmap, neighbours):
             besti2 = -1
             best_shift = 0
             for i1 in range(33):
+                a_x = sumx[i1] - sumx[0]
+                a_w = sumw[i1] - sumw[0]
                 for i2 in range(i1, 33):
+                    b_x = sumx[i2] - sumx[i1]
+                    c_x = sumx[32] - sumx[i2]
+                    b_w = sumw[i2] - sumw[i1]
+                    c_w = sumw[32] - sumw[i2]
                     for shift in (1, -1):
-                        xx = x_p if shift == 1 else x_m
-                        sumqx = (sumx[i1] - sumx[0]) * xx[0] + (sumx[i2] - sumx[i1]) * xx[1] + (sumx[32] - sumx[i2]) * xx[2]
-                        sumq2 = (
-                            (sumw[i1] - sumw[0]) * xx[0] * xx[0]
-                            + (sumw[i2] - sumw[i1]) * xx[1] * xx[1]
-                            + (sumw[32] - sumw[i2]) * xx[2] * xx[2]
-                        )
+                        if shift == 1:
+                            v0, v1, v2 = p0, p1, p2
+                        else:
+                            v0, v1, v2 = m0, m1, m2
+                        sumqx = a_x * v0 + b_x * v1 + c_x * v2
+                        sumq2 = a_w * v0 * v0 + b_w * v1 * v1 + c_w * v2 * v2
                         if sumq2 > F0 and sumqx * sumqx > best_score * sumq2:
                             scale = sumqx / sumq2
                             best_score = scale * sumqx
