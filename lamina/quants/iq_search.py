@@ -88,7 +88,9 @@ def search_scale(
         inv = (top + np.float32(is_) * step) / fmax
         this_scale = F1 / inv
         for k in range(groups):
-            on, gi = snap_to_grid(xval, waux, dims * k, dims, bits, kmaxq, inv, this_scale, kmap, neighbours, positions, Laux)
+            on, gi = snap_to_grid(
+                xval, waux, dims * k, dims, bits, kmaxq, inv, this_scale, kmap, neighbours, positions, Laux
+            )
             if gi < 0:
                 return F0, False
             on_grid_aux[k] = on

@@ -22,13 +22,17 @@ from .registry import register
 # The 256-value super-blocks as ggml-common.h lays them out (little-endian).
 BLOCK_IQ2_XXS = np.dtype([("d", "<f2"), ("qs", "<u2", 32)])  # per 32: 4 grid bytes + 4×7 sign bits + 4-bit scale
 BLOCK_IQ2_XS = np.dtype([("d", "<f2"), ("qs", "<u2", 32), ("scales", "u1", 8)])  # 9-bit grid index + 7 sign bits
-BLOCK_IQ2_S = np.dtype([("d", "<f2"), ("qs", "u1", 64), ("qh", "u1", 8), ("scales", "u1", 8)])  # qs: 32 grid low bytes, 32 sign bytes
-BLOCK_IQ3_XXS = np.dtype([("d", "<f2"), ("qs", "u1", 96)])  # 64 grid bytes, then 8 × u32 of 4×7 sign bits + 4-bit scale
+# qs: 32 low bytes of 10-bit grid indices, then 32 sign bytes; qh: the indices' top 2 bits
+BLOCK_IQ2_S = np.dtype([("d", "<f2"), ("qs", "u1", 64), ("qh", "u1", 8), ("scales", "u1", 8)])
+# qs: 64 grid bytes, then per 32 values a u32 of 4×7 sign bits and a 4-bit scale
+BLOCK_IQ3_XXS = np.dtype([("d", "<f2"), ("qs", "u1", 96)])
 BLOCK_IQ3_S = np.dtype(
     [("d", "<f2"), ("qs", "u1", 64), ("qh", "u1", 8), ("signs", "u1", 32), ("scales", "u1", 4)]
 )
-BLOCK_IQ1_S = np.dtype([("d", "<f2"), ("qs", "u1", 32), ("qh", "<u2", 8)])  # qh: 4×3 index bits, 3-bit scale, shift sign
-BLOCK_IQ1_M = np.dtype([("qs", "u1", 32), ("qh", "u1", 16), ("scales", "u1", 8)])  # fp16 scale spread over scales' top nibbles
+# qh per 32 values: 4×3 high index bits, a 3-bit scale and the sign of the shift
+BLOCK_IQ1_S = np.dtype([("d", "<f2"), ("qs", "u1", 32), ("qh", "<u2", 8)])
+# no d field: the fp16 super-block scale is spread over the top nibbles of the four u16 scales
+BLOCK_IQ1_M = np.dtype([("qs", "u1", 32), ("qh", "u1", 16), ("scales", "u1", 8)])
 
 _EMPTY = np.empty(0, dtype=np.float32)
 
@@ -61,7 +65,8 @@ def _run(type_name: str, kernel, x, importance, grid: str, block_bytes: int, wit
     bad = np.flatnonzero(status)
     if bad.size:
         raise QuantizationError(
-            f"{type_name}: row {bad[0]} cannot be coded (no grid point at a finite distance; values too large for float32)"
+            f"{type_name}: row {bad[0]} cannot be coded (no grid point at a finite distance: "
+            "values too large for float32 arithmetic; ggml aborts here)"
         )
     return out
 

@@ -86,7 +86,14 @@ def _snap_groups(L, xb, weight, scale, n_groups, first_levels, other_levels, pos
         if gi < 0:
             all_on_grid = False
             gi = _find_best_neighbour2(
-                neighbours, -gi - 1, positions, xb[8 * k : 8 * k + 8], weight[8 * k : 8 * k + 8], scale, xx, L[8 * k : 8 * k + 8]
+                neighbours,
+                -gi - 1,
+                positions,
+                xb[8 * k : 8 * k + 8],
+                weight[8 * k : 8 * k + 8],
+                scale,
+                xx,
+                L[8 * k : 8 * k + 8],
             )
             if gi < 0:
                 return False, False

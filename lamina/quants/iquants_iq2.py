@@ -72,7 +72,9 @@ def _row_iq2_xxs(x, qw, y, positions, kmap, neighbours):
                 inv = (np.float32(5.0) + np.float32(is_) * _F_STEP) / eff_max
                 this_scale = F1 / inv
                 for k in range(4):
-                    on, gi = snap_to_grid(xval, waux, 8 * k, 8, 2, 3, inv, this_scale, kmap, neighbours, positions, Laux)
+                    on, gi = snap_to_grid(
+                        xval, waux, 8 * k, 8, 2, 3, inv, this_scale, kmap, neighbours, positions, Laux
+                    )
                     if gi < 0:
                         return 1
                 sumqx, sumq2 = fit_scale(xval, weight, Laux, 32)
@@ -158,7 +160,9 @@ def _row_iq2_xs_or_s(x, qw, has_qw, y, positions, kmap, neighbours, is_s):
                 scales[ib] = F0
                 continue
             zero(L, 0, L.shape[0])
-            scale, ok = search_scale(xval, weight, waux, 16, 8, 3, _F_STEP, 9, True, False, positions, kmap, neighbours, L, Laux)
+            scale, ok = search_scale(
+                xval, weight, waux, 16, 8, 3, _F_STEP, 9, True, False, positions, kmap, neighbours, L, Laux
+            )
             if not ok:
                 return 1
             if scale < F0:

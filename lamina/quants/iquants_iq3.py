@@ -52,7 +52,9 @@ def _row_iq3_xxs(x, qw, has_qw, y, positions, kmap, neighbours):
                 scales[ib] = F0
                 continue
             zero(L, 0, L.shape[0])
-            scale, ok = search_scale(xval, weight, waux, 32, 4, 8, _F_STEP, 15, True, False, positions, kmap, neighbours, L, Laux)
+            scale, ok = search_scale(
+                xval, weight, waux, 32, 4, 8, _F_STEP, 15, True, False, positions, kmap, neighbours, L, Laux
+            )
             if not ok:
                 return 1
             if scale < F0:
@@ -119,7 +121,9 @@ def _row_iq3_s(x, qw, has_qw, y, positions, kmap, neighbours):
                 scales[ib] = F0
                 continue
             zero(L, 0, L.shape[0])
-            scale, ok = search_scale(xval, weight, waux, 32, 4, 8, _F_STEP, 9, False, True, positions, kmap, neighbours, L, Laux)
+            scale, ok = search_scale(
+                xval, weight, waux, 32, 4, 8, _F_STEP, 9, False, True, positions, kmap, neighbours, L, Laux
+            )
             if not ok:
                 return 1
             if scale < F0:
