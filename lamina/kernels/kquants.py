@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .common import F16_TO_F32, F32, FAST, ROW_CHUNK, n_chunks
+from .common import F16_TO_F32, F32, FAST, ROW_CHUNK, and32, n_chunks, or32, shl32, shr32
 
 QK_K = 256
 
@@ -84,7 +84,7 @@ def _mv_q4_K(qs, d, dmin, sc, xlo, xhi, xsum, out):
                 acc = F32(0.0)
                 for j in range(half):
                     q = qs[r, j]
-                    acc += slo[j >> 5] * F32(q & 15) * xlo[i, j] + shi[j >> 5] * F32(q >> 4) * xhi[i, j]
+                    acc += slo[j >> 5] * F32(and32(q, 15)) * xlo[i, j] + shi[j >> 5] * F32(shr32(q, 4)) * xhi[i, j]
                 out[i, r] = acc - macc
 
 
@@ -104,11 +104,11 @@ def _mv_q5_K(qs, qh, d, dmin, sc, xlo, xhi, xsum, out):
                     macc += mins[g] * xsum[i, g]
                 acc = F32(0.0)
                 for j in range(half):
-                    q = np.uint32(qs[r, j])
-                    h = np.uint32(qh[r, (j >> 7) * 32 + (j & 31)])
-                    s = np.uint32(2 * ((j >> 5) & 3))
-                    lo = (q & 15) | (((h >> s) & 1) << 4)
-                    hi = (q >> 4) | (((h >> (s + 1)) & 1) << 4)
+                    q = qs[r, j]
+                    h = qh[r, (j >> 7) * 32 + (j & 31)]
+                    s = shl32(and32(shr32(j, 5), 3), 1)
+                    lo = or32(and32(q, 15), shl32(and32(shr32(h, s), 1), 4))
+                    hi = or32(shr32(q, 4), shl32(and32(shr32(h, s + 1), 1), 4))
                     acc += slo[j >> 5] * F32(lo) * xlo[i, j] + shi[j >> 5] * F32(hi) * xhi[i, j]
                 out[i, r] = acc - macc
 
@@ -133,11 +133,11 @@ def _mv_q6_K(ql, qh, d, sc, xlo, xhi, xsum, out):
                     # byte j of ql: 128-value half hh, position p in it; low nibble -> value p, high -> p + 64
                     hh = j >> 6
                     p = j & 63
-                    q = np.uint32(ql[r, j])
-                    h = np.uint32(qh[r, hh * 32 + (p & 31)])
-                    s = np.uint32((p >> 5) * 2)
-                    lo = (q & 15) | (((h >> s) & 3) << 4)
-                    hi = (q >> 4) | (((h >> (s + 4)) & 3) << 4)
+                    q = ql[r, j]
+                    h = qh[r, hh * 32 + (p & 31)]
+                    s = shl32(shr32(p, 5), 1)
+                    lo = or32(and32(q, 15), shl32(and32(shr32(h, s), 3), 4))
+                    hi = or32(shr32(q, 4), shl32(and32(shr32(h, s + 4), 3), 4))
                     acc += s16[hh * 8 + (p >> 4)] * F32(lo) * xlo[i, j] + s16[hh * 8 + 4 + (p >> 4)] * F32(hi) * xhi[i, j]
                 out[i, r] = acc - F32(32.0) * off
 

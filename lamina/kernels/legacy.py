@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .common import F16_TO_F32, F32, FAST, ROW_CHUNK, n_chunks
+from .common import F16_TO_F32, F32, FAST, ROW_CHUNK, and32, n_chunks, or32, shl32, shr32
 
 
 def _fields(raws: list[np.ndarray], n: int, block_bytes: int, spans: dict[str, tuple[int, int]]):
@@ -55,7 +55,7 @@ def _mv_q4(qs, d, m, has_min, xlo, xhi, xsum, out):
                 acc = F32(0.0)
                 for j in range(half):
                     q = qs[r, j]
-                    acc += dv[j >> 4] * (F32(q & 15) * xlo[i, j] + F32(q >> 4) * xhi[i, j])
+                    acc += dv[j >> 4] * (F32(and32(q, 15)) * xlo[i, j] + F32(shr32(q, 4)) * xhi[i, j])
                 out[i, r] = acc + macc
 
 
@@ -76,11 +76,11 @@ def _mv_q5(qs, qh, d, m, has_min, xlo, xhi, xsum, out):
                     macc += mv[b] * xsum[i, b]
                 acc = F32(0.0)
                 for j in range(half):
-                    q = np.uint32(qs[r, j])
+                    q = qs[r, j]
                     h = qh[r, j >> 4]
-                    s = np.uint32(j & 15)
-                    lo = (q & 15) | (((h >> s) & 1) << 4)
-                    hi = (q >> 4) | (((h >> (s + 16)) & 1) << 4)
+                    s = and32(j, 15)
+                    lo = or32(and32(q, 15), shl32(and32(shr32(h, s), 1), 4))
+                    hi = or32(shr32(q, 4), shl32(and32(shr32(h, s + 16), 1), 4))
                     acc += dv[j >> 4] * (F32(lo) * xlo[i, j] + F32(hi) * xhi[i, j])
                 out[i, r] = acc + macc
 
