@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .iq_numeric import F0, F1, F_HALF, cmax, cmin, find_best_neighbour, nearest_int
+from .common import c_max, nearest_int
+from .iq_numeric import F0, F1, F_HALF, find_best_neighbour
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -31,7 +32,7 @@ def snap_to_grid(xval, waux, start, dims, bits, kmaxq, inv_scale, scale, kmap, n
     """
     for i in range(dims):
         l = nearest_int(F_HALF * (inv_scale * xval[start + i] - F1))
-        L[start + i] = cmax(0, cmin(kmaxq - 1, l))
+        L[start + i] = max(0, min(kmaxq - 1, l))
     u = pack_levels(L, start, dims, bits)
     grid_index = kmap[u]
     if grid_index >= 0:
@@ -76,7 +77,7 @@ def search_scale(
     groups = n // dims
     fmax = xval[0]
     for i in range(1, n):
-        fmax = cmax(fmax, xval[i])
+        fmax = c_max(fmax, xval[i])
     on_grid = np.empty(groups, dtype=np.bool_)
     on_grid_aux = np.empty(groups, dtype=np.bool_)
     for k in range(groups):

@@ -34,6 +34,8 @@ BLOCK_IQ1_S = np.dtype([("d", "<f2"), ("qs", "u1", 32), ("qh", "<u2", 8)])
 # no d field: the fp16 super-block scale is spread over the top nibbles of the four u16 scales
 BLOCK_IQ1_M = np.dtype([("qs", "u1", 32), ("qh", "u1", 16), ("scales", "u1", 8)])
 
+RELEASES_GIL = True  # every kernel here is compiled nogil: lamina quantize may run them in several threads
+
 _EMPTY = np.empty(0, dtype=np.float32)
 
 

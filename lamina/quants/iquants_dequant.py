@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .iq_numeric import F_HALF, fp16_value
+from .common import fp16_to_fp32
+from .iq_numeric import F_HALF
 
 _F_QUARTER = np.float32(0.25)
 _F_DELTA = np.float32(0.125)  # IQ1S_DELTA == IQ1M_DELTA
@@ -40,7 +41,7 @@ def dequantize_iq2_xxs(raw, grid, ksigns, out):
         y = out[r]
         for ibl in range(n // 256):
             o = 66 * ibl
-            d = fp16_value(_u16(b, o))
+            d = fp16_to_fp32(_u16(b, o))
             for ib in range(8):
                 q = o + 2 + 8 * ib
                 aux1 = _u32(b, q + 4)
@@ -61,7 +62,7 @@ def dequantize_iq2_xs(raw, grid, ksigns, out):
         y = out[r]
         for ibl in range(n // 256):
             o = 74 * ibl
-            d = fp16_value(_u16(b, o))
+            d = fp16_to_fp32(_u16(b, o))
             for ib in range(8):
                 sc = b[o + 66 + ib]
                 db0 = d * (F_HALF + np.float32(sc & 0xF)) * _F_QUARTER
@@ -84,7 +85,7 @@ def dequantize_iq2_s(raw, grid, out):
         y = out[r]
         for ibl in range(n // 256):
             o = 82 * ibl
-            d = fp16_value(_u16(b, o))
+            d = fp16_to_fp32(_u16(b, o))
             qs = o + 2
             qh = o + 66
             for ib in range(8):
@@ -109,7 +110,7 @@ def dequantize_iq3_xxs(raw, grid, ksigns, out):
         y = out[r]
         for ibl in range(n // 256):
             o = 98 * ibl
-            d = fp16_value(_u16(b, o))
+            d = fp16_to_fp32(_u16(b, o))
             for ib in range(8):
                 aux = _u32(b, o + 2 + 64 + 4 * ib)
                 db = d * (F_HALF + np.float32(aux >> 28)) * F_HALF
@@ -132,7 +133,7 @@ def dequantize_iq3_s(raw, grid, out):
         y = out[r]
         for ibl in range(n // 256):
             o = 110 * ibl
-            d = fp16_value(_u16(b, o))
+            d = fp16_to_fp32(_u16(b, o))
             qs = o + 2
             qh = o + 66
             signs = o + 74
@@ -159,7 +160,7 @@ def dequantize_iq1_s(raw, grid, out):
         y = out[r]
         for ibl in range(n // 256):
             o = 50 * ibl
-            d = fp16_value(_u16(b, o))
+            d = fp16_to_fp32(_u16(b, o))
             for ib in range(8):
                 qh = _u16(b, o + 34 + 2 * ib)
                 dl = d * np.float32(2 * ((qh >> 12) & 7) + 1)
@@ -184,7 +185,7 @@ def dequantize_iq1_m(raw, grid, out):
             s1 = _u16(b, sc + 2)
             s2 = _u16(b, sc + 4)
             s3 = _u16(b, sc + 6)
-            d = fp16_value((s0 >> 12) | ((s1 >> 8) & 0x00F0) | ((s2 >> 4) & 0x0F00) | (s3 & 0xF000))
+            d = fp16_to_fp32((s0 >> 12) | ((s1 >> 8) & 0x00F0) | ((s2 >> 4) & 0x0F00) | (s3 & 0xF000))
             for ib in range(8):
                 s = _u16(b, sc + 2 * (ib // 2))
                 dl1 = d * np.float32(2 * ((s >> (6 * (ib % 2))) & 7) + 1)

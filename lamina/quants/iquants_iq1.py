@@ -13,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .iq_numeric import F0, F1, F_HALF, F_MAX, cmax, cmin, fp16_bits, nearest_int, super_block_sigma2
-from .iq_search import zero, block_weights, pack_levels, put_u16
+from .common import c_max, fp32_to_fp16, nearest_int
+from .iq_numeric import F0, F1, F_HALF, F_MAX, super_block_sigma2
+from .iq_search import block_weights, pack_levels, put_u16, zero
 
 _F15 = np.float32(15.0)
 _DELTA = np.float32(0.125)  # IQ1S_DELTA == IQ1M_DELTA
@@ -141,7 +142,7 @@ def _row_iq1_s(x, qw, y, positions, kmap, neighbours):
             block_weights(xb, qw, 256 * ibl + 32 * ib, True, sigma2, F0, weight, 32)
             fmax = abs(xb[0])
             for i in range(1, 32):
-                fmax = cmax(fmax, abs(xb[i]))
+                fmax = c_max(fmax, abs(xb[i]))
             if fmax < _EPS_IQ1_S:
                 scales[ib] = F0
                 shifts[ib] = 1
@@ -166,19 +167,23 @@ def _row_iq1_s(x, qw, y, positions, kmap, neighbours):
                     c_x = sumx[32] - sumx[i2]
                     b_w = sumw[i2] - sumw[i1]
                     c_w = sumw[32] - sumw[i2]
-                    for shift in (1, -1):
-                        if shift == 1:
-                            v0, v1, v2 = p0, p1, p2
-                        else:
-                            v0, v1, v2 = m0, m1, m2
-                        sumqx = a_x * v0 + b_x * v1 + c_x * v2
-                        sumq2 = a_w * v0 * v0 + b_w * v1 * v1 + c_w * v2 * v2
-                        if sumq2 > F0 and sumqx * sumqx > best_score * sumq2:
-                            scale = sumqx / sumq2
-                            best_score = scale * sumqx
-                            besti1 = i1
-                            besti2 = i2
-                            best_shift = shift
+                    # shift +δ, then -δ
+                    sumqx = a_x * p0 + b_x * p1 + c_x * p2
+                    sumq2 = a_w * p0 * p0 + b_w * p1 * p1 + c_w * p2 * p2
+                    if sumq2 > F0 and sumqx * sumqx > best_score * sumq2:
+                        scale = sumqx / sumq2
+                        best_score = scale * sumqx
+                        besti1 = i1
+                        besti2 = i2
+                        best_shift = 1
+                    sumqx = a_x * m0 + b_x * m1 + c_x * m2
+                    sumq2 = a_w * m0 * m0 + b_w * m1 * m1 + c_w * m2 * m2
+                    if sumq2 > F0 and sumqx * sumqx > best_score * sumq2:
+                        scale = sumqx / sumq2
+                        best_score = scale * sumqx
+                        besti1 = i1
+                        besti2 = i2
+                        best_shift = -1
             if besti1 < 0 or besti2 < 0 or best_shift == 0:
                 scales[ib] = F0
                 shifts[ib] = 1
@@ -203,14 +208,14 @@ def _row_iq1_s(x, qw, y, positions, kmap, neighbours):
             put_u16(y, o + 34 + 2 * ib, h)
             scales[ib] = scale
             shifts[ib] = best_shift
-            max_scale = cmax(max_scale, scale)
+            max_scale = c_max(max_scale, scale)
         if max_scale == F0:
             continue
         d = max_scale / _F15
-        put_u16(y, o, fp16_bits(d * np.float32(1.125)))
+        put_u16(y, o, fp32_to_fp16(d * np.float32(1.125)))
         inv_d = F1 / d
         for ib in range(8):
-            l = cmax(0, cmin(7, nearest_int(F_HALF * (inv_d * scales[ib] - F1))))
+            l = max(0, min(7, nearest_int(F_HALF * (inv_d * scales[ib] - F1))))
             if shifts[ib] == -1:
                 l |= 8
             y[o + 34 + 2 * ib + 1] |= l << 4  # bits 12..15 of qh[ib]
@@ -228,12 +233,6 @@ def _row_iq1_m(x, qw, has_qw, y, positions, kmap, neighbours):
     index = np.zeros(2, dtype=np.int64)
     px = np.zeros((2, 17), dtype=np.float32)
     pw = np.zeros((2, 17), dtype=np.float32)
-    sumqx = np.zeros(4, dtype=np.float32)
-    sumq2 = np.zeros(4, dtype=np.float32)
-    qx_p = np.zeros(2, dtype=np.float32)
-    qx_m = np.zeros(2, dtype=np.float32)
-    q2_p = np.zeros(2, dtype=np.float32)
-    q2_m = np.zeros(2, dtype=np.float32)
     masks = (0x00, 0x80, 0x08, 0x88)
     p2 = x_p[2]
     m2 = x_m[2]
@@ -253,7 +252,7 @@ def _row_iq1_m(x, qw, has_qw, y, positions, kmap, neighbours):
             block_weights(xb, qw, 256 * ibl + 16 * ib, has_qw, sigma2, F0, weight, 16)
             fmax = abs(xb[0])
             for i in range(1, 16):
-                fmax = cmax(fmax, abs(xb[i]))
+                fmax = c_max(fmax, abs(xb[i]))
             if fmax < _EPS_IQ1_M:
                 scales[ib] = F0
                 shifts[ib] = 0
@@ -276,26 +275,39 @@ def _row_iq1_m(x, qw, has_qw, y, positions, kmap, neighbours):
                 px[1 - h, j + 1] = px[1 - h, j]
                 pw[h, j + 1] = pw[h, j] + weight[i]
                 pw[1 - h, j + 1] = pw[1 - h, j]
+            # per half h: Σw·x·q = T·v2 - S(i1) - S(i2) and Σw·q² from the weights, for either shift
+            tx0 = px[0, 16] * p2
+            tx1 = px[1, 16] * p2
+            ux0 = px[0, 16] * m2
+            ux1 = px[1, 16] * m2
+            tw0 = pw[0, 16] * p2 * p2
+            tw1 = pw[1, 16] * p2 * p2
+            vw0 = pw[0, 16] * m2 * m2
+            vw1 = pw[1, 16] * m2 * m2
             for i1 in range(17):
                 for i2 in range(i1, 17):
-                    for h in range(2):
-                        sx = px[h, i1] + px[h, i2]
-                        qx_p[h] = px[h, 16] * p2 - sx
-                        qx_m[h] = px[h, 16] * m2 - sx
-                        q2_p[h] = pw[h, 16] * p2 * p2 + pw[h, i1] * cp1 + pw[h, i2] * cp2
-                        q2_m[h] = pw[h, 16] * m2 * m2 + pw[h, i1] * cm1 + pw[h, i2] * cm2
-                    sumqx[0] = qx_p[0] + qx_p[1]
-                    sumqx[1] = qx_p[0] + qx_m[1]
-                    sumqx[2] = qx_m[0] + qx_p[1]
-                    sumqx[3] = qx_m[0] + qx_m[1]
-                    sumq2[0] = q2_p[0] + q2_p[1]
-                    sumq2[1] = q2_p[0] + q2_m[1]
-                    sumq2[2] = q2_m[0] + q2_p[1]
-                    sumq2[3] = q2_m[0] + q2_m[1]
-                    for k in range(4):
-                        if sumq2[k] > F0 and sumqx[k] * sumqx[k] > best_score * sumq2[k]:
-                            scale = sumqx[k] / sumq2[k]
-                            best_score = scale * sumqx[k]
+                    sx0 = px[0, i1] + px[0, i2]
+                    sx1 = px[1, i1] + px[1, i2]
+                    qxp0 = tx0 - sx0
+                    qxm0 = ux0 - sx0
+                    qxp1 = tx1 - sx1
+                    qxm1 = ux1 - sx1
+                    q2p0 = tw0 + pw[0, i1] * cp1 + pw[0, i2] * cp2
+                    q2m0 = vw0 + pw[0, i1] * cm1 + pw[0, i2] * cm2
+                    q2p1 = tw1 + pw[1, i1] * cp1 + pw[1, i2] * cp2
+                    q2m1 = vw1 + pw[1, i1] * cm1 + pw[1, i2] * cm2
+                    for k in range(4):  # shifts of the two halves: ++, +-, -+, --
+                        if k == 0:
+                            sqx, sq2 = qxp0 + qxp1, q2p0 + q2p1
+                        elif k == 1:
+                            sqx, sq2 = qxp0 + qxm1, q2p0 + q2m1
+                        elif k == 2:
+                            sqx, sq2 = qxm0 + qxp1, q2m0 + q2p1
+                        else:
+                            sqx, sq2 = qxm0 + qxm1, q2m0 + q2m1
+                        if sq2 > F0 and sqx * sqx > best_score * sq2:
+                            scale = sqx / sq2
+                            best_score = scale * sqx
                             besti1 = i1
                             besti2 = i2
                             best_k = k
@@ -322,7 +334,7 @@ def _row_iq1_m(x, qw, has_qw, y, positions, kmap, neighbours):
             y[o + 32 + ib] = (index[0] >> 8) | ((index[1] >> 8) << 4)
             scales[ib] = scale
             shifts[ib] = best_k
-            max_scale = cmax(max_scale, scale)
+            max_scale = c_max(max_scale, scale)
         if max_scale == F0:
             continue
         zero(sc, 0, sc.shape[0])
@@ -331,7 +343,7 @@ def _row_iq1_m(x, qw, has_qw, y, positions, kmap, neighbours):
         fqx = F0
         fq2 = F0
         for ib in range(16):
-            l = cmax(0, cmin(7, nearest_int(F_HALF * (inv_d * scales[ib] - F1))))
+            l = max(0, min(7, nearest_int(F_HALF * (inv_d * scales[ib] - F1))))
             sc[ib // 4] |= l << (3 * (ib % 4))
             y[o + 32 + ib] |= masks[shifts[ib]]
             xb = xbl[16 * ib : 16 * ib + 16]
@@ -351,7 +363,7 @@ def _row_iq1_m(x, qw, has_qw, y, positions, kmap, neighbours):
                     fq2 += w * q * q
         if fq2 > F0:
             d = fqx / fq2
-        s = fp16_bits(d * np.float32(1.1125))
+        s = fp32_to_fp16(d * np.float32(1.1125))
         sc[0] |= (s & 0x000F) << 12
         sc[1] |= (s & 0x00F0) << 8
         sc[2] |= (s & 0x0F00) << 4

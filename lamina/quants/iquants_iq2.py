@@ -12,19 +12,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .iq_numeric import (
-    F0,
-    F1,
-    F_HALF,
-    cmax,
-    cmin,
-    flip_to_even_signs,
-    fp16_bits,
-    make_qp_quants,
-    nearest_int,
-    super_block_sigma2,
-)
-from .iq_search import zero, block_weights, fit_scale, grid_indices, put_u16, put_u32, search_scale, snap_to_grid
+from .common import c_max, fp32_to_fp16, make_qp_quants, nearest_int
+from .iq_numeric import F0, F1, F_HALF, flip_to_even_signs, super_block_sigma2
+from .iq_search import block_weights, fit_scale, grid_indices, put_u16, put_u32, search_scale, snap_to_grid, zero
 
 _F31 = np.float32(31.0)
 _F_STEP = np.float32(0.1)
@@ -58,7 +48,7 @@ def _row_iq2_xxs(x, qw, y, positions, kmap, neighbours):
             flip_to_even_signs(xb, weight, xval, 4, signs)
             fmax = xval[0]
             for i in range(1, 32):
-                fmax = cmax(fmax, xval[i])
+                fmax = c_max(fmax, xval[i])
             if fmax < _EPS:
                 scales[ib] = F0
                 continue
@@ -102,15 +92,15 @@ def _row_iq2_xxs(x, qw, y, positions, kmap, neighbours):
                 q2[2 * ib] |= idx[k] << (8 * k)
                 q2[2 * ib + 1] |= signs[k] << (7 * k)
             scales[ib] = scale
-            max_scale = cmax(max_scale, scale)
+            max_scale = c_max(max_scale, scale)
         if max_scale == F0:
             zero(y, o, o + 66)
             continue
         d = max_scale / _F31
-        put_u16(y, o, fp16_bits(d))
+        put_u16(y, o, fp32_to_fp16(d))
         inv_d = F1 / d
         for ib in range(8):
-            l = cmax(0, cmin(15, nearest_int(F_HALF * (inv_d * scales[ib] - F1))))
+            l = max(0, min(15, nearest_int(F_HALF * (inv_d * scales[ib] - F1))))
             q2[2 * ib + 1] |= l << 28
         for j in range(16):
             put_u32(y, o + 2 + 4 * j, q2[j])
@@ -155,7 +145,7 @@ def _row_iq2_xs_or_s(x, qw, has_qw, y, positions, kmap, neighbours, is_s):
                 flip_to_even_signs(xb, weight, xval, 2, signs)
             fmax = xval[0]
             for i in range(1, 16):
-                fmax = cmax(fmax, xval[i])
+                fmax = c_max(fmax, xval[i])
             if fmax < (_EPS_IQ2_S if is_s else _EPS):
                 scales[ib] = F0
                 continue
@@ -180,17 +170,17 @@ def _row_iq2_xs_or_s(x, qw, has_qw, y, positions, kmap, neighbours, is_s):
                 else:
                     put_u16(y, o + 2 + 2 * (2 * ib + k), idx[k] | (signs[k] << 9))
             scales[ib] = scale
-            max_scale = cmax(max_scale, scale)
+            max_scale = c_max(max_scale, scale)
         if max_scale == F0:
             if not is_s:  # IQ2_XS builds its indices aside and drops them; IQ2_S wrote them in place
                 zero(y, o, o + block_bytes)
             continue
         d = max_scale / _F31
-        put_u16(y, o, fp16_bits(d * np.float32(0.9875) if is_s else d))
+        put_u16(y, o, fp32_to_fp16(d * np.float32(0.9875) if is_s else d))
         inv_d = F1 / d
         sc = o + (74 if is_s else 66)
         for ib in range(16):
-            l = cmax(0, cmin(15, nearest_int(F_HALF * (inv_d * scales[ib] - F1))))
+            l = max(0, min(15, nearest_int(F_HALF * (inv_d * scales[ib] - F1))))
             if ib % 2 == 0:
                 y[sc + ib // 2] = l
             else:

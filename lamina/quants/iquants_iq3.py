@@ -13,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .iq_numeric import F0, F1, F_HALF, cmax, cmin, flip_to_even_signs, fp16_bits, nearest_int, super_block_sigma2
-from .iq_search import zero, block_weights, grid_indices, put_u16, put_u32, search_scale
+from .common import c_max, fp32_to_fp16, nearest_int
+from .iq_numeric import F0, F1, F_HALF, flip_to_even_signs, super_block_sigma2
+from .iq_search import block_weights, grid_indices, put_u16, put_u32, search_scale, zero
 
 _F31 = np.float32(31.0)
 _F_STEP = np.float32(0.2)
@@ -47,7 +48,7 @@ def _row_iq3_xxs(x, qw, has_qw, y, positions, kmap, neighbours):
             flip_to_even_signs(xb, weight, xval, 4, signs)
             fmax = xval[0]
             for i in range(1, 32):
-                fmax = cmax(fmax, xval[i])
+                fmax = c_max(fmax, xval[i])
             if fmax < _EPS_IQ3_XXS:
                 scales[ib] = F0
                 continue
@@ -67,15 +68,15 @@ def _row_iq3_xxs(x, qw, has_qw, y, positions, kmap, neighbours):
                 y[o + 2 + 8 * ib + k] = idx[k]
             scales_and_signs[ib] = signs[0] | (signs[1] << 7) | (signs[2] << 14) | (signs[3] << 21)
             scales[ib] = scale
-            max_scale = cmax(max_scale, scale)
+            max_scale = c_max(max_scale, scale)
         if max_scale == F0:
             zero(y, o, o + 98)
             continue
         d = max_scale / _F31
-        put_u16(y, o, fp16_bits(d * np.float32(1.0125)))
+        put_u16(y, o, fp32_to_fp16(d * np.float32(1.0125)))
         inv_d = F1 / d
         for ib in range(8):
-            l = cmax(0, cmin(15, nearest_int(F_HALF * (inv_d * scales[ib] - F1))))
+            l = max(0, min(15, nearest_int(F_HALF * (inv_d * scales[ib] - F1))))
             put_u32(y, o + 66 + 4 * ib, scales_and_signs[ib] | (l << 28))
     return 0
 
@@ -116,7 +117,7 @@ def _row_iq3_s(x, qw, has_qw, y, positions, kmap, neighbours):
                 signs[k] = s
             fmax = xval[0]
             for i in range(1, 32):
-                fmax = cmax(fmax, xval[i])
+                fmax = c_max(fmax, xval[i])
             if fmax == F0:
                 scales[ib] = F0
                 continue
@@ -140,15 +141,15 @@ def _row_iq3_s(x, qw, has_qw, y, positions, kmap, neighbours):
                 y[sg + k] = signs[k]
             sg += 4
             scales[ib] = scale
-            max_scale = cmax(max_scale, scale)
+            max_scale = c_max(max_scale, scale)
         if max_scale == F0:
             continue
         d = max_scale / _F31
-        put_u16(y, o, fp16_bits(d * np.float32(1.033)))
+        put_u16(y, o, fp32_to_fp16(d * np.float32(1.033)))
         inv_d = F1 / d
         for ib in range(0, 8, 2):
-            l1 = cmax(0, cmin(15, nearest_int(F_HALF * (inv_d * scales[ib] - F1))))
-            l2 = cmax(0, cmin(15, nearest_int(F_HALF * (inv_d * scales[ib + 1] - F1))))
+            l1 = max(0, min(15, nearest_int(F_HALF * (inv_d * scales[ib] - F1))))
+            l2 = max(0, min(15, nearest_int(F_HALF * (inv_d * scales[ib + 1] - F1))))
             y[o + 106 + ib // 2] = l1 | (l2 << 4)
     return 0
 
