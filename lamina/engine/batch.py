@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lamina.kernels.attention import attention
+from lamina.kernels.attention import attend_one, attention
 
 from .kv_cache import KVCache
 
@@ -78,6 +78,10 @@ class ForwardState:
         for g in self.groups:
             self.kv.store(layer, g.seq, g.positions, k[g.rows], v[g.rows])
             n_cells = int(g.positions[-1]) + 1
-            out[g.rows] = attention(q[g.rows], self.kv.keys(layer, g.seq, n_cells),
-                                    self.kv.values(layer, g.seq, n_cells), g.positions, scale, window, softcap)
+            if len(g.rows) == 1:  # generation: the compiled single-query path
+                out[g.rows] = attend_one(q[g.rows[0]], self.kv.k[layer][g.seq], self.kv.v[layer][g.seq],
+                                         n_cells - 1, scale, window, softcap)
+            else:
+                out[g.rows] = attention(q[g.rows], self.kv.keys(layer, g.seq, n_cells),
+                                        self.kv.values(layer, g.seq, n_cells), g.positions, scale, window, softcap)
         return out

@@ -17,52 +17,70 @@ from lamina.quants.common import fp16_to_fp32, fp32_to_fp16
 from .common import F32
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def round_block_q8_0(x, i, o, out):
+    """quantize_row_q8_0 (ggml's AVX path) then dequantize, for x[i, o:o+32]: d = amax / 127 stored
+    as f16, q = round(x * 127 / amax)."""
+    amax = F32(0.0)
+    for j in range(32):
+        a = abs(x[i, o + j])
+        if a > amax:
+            amax = a
+    idv = F32(127.0) / amax if amax != 0 else F32(0.0)
+    dh = fp16_to_fp32(fp32_to_fp16(amax / F32(127.0)))
+    for j in range(32):
+        out[i, o + j] = F32(np.rint(x[i, o + j] * idv)) * dh
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def round_block_q8_K(x, i, o, out):
+    """quantize_row_q8_K then dequantize, for x[i, o:o+256]: iscale = -127 / (the value of largest magnitude)."""
+    amax = F32(0.0)
+    vmax = F32(0.0)
+    for j in range(256):
+        a = abs(x[i, o + j])
+        if a > amax:
+            amax = a
+            vmax = x[i, o + j]
+    if amax == 0:
+        for j in range(256):
+            out[i, o + j] = 0
+        return
+    iscale = F32(-127.0) / vmax
+    d = F32(1.0) / iscale
+    for j in range(256):
+        q = np.rint(iscale * x[i, o + j])
+        if q > 127:
+            q = 127
+        out[i, o + j] = F32(q) * d
+
+
+@njit(cache=True, error_model="numpy")
+def round_rows_q8_0(x, out):
+    for i in range(x.shape[0]):
+        for o in range(0, x.shape[1], 32):
+            round_block_q8_0(x, i, o, out)
+
+
+@njit(cache=True, error_model="numpy")
+def round_rows_q8_K(x, out):
+    for i in range(x.shape[0]):
+        for o in range(0, x.shape[1], 256):
+            round_block_q8_K(x, i, o, out)
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def _round_q8_0(x, out):
-    """quantize_row_q8_0 (ggml's AVX path) then dequantize: per 32 values d = amax / 127, stored as f16,
-    and q = round(x * 127 / amax)."""
-    n_rows, n = x.shape
-    nb = n // 32
-    for t in prange(n_rows * nb):
-        i = t // nb
-        o = (t % nb) * 32
-        amax = F32(0.0)
-        for j in range(32):
-            a = abs(x[i, o + j])
-            if a > amax:
-                amax = a
-        idv = F32(127.0) / amax if amax != 0 else F32(0.0)
-        dh = fp16_to_fp32(fp32_to_fp16(amax / F32(127.0)))
-        for j in range(32):
-            out[i, o + j] = F32(np.rint(x[i, o + j] * idv)) * dh
+    nb = x.shape[1] // 32
+    for t in prange(x.shape[0] * nb):
+        round_block_q8_0(x, t // nb, (t % nb) * 32, out)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def _round_q8_K(x, out):
-    """quantize_row_q8_K then dequantize: per 256 values, iscale = -127 / (the value of largest magnitude)."""
-    n_rows, n = x.shape
-    nb = n // 256
-    for t in prange(n_rows * nb):
-        i = t // nb
-        o = (t % nb) * 256
-        amax = F32(0.0)
-        vmax = F32(0.0)
-        for j in range(256):
-            a = abs(x[i, o + j])
-            if a > amax:
-                amax = a
-                vmax = x[i, o + j]
-        if amax == 0:
-            for j in range(256):
-                out[i, o + j] = 0
-            continue
-        iscale = F32(-127.0) / vmax
-        d = F32(1.0) / iscale
-        for j in range(256):
-            q = np.rint(iscale * x[i, o + j])
-            if q > 127:
-                q = 127
-            out[i, o + j] = F32(q) * d
+    nb = x.shape[1] // 256
+    for t in prange(x.shape[0] * nb):
+        round_block_q8_K(x, t // nb, (t % nb) * 256, out)
 
 
 def round_activations(x: np.ndarray, kind: str | None) -> np.ndarray:
@@ -83,3 +101,26 @@ def round_activations(x: np.ndarray, kind: str | None) -> np.ndarray:
     else:
         return x
     return out
+
+
+@njit(cache=True, error_model="numpy")
+def split_halves(x, span, sum_span):
+    """Pair each byte of a nibble-packed row with its two activations.
+
+    In every ``span`` values, byte ``l`` of the row's quants holds value ``l`` in its low nibble
+    and ``l + span/2`` in its high nibble (span 32 for Q4_0/Q4_1/Q5_x, 64 for Q4_K/Q5_K, 128 for
+    Q6_K). Returns the low and high partners, (N, n/2) each, and sums over ``sum_span`` values.
+    """
+    n_rows, n = x.shape
+    half = span // 2
+    lo = np.empty((n_rows, n // 2), F32)
+    hi = np.empty((n_rows, n // 2), F32)
+    sums = np.zeros((n_rows, n // sum_span), F32)
+    for i in range(n_rows):
+        for b in range(n // span):
+            for l in range(half):
+                lo[i, b * half + l] = x[i, b * span + l]
+                hi[i, b * half + l] = x[i, b * span + half + l]
+        for j in range(n):
+            sums[i, j // sum_span] += x[i, j]
+    return lo, hi, sums

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+from numba import njit, prange
+
+from .common import F32, FAST
+from .elementwise import f2h_round, h2f
 
 # Bound on the float32 score matrix of one call; longer query batches are processed in slices.
 MAX_SCORE_BYTES = 64 << 20
@@ -57,3 +61,52 @@ def attention(q: np.ndarray, keys: np.ndarray, values: np.ndarray, q_pos: np.nda
     scores = scores.astype(np.float16).astype(np.float32)
     out = np.matmul(scores.reshape(n_kv_head, n_tok * group, -1), v)
     return out.reshape(n_kv_head, n_tok, group, head_dim_v).transpose(1, 0, 2, 3).reshape(n_tok, n_head * head_dim_v)
+
+
+@njit(cache=True, parallel=True, fastmath=FAST, error_model="numpy")
+def _attend_one(q, key_bits, value_bits, pos, scale, window, softcap, out):
+    """One query token against a float16 cache (given as its bits): the same arithmetic as
+    :func:`attention`, compiled, for generation where a step attends once per layer."""
+    n_head, head_dim = q.shape
+    n_kv_head, _, head_dim_v = value_bits.shape
+    group = n_head // n_kv_head
+    first = max(0, pos - window + 1) if window > 0 else 0
+    n = pos + 1 - first
+    for h in prange(n_head):
+        kh = h // group
+        qh = np.empty(head_dim, F32)
+        for d in range(head_dim):
+            qh[d] = f2h_round(q[h, d])
+        scores = np.empty(n, F32)
+        best = F32(-np.inf)
+        for j in range(n):
+            s = F32(0.0)
+            for d in range(head_dim):
+                s += qh[d] * h2f(key_bits[kh, first + j, d])
+            s *= F32(scale)
+            if softcap > 0:
+                s = np.tanh(s / F32(softcap)) * F32(softcap)
+            scores[j] = s
+            if s > best:
+                best = s
+        total = F32(0.0)
+        for j in range(n):
+            scores[j] = np.exp(scores[j] - best)
+            total += scores[j]
+        acc = np.zeros(head_dim_v, F32)
+        for j in range(n):
+            p = f2h_round(scores[j] / total)
+            for d in range(head_dim_v):
+                acc[d] += p * h2f(value_bits[kh, first + j, d])
+        for d in range(head_dim_v):
+            out[h * head_dim_v + d] = acc[d]
+
+
+def attend_one(q: np.ndarray, keys: np.ndarray, values: np.ndarray, pos: int, scale: float,
+               window: int = 0, softcap: float = 0.0) -> np.ndarray:
+    """Attention of the single query ``q`` (n_head, head_dim) at position ``pos`` over float16
+    ``keys``/``values`` (n_kv_head, n_cells >= pos + 1, head_dim); returns (1, n_head * head_dim_v)."""
+    out = np.empty((1, q.shape[0] * values.shape[2]), np.float32)
+    _attend_one(np.ascontiguousarray(q, dtype=np.float32), keys.view(np.uint16), values.view(np.uint16),
+                int(pos), float(scale), int(window), float(softcap), out[0])
+    return out

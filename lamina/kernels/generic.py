@@ -1,7 +1,8 @@
 """Weights without a dedicated kernel, and float weights.
 
 Every other block format (Q2_K, Q3_K, the i-quants, TQ1_0/TQ2_0, MXFP4, IQ4_NL/XS …) is
-multiplied tile by tile: a few hundred rows dequantized by the format's own (Numba)
+multiplied tile by tile (matrix-vector products round the activation first, as the
+specialised kernels do): a few hundred rows dequantized by the format's own (Numba)
 dequantizer into a float32 buffer, then a BLAS product. Float weights use BLAS directly.
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from lamina.quants import dequantize as dequantize_blocks
+
+from .activations import round_activations
 
 # ggml's vec_dot_type: how the activation is rounded before the dot product with each weight type.
 ACTIVATION_ROUNDING = {
@@ -37,6 +40,7 @@ class PackedBlocks:
         out[...] = dequantize_blocks(self.raw[r0:r0 + out.shape[0]], self.type, out.shape)
 
     def matvec(self, x: np.ndarray) -> np.ndarray:
+        x = round_activations(x, self.activation)
         out = np.empty((x.shape[0], self.rows), np.float32)
         tile = max(1, TILE_BYTES // (4 * self.n))
         buf = np.empty((tile, self.n), np.float32)
@@ -63,7 +67,7 @@ class PackedFloat:
         out[...] = self.w[r0:r0 + out.shape[0]]
 
     def matvec(self, x: np.ndarray) -> np.ndarray:
-        return x @ self.w.T
+        return round_activations(x, self.activation) @ self.w.T
 
 
 def _rows(raw: np.ndarray, n: int, type_name: str) -> int:

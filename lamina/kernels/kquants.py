@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .activations import round_rows_q8_K, split_halves
 from .common import F16_TO_F32, F32, FAST, ROW_CHUNK, and32, n_chunks, or32, shl32, shr32
 
 QK_K = 256
@@ -25,22 +26,6 @@ def _fields(raws, n, block_bytes, spans):
         joined = np.concatenate(parts) if len(parts) > 1 else parts[0]
         out[name] = np.ascontiguousarray(joined).reshape(joined.shape[0], -1)
     return out
-
-
-def split_k4_halves(x: np.ndarray):
-    """Q4_K/Q5_K pair byte ``l`` of each 64-value chunk with values ``l`` (low nibble) and ``l + 32`` (high)."""
-    xc = x.reshape(x.shape[0], -1, 64)
-    lo = np.ascontiguousarray(xc[:, :, :32]).reshape(x.shape[0], -1)
-    hi = np.ascontiguousarray(xc[:, :, 32:]).reshape(x.shape[0], -1)
-    return lo, hi, x.reshape(x.shape[0], -1, 32).sum(axis=2, dtype=np.float32)
-
-
-def split_q6_halves(x: np.ndarray):
-    """Q6_K pairs byte ``i`` of each 128-value half with values ``i`` (low nibble) and ``i + 64`` (high)."""
-    xc = x.reshape(x.shape[0], -1, 128)
-    lo = np.ascontiguousarray(xc[:, :, :64]).reshape(x.shape[0], -1)
-    hi = np.ascontiguousarray(xc[:, :, 64:]).reshape(x.shape[0], -1)
-    return lo, hi, x.reshape(x.shape[0], -1, 16).sum(axis=2, dtype=np.float32)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -68,7 +53,10 @@ def _row_scales_k4(d, dmin, sc, r, slo, shi, mins):
 
 
 @njit(cache=True, parallel=True, fastmath=FAST, error_model="numpy")
-def _mv_q4_K(qs, d, dmin, sc, xlo, xhi, xsum, out):
+def _mv_q4_K(qs, d, dmin, sc, x, out):
+    xr = np.empty_like(x)
+    round_rows_q8_K(x, xr)
+    xlo, xhi, xsum = split_halves(xr, 64, 32)
     rows, half = qs.shape
     nsb = d.shape[1]
     for c in prange(n_chunks(rows)):
@@ -89,7 +77,10 @@ def _mv_q4_K(qs, d, dmin, sc, xlo, xhi, xsum, out):
 
 
 @njit(cache=True, parallel=True, fastmath=FAST, error_model="numpy")
-def _mv_q5_K(qs, qh, d, dmin, sc, xlo, xhi, xsum, out):
+def _mv_q5_K(qs, qh, d, dmin, sc, x, out):
+    xr = np.empty_like(x)
+    round_rows_q8_K(x, xr)
+    xlo, xhi, xsum = split_halves(xr, 64, 32)
     rows, half = qs.shape
     nsb = d.shape[1]
     for c in prange(n_chunks(rows)):
@@ -114,7 +105,10 @@ def _mv_q5_K(qs, qh, d, dmin, sc, xlo, xhi, xsum, out):
 
 
 @njit(cache=True, parallel=True, fastmath=FAST, error_model="numpy")
-def _mv_q6_K(ql, qh, d, sc, xlo, xhi, xsum, out):
+def _mv_q6_K(ql, qh, d, sc, x, out):
+    xr = np.empty_like(x)
+    round_rows_q8_K(x, xr)
+    xlo, xhi, xsum = split_halves(xr, 128, 16)
     rows, half = ql.shape
     nsb = d.shape[1]
     for c in prange(n_chunks(rows)):
@@ -212,12 +206,11 @@ class PackedK4:
         self.rows = self.qs.shape[0]
 
     def matvec(self, x):
-        xlo, xhi, xsum = split_k4_halves(x)
         out = np.empty((x.shape[0], self.rows), np.float32)
         if self.with_qh:
-            _mv_q5_K(self.qs, self.qh, self.d, self.dmin, self.sc, xlo, xhi, xsum, out)
+            _mv_q5_K(self.qs, self.qh, self.d, self.dmin, self.sc, x, out)
         else:
-            _mv_q4_K(self.qs, self.d, self.dmin, self.sc, xlo, xhi, xsum, out)
+            _mv_q4_K(self.qs, self.d, self.dmin, self.sc, x, out)
         return out
 
     def dequantize(self, r0, out):
@@ -237,9 +230,8 @@ class PackedQ6_K:
         self.rows = self.ql.shape[0]
 
     def matvec(self, x):
-        xlo, xhi, xsum = split_q6_halves(x)
         out = np.empty((x.shape[0], self.rows), np.float32)
-        _mv_q6_K(self.ql, self.qh, self.d, self.sc, xlo, xhi, xsum, out)
+        _mv_q6_K(self.ql, self.qh, self.d, self.sc, x, out)
         return out
 
     def dequantize(self, r0, out):

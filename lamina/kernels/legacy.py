@@ -6,7 +6,8 @@ minimums and fifth bits in arrays of their own. A matrix-vector product then wal
 each row's quants in one vectorizable loop against an activation pre-split into the
 halves that the low and high nibbles multiply, with the block scale gathered per
 element; minimums and offsets are folded in per block through the activation's block
-sums. Prompt batches dequantize rows into float32 tiles for a BLAS matrix product.
+sums. The kernels take the raw activation and round it as ggml's Q8_0 dot product does
+(:mod:`.activations`). Prompt batches dequantize rows into float32 tiles for a BLAS product.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .activations import round_rows_q8_0, split_halves
 from .common import F16_TO_F32, F32, FAST, ROW_CHUNK, and32, n_chunks, or32, shl32, shr32
 
 
@@ -26,19 +28,14 @@ def _fields(raws: list[np.ndarray], n: int, block_bytes: int, spans: dict[str, t
             for name, (lo, hi) in spans.items()}
 
 
-def split_nibble_halves(x: np.ndarray):
-    """Activation (N, n) as the halves that a 32-block's low and high nibbles multiply, and block sums."""
-    xb = x.reshape(x.shape[0], -1, 32)
-    lo = np.ascontiguousarray(xb[:, :, :16]).reshape(x.shape[0], -1)
-    hi = np.ascontiguousarray(xb[:, :, 16:]).reshape(x.shape[0], -1)
-    return lo, hi, xb.sum(axis=2, dtype=np.float32)
-
-
 # -- matrix-vector kernels ------------------------------------------------------------------
 
 
 @njit(cache=True, parallel=True, fastmath=FAST, error_model="numpy")
-def _mv_q4(qs, d, m, has_min, xlo, xhi, xsum, out):
+def _mv_q4(qs, d, m, has_min, x, out):
+    xr = np.empty_like(x)
+    round_rows_q8_0(x, xr)
+    xlo, xhi, xsum = split_halves(xr, 32, 32)
     rows, half = qs.shape
     nb = d.shape[1]
     for c in prange(n_chunks(rows)):
@@ -60,7 +57,10 @@ def _mv_q4(qs, d, m, has_min, xlo, xhi, xsum, out):
 
 
 @njit(cache=True, parallel=True, fastmath=FAST, error_model="numpy")
-def _mv_q5(qs, qh, d, m, has_min, xlo, xhi, xsum, out):
+def _mv_q5(qs, qh, d, m, has_min, x, out):
+    xr = np.empty_like(x)
+    round_rows_q8_0(x, xr)
+    xlo, xhi, xsum = split_halves(xr, 32, 32)
     rows, half = qs.shape
     nb = d.shape[1]
     for c in prange(n_chunks(rows)):
@@ -86,7 +86,9 @@ def _mv_q5(qs, qh, d, m, has_min, xlo, xhi, xsum, out):
 
 
 @njit(cache=True, parallel=True, fastmath=FAST, error_model="numpy")
-def _mv_q8_0(qs, d, x, out):
+def _mv_q8_0(qs, d, x_in, out):
+    x = np.empty_like(x_in)
+    round_rows_q8_0(x_in, x)
     rows, n = qs.shape
     nb = d.shape[1]
     for c in prange(n_chunks(rows)):
@@ -176,9 +178,8 @@ class PackedQ4:
         self.rows = self.qs.shape[0]
 
     def matvec(self, x: np.ndarray) -> np.ndarray:
-        xlo, xhi, xsum = split_nibble_halves(x)
         out = np.empty((x.shape[0], self.rows), np.float32)
-        _mv_q4(self.qs, self.d, self.m, self.has_min, xlo, xhi, xsum, out)
+        _mv_q4(self.qs, self.d, self.m, self.has_min, x, out)
         return out
 
     def dequantize(self, r0: int, out: np.ndarray) -> None:
@@ -204,9 +205,8 @@ class PackedQ5:
         self.rows = self.qs.shape[0]
 
     def matvec(self, x: np.ndarray) -> np.ndarray:
-        xlo, xhi, xsum = split_nibble_halves(x)
         out = np.empty((x.shape[0], self.rows), np.float32)
-        _mv_q5(self.qs, self.qh, self.d, self.m, self.has_min, xlo, xhi, xsum, out)
+        _mv_q5(self.qs, self.qh, self.d, self.m, self.has_min, x, out)
         return out
 
     def dequantize(self, r0: int, out: np.ndarray) -> None:
@@ -225,7 +225,7 @@ class PackedQ8_0:
 
     def matvec(self, x: np.ndarray) -> np.ndarray:
         out = np.empty((x.shape[0], self.rows), np.float32)
-        _mv_q8_0(self.qs, self.d, np.ascontiguousarray(x), out)
+        _mv_q8_0(self.qs, self.d, x, out)
         return out
 
     def dequantize(self, r0: int, out: np.ndarray) -> None:

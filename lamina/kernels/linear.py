@@ -120,12 +120,13 @@ class Linear:
         return out
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = round_activations(np.ascontiguousarray(x, dtype=np.float32), self.activation)
+        x = np.ascontiguousarray(x, dtype=np.float32)
         if x.shape[0] == 0:
             return np.zeros((0, self.out_features), np.float32)
         if x.shape[0] <= SMALL_BATCH:
-            y = self.packed.matvec(x)
+            y = self.packed.matvec(x)  # rounds the activation itself, in the same compiled call
         else:
+            x = round_activations(x, self.activation)
             y = np.empty((x.shape[0], self.out_features), np.float32)
             tile = max(1, min(self.out_features, TILE_BYTES // (4 * self.in_features)))
             for r0 in range(0, self.out_features, tile):
@@ -139,7 +140,15 @@ class Linear:
 
     def split(self, y: np.ndarray) -> list[np.ndarray]:
         """The outputs of each fused weight, as views of ``y``."""
-        return np.split(y, np.cumsum(self.out_sizes)[:-1], axis=1)
+        return split_columns(y, self.out_sizes)
+
+
+def split_columns(y: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    out, start = [], 0
+    for n in sizes:
+        out.append(y[:, start:start + n])
+        start += n
+    return out
 
 
 class LinearStack:
@@ -155,7 +164,7 @@ class LinearStack:
         return np.concatenate([p(x) for p in self.parts], axis=1)
 
     def split(self, y: np.ndarray) -> list[np.ndarray]:
-        return np.split(y, np.cumsum(self.out_sizes)[:-1], axis=1)
+        return split_columns(y, self.out_sizes)
 
 
 def fused_linear(weights: list[TensorInfo], biases: list[np.ndarray | None]) -> Linear | LinearStack:

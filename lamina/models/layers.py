@@ -2,7 +2,7 @@
 
 Each follows the ggml operation llama.cpp's graphs use, including where ggml
 rounds through float16 (GELU's lookup table), so lamina's logits land close to
-llama.cpp's.
+llama.cpp's. The arithmetic runs in compiled passes (:mod:`lamina.kernels.elementwise`).
 """
 
 from __future__ import annotations
@@ -11,18 +11,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lamina.kernels.elementwise import geglu_rows, rms_norm_rows, rope_rows, swiglu_rows
+
 
 def rms_norm(x: np.ndarray, weight: np.ndarray | None, eps: float) -> np.ndarray:
     """ggml_rms_norm then ggml_mul: ``x / sqrt(mean(x²) + eps) * weight`` over the last axis.
 
     The mean of squares is accumulated in double precision, as ggml does.
     """
-    mean = np.einsum("...i,...i->...", x, x, dtype=np.float64) / x.shape[-1]
-    scale = (1.0 / np.sqrt((mean + eps).astype(np.float32))).astype(np.float32)
-    y = x * scale[..., None]
-    if weight is not None:
-        y *= weight
-    return y
+    rows = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, x.shape[-1])
+    out = np.empty_like(rows)
+    w = np.ones(x.shape[-1], np.float32) if weight is None else weight
+    rms_norm_rows(rows, w, float(eps), out)
+    return out.reshape(x.shape)
 
 
 def layer_norm(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float) -> np.ndarray:
@@ -38,13 +39,11 @@ def layer_norm(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None
     return y
 
 
-def silu(x: np.ndarray) -> np.ndarray:
-    return x / (1.0 + np.exp(-x))
-
-
 def swiglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """SiLU-gated feed-forward activation (llama, qwen2)."""
-    return silu(gate) * up
+    """SiLU-gated feed-forward activation (llama, qwen2): ``gate / (1 + exp(-gate)) * up``."""
+    out = np.empty(gate.shape, np.float32)
+    swiglu_rows(gate, up, out)
+    return out
 
 
 def _gelu_tanh(x: np.ndarray) -> np.ndarray:
@@ -58,6 +57,9 @@ with np.errstate(invalid="ignore", over="ignore"):  # the table's inf/NaN entrie
     _GELU_F16_TABLE = _gelu_tanh(np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)).astype(np.float16)
 
 
+_GELU_F16_BITS = _GELU_F16_TABLE.view(np.uint16)
+
+
 def gelu(x: np.ndarray) -> np.ndarray:
     """ggml_gelu: tanh-approximated GELU looked up through float16, identity above 10, zero below -10."""
     idx = x.astype(np.float16).view(np.uint16)
@@ -67,8 +69,10 @@ def gelu(x: np.ndarray) -> np.ndarray:
 
 
 def geglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """GELU-gated feed-forward activation (gemma)."""
-    return gelu(gate) * up
+    """GELU-gated feed-forward activation (gemma): ``gelu(gate) * up``, GELU as :func:`gelu`."""
+    out = np.empty(gate.shape, np.float32)
+    geglu_rows(gate, up, _GELU_F16_BITS, out)
+    return out
 
 
 @dataclass(frozen=True)
@@ -119,18 +123,7 @@ class RopeConfig:
 
 
 def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, n_rot: int, neox: bool) -> np.ndarray:
-    """Rotate the first ``n_rot`` values of each head of ``x`` (tokens, heads, head_dim) in place."""
-    c = cos[:, None, :]
-    s = sin[:, None, :]
-    if neox:
-        half = n_rot // 2
-        x0 = x[..., :half].copy()
-        x1 = x[..., half:n_rot]
-        x[..., :half] = x0 * c - x1 * s
-        x[..., half:n_rot] = x0 * s + x1 * c
-    else:
-        x0 = x[..., 0:n_rot:2].copy()
-        x1 = x[..., 1:n_rot:2]
-        x[..., 0:n_rot:2] = x0 * c - x1 * s
-        x[..., 1:n_rot:2] = x0 * s + x1 * c
+    """Rotate the first ``n_rot`` values of each head of ``x`` (tokens, heads, head_dim) in place:
+    pairs (i, i + n_rot/2) in the NeoX layout, (2i, 2i + 1) otherwise."""
+    rope_rows(x, cos, sin, n_rot, neox)
     return x
