@@ -23,6 +23,8 @@ def _executor(threads: int) -> ThreadPoolExecutor:
     global _pool, _pool_size
     with _lock:
         if _pool is None or _pool_size < threads:
+            if _pool is not None:
+                _pool.shutdown(wait=False)  # its queued work still finishes
             _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lamina-iq")
             _pool_size = threads
         return _pool
