@@ -23,8 +23,8 @@ def _executor(threads: int) -> ThreadPoolExecutor:
     global _pool, _pool_size
     with _lock:
         if _pool is None or _pool_size < threads:
-            if _pool is not None:
-                _pool.shutdown(wait=False)  # its queued work still finishes
+            # a replaced pool's idle threads exit once its last user drops it (no shutdown here:
+            # another thread may still be submitting to it)
             _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lamina-iq")
             _pool_size = threads
         return _pool
@@ -41,5 +41,6 @@ def for_row_slices(rows: int, work, min_rows: int = 1) -> list:
     # a few slices per thread so uneven rows (all-zero ones are quick) still balance
     pieces = min(rows, threads * 4)
     bounds = [rows * i // pieces for i in range(pieces + 1)]
-    futures = [_executor(threads).submit(work, a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+    pool = _executor(threads)
+    futures = [pool.submit(work, a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
     return [f.result() for f in futures]
