@@ -52,6 +52,7 @@ def _row_iq2_xxs(x, qw, y, positions, kmap, neighbours):
             if fmax < _EPS:
                 scales[ib] = F0
                 continue
+            # only the scale is kept: ggml's later passes always replace these levels
             scale = make_qp_quants(32, 4, xval, Lqp, weight)
             eff_max = scale * np.float32(3.0)
             if eff_max <= F0:
