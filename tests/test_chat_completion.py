@@ -233,3 +233,21 @@ def test_turn_by_turn_tokens_add_up_to_the_whole_conversation(vocab, model, with
     held += llm.tokenize(answer["content"].encode(), add_bos=False) + [tok.eot_id]
     held += chat_turn_tokens(template, tok, start + [user1, answer], user2, at_start=False, after_answer=True)
     assert held == chat_prompt_for(llm, start + [user1, answer, user2])
+
+
+@pytest.mark.parametrize("model", ["smollm2", "qwen2"])
+def test_greedy_chat_reply_matches_llama_cpp(model_paths, refdata, model):
+    # the one chat-formatted prompt in llama.cpp's references: same prompt tokens, same greedy tokens
+    from conftest import load_greedy_reference
+
+    ref = next(r for r in load_greedy_reference(refdata, model) if r["prompt"].startswith("<|im_start|>system"))
+    messages = [{"role": "system", "content": "You are a helpful assistant."},
+                {"role": "user", "content": "What is quantization in machine learning?"}]
+    llm = Llama(str(model_paths[model]), n_ctx=256, verbose=False)
+    assert ref["prompt"] == (f"<|im_start|>system\n{messages[0]['content']}<|im_end|>\n"
+                             f"<|im_start|>user\n{messages[1]['content']}<|im_end|>\n<|im_start|>assistant\n")
+    r = llm.create_chat_completion(messages, temperature=0, max_tokens=8)
+    n = r["usage"]["prompt_tokens"]
+    assert llm.input_ids[:n].tolist() == ref["tokens"]
+    assert r["choices"][0]["message"]["content"] == llm.detokenize(ref["greedy"][:8]).decode()
+    llm.close()

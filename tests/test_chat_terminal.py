@@ -27,6 +27,7 @@ class Terminal:
         self.stream = pyte.ByteStream(self.screen)
         env = dict(os.environ, TERM="xterm", COLUMNS=str(COLS), LINES=str(ROWS))
         self.child = pexpect.spawn(LAMINA[0], LAMINA[1:] + args, dimensions=(ROWS, COLS), env=env, timeout=WAIT)
+        self.received = ""  # everything the program wrote, to count prompts even after they scroll away
 
     def lines(self) -> list[str]:
         return [line.rstrip() for line in self.screen.display]
@@ -43,12 +44,16 @@ class Terminal:
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {what}; the screen shows:\n{self.text()}")
             try:
-                self.stream.feed(self.child.read_nonblocking(65536, timeout=0.2))
+                self._feed(self.child.read_nonblocking(65536, timeout=0.2))
             except pexpect.TIMEOUT:
                 pass
             except pexpect.EOF:
                 if not condition():
                     raise AssertionError(f"lamina ended while waiting for {what}; the screen shows:\n{self.text()}")
+
+    def _feed(self, data: bytes) -> None:
+        self.stream.feed(data)
+        self.received += data.decode("utf-8", "replace")
 
     def reading_input(self) -> bool:
         """True while lamina waits for a line: readline turns the terminal's echo off while it edits one."""
@@ -57,7 +62,7 @@ class Terminal:
     def wait_for_prompt(self, n_prompts: int) -> None:
         """Until the ``n_prompts``-th ``> `` prompt is on the screen, the cursor after it, waiting for input."""
         self.wait_for(f"prompt number {n_prompts}",
-                      lambda: sum(line.startswith(">") for line in self.lines()) >= n_prompts
+                      lambda: self.received.count("\n> ") >= n_prompts
                       and self.cursor_line() == ">" and self.screen.cursor.x == 2 and self.reading_input())
 
     def type_line(self, text: str) -> None:
@@ -71,7 +76,7 @@ class Terminal:
 
     def _drained(self) -> bool:
         try:
-            self.stream.feed(self.child.read_nonblocking(65536, timeout=0.2))
+            self._feed(self.child.read_nonblocking(65536, timeout=0.2))
             return False
         except (pexpect.EOF, pexpect.TIMEOUT):
             return True

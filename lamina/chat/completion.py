@@ -99,6 +99,7 @@ def chat_prompt_tokens(tokenizer, parts: list[tuple[str, bool]], *, add_bos: boo
     """
     runs: list[str | int] = []
     for text, is_message in parts:
+        # the tokenizer's own special-token split (llama.cpp's tokenizer_st_partition), on template text only
         pieces = [text] if is_message else tokenizer._partition(text, True)
         for piece in pieces:
             if isinstance(piece, str) and runs and isinstance(runs[-1], str):
