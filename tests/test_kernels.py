@@ -101,12 +101,18 @@ def _naive_attention(q, keys, values, q_pos, scale, window):
     return out.reshape(n_tok, -1)
 
 
-@pytest.mark.parametrize("window", [0, 3])
-def test_attention_matches_a_naive_loop(window):
+@pytest.mark.parametrize("window", [0, 3, 70])
+@pytest.mark.parametrize("tiled", [False, True])
+def test_attention_matches_a_naive_loop(window, tiled):
+    """Both of ggml's kernels (per query with a float16 accumulator; tiled in float32) compute the
+    same softmax attention, to float16 precision."""
     rng = np.random.default_rng(7)
-    keys = rng.standard_normal((2, 9, 8)).astype(np.float16)
-    values = rng.standard_normal((2, 9, 8)).astype(np.float16)
-    q = rng.standard_normal((4, 6, 8)).astype(np.float32)
-    q_pos = np.array([5, 6, 7, 8])
-    got = attention(q, keys, values, q_pos, 0.35, window)
-    np.testing.assert_allclose(got, _naive_attention(q, keys, values, q_pos, 0.35, window), atol=2e-3)
+    n_cells = 150  # several 64-key tiles
+    keys = rng.standard_normal((2, n_cells, 80)).astype(np.float16)  # 80: a 64-step plus leftovers
+    values = rng.standard_normal((2, n_cells, 72)).astype(np.float16)
+    q_pos = np.array([0, 1, 63, 64, 65, 100, 149])
+    q = rng.standard_normal((len(q_pos), 6, 80)).astype(np.float32)
+    got = attention(q, keys, values, q_pos, 0.35, window, tiled=tiled)
+    # the per-query kernel rounds its running sum to float16 after every key, as ggml's does
+    tolerance = 2e-3 if tiled else 1e-2
+    np.testing.assert_allclose(got, _naive_attention(q, keys, values, q_pos, 0.35, window), atol=tolerance)

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lamina.kernels.attention import attend_one, attention
+from lamina.kernels.attention import TILE as ATTENTION_TILE
+from lamina.kernels.attention import attention
 
 from .kv_cache import KVCache
 
@@ -77,11 +78,7 @@ class ForwardState:
         out = np.empty((q.shape[0], n_head * head_dim_v), dtype=np.float32)
         for g in self.groups:
             self.kv.store(layer, g.seq, g.positions, k[g.rows], v[g.rows])
-            n_cells = int(g.positions[-1]) + 1
-            if len(g.rows) == 1:  # generation: the compiled single-query path
-                out[g.rows] = attend_one(q[g.rows[0]], self.kv.k[layer][g.seq], self.kv.v[layer][g.seq],
-                                         n_cells - 1, scale, window, softcap)
-            else:
-                out[g.rows] = attention(q[g.rows], self.kv.keys(layer, g.seq, n_cells),
-                                        self.kv.values(layer, g.seq, n_cells), g.positions, scale, window, softcap)
+            # ggml chooses its attention kernel by the size of the whole micro-batch
+            out[g.rows] = attention(q[g.rows], self.kv.k[layer][g.seq], self.kv.v[layer][g.seq], g.positions,
+                                    scale, window, softcap, tiled=len(self.positions) >= ATTENTION_TILE)
         return out

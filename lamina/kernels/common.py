@@ -61,6 +61,7 @@ def _binary_i32(op):
 
 
 and32 = _binary_i32("and_")
+add32 = _binary_i32("add")
 or32 = _binary_i32("or_")
 shr32 = _binary_i32("lshr")  # logical shift right
 shl32 = _binary_i32("shl")
@@ -77,3 +78,18 @@ def i32(typingctx, a):
         return _as_i32(builder, args[0], signature.args[0])
 
     return types.int32(a), codegen
+
+
+@intrinsic
+def fma32(typingctx, a, b, c):
+    """a * b + c in float32 with a single rounding (LLVM's fma intrinsic: a hardware FMA), which
+    is how GCC compiles ggml's contracted expressions and its FMA intrinsics."""
+    if not all(t == types.float32 for t in (a, b, c)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        f = ir.FloatType()
+        fn = builder.module.declare_intrinsic("llvm.fma", [f], ir.FunctionType(f, [f, f, f]))
+        return builder.call(fn, args)
+
+    return types.float32(types.float32, types.float32, types.float32), codegen

@@ -9,12 +9,14 @@ as the NumPy reference in :mod:`lamina.models.layers` (which they are tested aga
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
-from lamina.quants.common import bits_f32, fp32_to_fp16
+from lamina.quants.common import bits_f32, f32_bits32, fp32_to_fp16
 
-from .common import F32, FAST, and32, shl32
+from .common import F32, FAST, add32, and32, fma32, shl32, shr32
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -25,21 +27,26 @@ def h2f(h):
     return -mag if and32(h, 0x8000) else mag
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, inline="always", error_model="numpy")
 def f2h_round(x):
-    """x rounded to float16 and back, as ggml's FP32_TO_FP16 then FP16_TO_FP32."""
-    h = fp32_to_fp16(x)
-    return h2f(h)
+    """x rounded to float16 precision (nearest, ties to even) and kept as float32, as ggml's
+    FP32_TO_FP16 then FP16_TO_FP32 give it; vectorizable. Values beyond float16's range are not
+    turned into infinity (attention's accumulators never get there)."""
+    b = f32_bits32(x)
+    if and32(b, 0x7FFFFFFF) < 0x38800000:  # below 2**-14: float16 subnormals, multiples of 2**-24
+        return F32(np.rint(x * F32(16777216.0))) * F32(5.9604644775390625e-08)
+    return bits_f32(and32(add32(add32(b, 0x0FFF), and32(shr32(b, 13), 1)), -8192))
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def rms_norm_rows(x, weight, eps, out):
-    """out = x / sqrt(mean(x²) + eps) * weight, the mean accumulated in double as ggml does."""
+    """out = x / sqrt(mean(x²) + eps) * weight, exactly as ggml_rms_norm then ggml_mul: the squares
+    in float, summed in order in double, the scale in float."""
     n = x.shape[1]
     for i in range(x.shape[0]):
         s = 0.0
         for j in range(n):
-            s += np.float64(x[i, j]) * np.float64(x[i, j])
+            s += np.float64(x[i, j] * x[i, j])
         scale = F32(1.0) / np.sqrt(F32(s / n) + F32(eps))
         for j in range(n):
             out[i, j] = x[i, j] * scale * weight[j]
@@ -68,22 +75,42 @@ def geglu_rows(gate, up, table, out):
             out[i, j] = y * up[i, j]
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def rope_rows(x, cos, sin, n_rot, neox):
-    """Rotate the first ``n_rot`` values of every head of x (tokens, heads, head_dim) in place."""
+    """Rotate the first ``n_rot`` values of every head of x (tokens, heads, head_dim) in place:
+    pairs (i, i + n_rot/2) in the NeoX layout, (2i, 2i + 1) otherwise; rounded as ggml's rope."""
     half = n_rot // 2
     for t in range(x.shape[0]):
         for h in range(x.shape[1]):
             for i in range(half):
                 c = cos[t, i]
                 s = sin[t, i]
-                if neox:
-                    a = x[t, h, i]
-                    b = x[t, h, i + half]
-                    x[t, h, i] = a * c - b * s
-                    x[t, h, i + half] = a * s + b * c
-                else:
-                    a = x[t, h, 2 * i]
-                    b = x[t, h, 2 * i + 1]
-                    x[t, h, 2 * i] = a * c - b * s
-                    x[t, h, 2 * i + 1] = a * s + b * c
+                i0 = i if neox else 2 * i
+                i1 = i + half if neox else 2 * i + 1
+                a = x[t, h, i0]
+                b = x[t, h, i1]
+                x[t, h, i0] = fma32(a, c, -(b * s))  # GCC contracts ggml's a*c - b*s this way
+                x[t, h, i1] = fma32(a, s, b * c)
+
+
+@njit(cache=True, error_model="numpy")
+def rope_cache(positions, base, n_rot, freq_scale, freq_factors, ext_factor, corr_low, corr_high, attn_factor,
+               cos, sin):
+    """ggml's rope cache (ggml_rope_cache_init and rope_yarn) in float32 with libm's powf, cosf and
+    sinf, so the rotation matches llama.cpp's to the bit. ``freq_factors`` may be empty."""
+    theta_scale = math.pow(np.float32(base), np.float32(-2.0) / np.float32(n_rot))
+    for p in range(positions.shape[0]):
+        theta = np.float32(positions[p])
+        for i in range(n_rot // 2):
+            ff = freq_factors[i] if freq_factors.shape[0] else F32(1.0)
+            extrap = theta / ff
+            angle = F32(freq_scale) * extrap
+            mscale = F32(attn_factor)
+            if ext_factor != 0.0:
+                y = (F32(i) - F32(corr_low)) / max(F32(0.001), F32(corr_high) - F32(corr_low))
+                ramp = (F32(1.0) - min(F32(1.0), max(F32(0.0), y))) * F32(ext_factor)
+                angle = angle * (F32(1.0) - ramp) + extrap * ramp
+                mscale *= F32(1.0) + F32(0.1) * math.log(F32(1.0) / F32(freq_scale))
+            cos[p, i] = math.cos(angle) * mscale
+            sin[p, i] = math.sin(angle) * mscale
+            theta = theta * theta_scale

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lamina.kernels.elementwise import geglu_rows, rms_norm_rows, rope_rows, swiglu_rows
+from lamina.kernels.elementwise import geglu_rows, rms_norm_rows, rope_cache, rope_rows, swiglu_rows
 
 
 def rms_norm(x: np.ndarray, weight: np.ndarray | None, eps: float) -> np.ndarray:
@@ -96,22 +96,15 @@ class RopeConfig:
     n_ctx_orig: int = 0
 
     def cos_sin(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """cos and sin tables of shape (len(positions), n_rot // 2), as ggml's rope_yarn computes them."""
+        """cos and sin tables of shape (len(positions), n_rot // 2), computed as ggml's rope cache."""
         half = self.n_rot // 2
-        i = np.arange(half, dtype=np.float64)
-        inv_freq = np.float64(self.base) ** (-2.0 * i / self.n_rot)
-        if self.freq_factors is not None:
-            inv_freq = inv_freq / self.freq_factors[:half].astype(np.float64)
-        theta_extrap = positions.astype(np.float64)[:, None] * inv_freq[None, :]
-        theta = theta_extrap * self.freq_scale
-        mscale = self.attn_factor
-        if self.ext_factor != 0.0:
-            low, high = self._yarn_corr_dims()
-            y = (i - low) / max(0.001, high - low)  # ggml's rope_yarn_ramp at i0 = 2i
-            ramp = (1.0 - np.clip(y, 0.0, 1.0)) * self.ext_factor
-            theta = theta * (1.0 - ramp) + theta_extrap * ramp
-            mscale *= 1.0 + 0.1 * np.log(1.0 / self.freq_scale)
-        return (np.cos(theta) * mscale).astype(np.float32), (np.sin(theta) * mscale).astype(np.float32)
+        cos = np.empty((len(positions), half), np.float32)
+        sin = np.empty((len(positions), half), np.float32)
+        factors = np.zeros(0, np.float32) if self.freq_factors is None else self.freq_factors.astype(np.float32)
+        low, high = self._yarn_corr_dims() if self.ext_factor != 0.0 else (0.0, 0.0)
+        rope_cache(np.asarray(positions, np.int64), float(self.base), self.n_rot, float(self.freq_scale), factors,
+                   float(self.ext_factor), float(low), float(high), float(self.attn_factor), cos, sin)
+        return cos, sin
 
     def _yarn_corr_dims(self) -> tuple[float, float]:
         def corr_dim(n_rot_frac):
