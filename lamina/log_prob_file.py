@@ -1,7 +1,8 @@
 """The base model's log-probabilities, saved for a later KL-divergence run.
 
-The layout is llama-perplexity's ``--kl-divergence-base`` file, byte for byte, so files
-made by either tool work with the other (all numbers little-endian):
+The layout is that of llama-perplexity's ``--kl-divergence-base`` file (read from
+tools/perplexity/perplexity.cpp), and the rows are encoded with its arithmetic, so files
+made by either tool are meant to work with the other (all numbers little-endian):
 
     "_logits_"                       8 bytes of magic
     n_ctx    uint32                  tokens per chunk

@@ -21,10 +21,10 @@ KL-divergence against a base model (e.g. the F16 file) takes two runs:
   lamina perplexity -m base-f16.gguf -f text.txt -c 512 --kl-divergence-base base.kld
   lamina perplexity -m model-q4_k_m.gguf --kl-divergence-base base.kld --kl-divergence
 The second run reads the tokens and n_ctx from the file (-f is not needed; -c, if given,
-must match). The file is llama-perplexity's --kl-divergence-base format byte for byte
+must match). The file has the layout of llama-perplexity's --kl-divergence-base file
 ("_logits_" magic, then n_ctx, n_vocab, n_chunk, the tokens and every scored token's
-log-probabilities in 16 bits per vocabulary entry), so files from either tool work with
-the other. It is large: about 2 * n_vocab bytes per scored token (smollm2 on a 7.5k-token
+log-probabilities in 16 bits per vocabulary entry, encoded as llama-perplexity encodes
+them), so files from either tool are meant to work with the other. It is large: about 2 * n_vocab bytes per scored token (smollm2 on a 7.5k-token
 text at -c 512: 351 MB).
 """
 
@@ -32,7 +32,7 @@ text at -c 512: 351 MB).
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lamina perplexity", epilog=_KLD_EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                description="Perplexity of a model on a text file, computed as llama-perplexity does; "
+                                description="Perplexity of a model on a text file, computed as llama-perplexity does;\n"
                                             "or the KL-divergence of a model's predictions from a base model's.")
     add_model_options(p, ctx_default=DEFAULT_CTX)
     p.set_defaults(ctx_size=None)  # None: not given (the KL-divergence pass then takes the file's n_ctx)
