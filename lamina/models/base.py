@@ -117,9 +117,9 @@ class DecoderModel:
         self.token_embd = tok
         self.n_vocab = int(tok.shape[1])
         self.output_norm = self.weights.vector("output_norm.weight", self.n_embd)
-        out = self.weights.get("output.weight", (self.n_embd, self.n_vocab), required=False)
         # no output tensor: the embeddings are tied
-        self.output = Linear(out if out is not None else tok, self.weights.vector("output.bias", self.n_vocab, False))
+        name = "output" if self.weights.has("output.weight") else "token_embd"
+        self.output = self.weights.linear(name, self.n_embd, self.n_vocab, bias=True)
         self._check_block_count()
 
     def _check_block_count(self) -> None:
