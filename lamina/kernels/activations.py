@@ -83,6 +83,82 @@ def _round_q8_K(x, out):
         round_block_q8_K(x, t // nb, (t % nb) * 256, out)
 
 
+# -- the quantized activations themselves (integers and scales), as ggml's kernels read them ----
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _q8_0_block(x, i, o, q):
+    """quantize_row_q8_0 / q8_1 (AVX path) for x[i, o:o+32] into q; returns (amax / 127, the
+    unrounded scale)."""
+    amax = F32(0.0)
+    for j in range(32):
+        a = abs(x[i, o + j])
+        if a > amax:
+            amax = a
+    idv = F32(127.0) / amax if amax != 0 else F32(0.0)
+    for j in range(32):
+        q[i, o + j] = np.int8(np.rint(x[i, o + j] * idv))
+    return amax / F32(127.0)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def quantize_q8_0(x, q, d):
+    """Q8_0 activations: q (N, n) int8 and d (N, n/32) float32 (the f16 scale, widened)."""
+    nb = x.shape[1] // 32
+    for t in prange(x.shape[0] * nb):
+        i = t // nb
+        b = t % nb
+        d[i, b] = fp16_to_fp32(fp32_to_fp16(_q8_0_block(x, i, b * 32, q)))
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def quantize_q8_1(x, q, d, s):
+    """Q8_1 activations: Q8_0's q and d, and s = f16(d · Σq) with the unrounded d (quantize_row_q8_1)."""
+    nb = x.shape[1] // 32
+    for t in prange(x.shape[0] * nb):
+        i = t // nb
+        b = t % nb
+        dd = _q8_0_block(x, i, b * 32, q)
+        total = 0
+        for j in range(32):
+            total += np.int32(q[i, b * 32 + j])
+        d[i, b] = fp16_to_fp32(fp32_to_fp16(dd))
+        s[i, b] = fp16_to_fp32(fp32_to_fp16(dd * F32(total)))
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def quantize_q8_K(x, q, d, bsums):
+    """Q8_K activations (quantize_row_q8_K_ref): q (N, n) int8, d (N, n/256) float32, bsums (N, n/16)
+    int32. ggml_quantize_mat_q8_K_4x8 (the repacked Q4_K path) gives the same values, or all of q, d
+    and bsums negated when the largest magnitude occurs with both signs, which no product notices."""
+    nb = x.shape[1] // 256
+    for t in prange(x.shape[0] * nb):
+        i = t // nb
+        o = (t % nb) * 256
+        amax = F32(0.0)
+        vmax = F32(0.0)
+        for j in range(256):
+            a = abs(x[i, o + j])
+            if a > amax:
+                amax = a
+                vmax = x[i, o + j]
+        if amax == 0:
+            d[i, t % nb] = 0
+            for j in range(256):
+                q[i, o + j] = 0
+        else:
+            iscale = F32(-127.0) / vmax
+            d[i, t % nb] = F32(1.0) / iscale
+            for j in range(256):
+                v = np.rint(iscale * x[i, o + j])
+                q[i, o + j] = np.int8(min(v, F32(127.0)))
+        for g in range(16):
+            total = 0
+            for j in range(16):
+                total += np.int32(q[i, o + 16 * g + j])
+            bsums[i, o // 16 + g] = total
+
+
 def round_activations(x: np.ndarray, kind: str | None) -> np.ndarray:
     """``x`` (rows, n) as ggml's dot product for ``kind`` sees it: "q8_0", "q8_K", "f16", "bf16" or None."""
     if kind is None or x.shape[0] == 0:

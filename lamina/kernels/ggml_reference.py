@@ -1,0 +1,390 @@
+"""ggml's matrix-product arithmetic, written out one output value at a time.
+
+llama.cpp (x86, AVX-512 + VNNI build) does not compute ``x @ W.T`` in one way: each weight
+type and batch size picks a kernel, and each kernel sums its float32 partial results in its
+own order. The integer parts (8-bit activations times the weight's small integers) are exact
+whatever the order; the float parts are not, so matching llama.cpp bit for bit means
+repeating, per output value, the same float operations in the same order. These scalar
+functions state that order plainly; the fast kernels in :mod:`.legacy` and :mod:`.kquants`
+must give the same bits, and the tests hold them to it.
+
+The kernels, by weight type (activations quantized as in :mod:`.activations`):
+
+* Q8_0, Q5_0, Q4_0 with Q8_0 activations — ``ggml_vec_dot_*_q8_0`` (one token) and
+  llamafile's ``tinyBLAS_Q0_AVX`` (two or more) do the same thing: eight float lanes, lane k
+  of each 32-value block adds ``fma(d_w·d_x, float(Σ of the 4 products 4k..4k+3), lane)``,
+  then ``hsum_float_8`` adds the lanes as ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)).
+  (Q4_0 weights with a row count divisible by 8 are repacked by ggml instead; not stated here.)
+* Q4_1 with Q8_1 activations — ``ggml_vec_dot_q4_1_q8_1`` for every batch size: the same lanes
+  over the unsigned nibbles, plus a separate running ``fma(m, s, summs)`` over the blocks
+  (``s`` is the Q8_1 block's f16 ``d·Σq``), added after the lane sum.
+* Q6_K with Q8_K activations — fewer than 8 tokens: ``ggml_vec_dot_q6_K_q8_K``: per 256-value
+  block eight integer lanes (lane k: bytes 4k..4k+3 of each 32-value run, scaled by their
+  16-value sub-block's scale, minus 32·(bsum·scale) of sub-blocks 2k and 2k+1), each added
+  as ``fma(d_x·d_w, float(lane), acc)``, then ``hsum_float_8``. 8 tokens or more: the tiled
+  kernel (ggml-cpu/tiled): per block the exact integer ``S = Σ scale·Σ(q-32)·x``, then
+  ``acc = fma(float(S)·d_w, d_x, acc)``.
+* Q4_K with Q8_K activations, row count divisible by 8 (repacked to q4_K_8x8): tokens in
+  groups of four go through ``ggml_gemm_q4_K_8x8_q8_K`` (per 64 values: ``acc = fma(float(I),
+  d_w·d_x, acc)`` and ``accm = fma(float(M), dmin_w·d_x, accm)``, result ``acc - accm``), the
+  last ``N % 4`` tokens through ``ggml_gemv_q4_K_8x8_q8_K`` (the same per whole 256-value
+  block). Other row counts: ``ggml_vec_dot_q4_K_q8_K`` below 8 tokens (lanes, plus four
+  minimum lanes), the tiled kernel from 8 on.
+
+``I`` and ``S`` are integers that can exceed 2^24, so their conversion to float32 rounds;
+everything here converts int32 to float32 exactly as the hardware does (round to nearest).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from lamina.quants.common import fp16_to_fp32
+
+from .common import F32, fma32
+
+# -- weights decoded to integers and float scales (one row per weight row) ----------------------
+
+
+@njit(cache=True, error_model="numpy")
+def _f16(raw, r, o):
+    return fp16_to_fp32(np.int64(raw[r, o]) | (np.int64(raw[r, o + 1]) << 8))
+
+
+@njit(cache=True, error_model="numpy")
+def decode_legacy(raw, kind):
+    """Q8_0 / Q5_0 / Q4_0 / Q4_1 rows as (values int16 (rows, n), d, m) with values as the dot product
+    sees them: signed for Q8_0 (q), Q5_0 (q-16), Q4_0 (q-8); unsigned nibbles for Q4_1."""
+    size = (34, 22, 18, 20)[kind]
+    rows = raw.shape[0]
+    nb = raw.shape[1] // size
+    w = np.empty((rows, nb * 32), np.int16)
+    d = np.empty((rows, nb), np.float32)
+    m = np.zeros((rows, nb), np.float32)
+    for r in range(rows):
+        for b in range(nb):
+            o = b * size
+            d[r, b] = _f16(raw, r, o)
+            if kind == 0:
+                for j in range(32):
+                    w[r, b * 32 + j] = np.int16(np.int8(raw[r, o + 2 + j]))
+            elif kind == 1:
+                qh = (np.int64(raw[r, o + 2]) | (np.int64(raw[r, o + 3]) << 8) | (np.int64(raw[r, o + 4]) << 16)
+                      | (np.int64(raw[r, o + 5]) << 24))
+                for j in range(16):
+                    q = np.int64(raw[r, o + 6 + j])
+                    w[r, b * 32 + j] = ((q & 15) | (((qh >> j) & 1) << 4)) - 16
+                    w[r, b * 32 + 16 + j] = ((q >> 4) | (((qh >> (j + 16)) & 1) << 4)) - 16
+            else:
+                qo = 2 if kind == 2 else 4
+                if kind == 3:
+                    m[r, b] = _f16(raw, r, o + 2)
+                off = 8 if kind == 2 else 0
+                for j in range(16):
+                    q = np.int64(raw[r, o + qo + j])
+                    w[r, b * 32 + j] = (q & 15) - off
+                    w[r, b * 32 + 16 + j] = (q >> 4) - off
+    return w, d, m
+
+
+LEGACY_KIND = {"Q8_0": 0, "Q5_0": 1, "Q4_0": 2, "Q4_1": 3}
+
+
+@njit(cache=True, error_model="numpy")
+def _scale_min_k4(raw, r, o, j):
+    if j < 4:
+        return np.int64(raw[r, o + j]) & 63, np.int64(raw[r, o + j + 4]) & 63
+    s = (np.int64(raw[r, o + j + 4]) & 0xF) | ((np.int64(raw[r, o + j - 4]) >> 6) << 4)
+    m = (np.int64(raw[r, o + j + 4]) >> 4) | ((np.int64(raw[r, o + j]) >> 6) << 4)
+    return s, m
+
+
+@njit(cache=True, error_model="numpy")
+def decode_q4_K(raw):
+    """Q4_K rows: nibbles (rows, n), d and dmin per 256 values, 6-bit scales and mins per 32."""
+    rows = raw.shape[0]
+    nb = raw.shape[1] // 144
+    q = np.empty((rows, nb * 256), np.int16)
+    d = np.empty((rows, nb), np.float32)
+    dmin = np.empty((rows, nb), np.float32)
+    sc = np.empty((rows, nb * 8), np.int16)
+    mn = np.empty((rows, nb * 8), np.int16)
+    for r in range(rows):
+        for b in range(nb):
+            o = b * 144
+            d[r, b] = _f16(raw, r, o)
+            dmin[r, b] = _f16(raw, r, o + 2)
+            for j in range(8):
+                s, m = _scale_min_k4(raw, r, o + 4, j)
+                sc[r, b * 8 + j] = s
+                mn[r, b * 8 + j] = m
+            for c in range(4):
+                for l in range(32):
+                    v = np.int64(raw[r, o + 16 + c * 32 + l])
+                    q[r, b * 256 + c * 64 + l] = v & 15
+                    q[r, b * 256 + c * 64 + 32 + l] = v >> 4
+    return q, d, dmin, sc, mn
+
+
+@njit(cache=True, error_model="numpy")
+def decode_q6_K(raw):
+    """Q6_K rows: unsigned 6-bit values (rows, n), d per 256 values, signed scales per 16."""
+    rows = raw.shape[0]
+    nb = raw.shape[1] // 210
+    q = np.empty((rows, nb * 256), np.int16)
+    d = np.empty((rows, nb), np.float32)
+    sc = np.empty((rows, nb * 16), np.int16)
+    for r in range(rows):
+        for b in range(nb):
+            o = b * 210
+            d[r, b] = _f16(raw, r, o + 208)
+            for j in range(16):
+                sc[r, b * 16 + j] = np.int8(raw[r, o + 192 + j])
+            for h in range(2):
+                for l in range(32):
+                    a = np.int64(raw[r, o + 64 * h + l])
+                    c = np.int64(raw[r, o + 64 * h + l + 32])
+                    hb = np.int64(raw[r, o + 128 + 32 * h + l])
+                    base = b * 256 + 128 * h + l
+                    q[r, base] = (a & 15) | ((hb & 3) << 4)
+                    q[r, base + 32] = (c & 15) | (((hb >> 2) & 3) << 4)
+                    q[r, base + 64] = (a >> 4) | (((hb >> 4) & 3) << 4)
+                    q[r, base + 96] = (c >> 4) | (((hb >> 6) & 3) << 4)
+    return q, d, sc
+
+
+# -- the per-kernel arithmetic ----------------------------------------------------------------
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def hsum8(a):
+    """hsum_float_8: (a0+a4, a1+a5, a2+a6, a3+a7) folded as (r0+r2) + (r1+r3)."""
+    r0 = a[0] + a[4]
+    r1 = a[1] + a[5]
+    r2 = a[2] + a[6]
+    r3 = a[3] + a[7]
+    return (r0 + r2) + (r1 + r3)
+
+
+@njit(cache=True, error_model="numpy")
+def ref_lanes_q8_0(w, wd, xq, xd, out):
+    """Q8_0 / Q5_0 / Q4_0 weight ``w`` (signed values) times Q8_0 activations: out (N, rows)."""
+    rows, n = w.shape
+    acc = np.zeros(8, np.float32)
+    for t in range(xq.shape[0]):
+        for r in range(rows):
+            acc[:] = 0
+            for b in range(n // 32):
+                d = wd[r, b] * xd[t, b]
+                for k in range(8):
+                    s = 0
+                    for i in range(4):
+                        j = b * 32 + 4 * k + i
+                        s += np.int32(w[r, j]) * np.int32(xq[t, j])
+                    acc[k] = fma32(d, F32(s), acc[k])
+            out[t, r] = hsum8(acc)
+
+
+@njit(cache=True, error_model="numpy")
+def ref_q4_1(w, wd, wm, xq, xd, xs, out):
+    """Q4_1 (unsigned nibbles ``w``, scale, minimum) times Q8_1 activations (``xs``: the blocks' f16 sums)."""
+    rows, n = w.shape
+    acc = np.zeros(8, np.float32)
+    for t in range(xq.shape[0]):
+        for r in range(rows):
+            acc[:] = 0
+            summs = F32(0)
+            for b in range(n // 32):
+                summs = fma32(wm[r, b], xs[t, b], summs)
+                d = wd[r, b] * xd[t, b]
+                for k in range(8):
+                    s = 0
+                    for i in range(4):
+                        j = b * 32 + 4 * k + i
+                        s += np.int32(w[r, j]) * np.int32(xq[t, j])
+                    acc[k] = fma32(d, F32(s), acc[k])
+            out[t, r] = hsum8(acc) + summs
+
+
+@njit(cache=True, error_model="numpy")
+def ref_q6_K_vec(q, wd, sc, xq, xd, bsums, out):
+    """ggml_vec_dot_q6_K_q8_K (fewer than 8 tokens)."""
+    rows, n = q.shape
+    acc = np.zeros(8, np.float32)
+    for t in range(xq.shape[0]):
+        for r in range(rows):
+            acc[:] = 0
+            for b in range(n // 256):
+                d = xd[t, b] * wd[r, b]
+                for k in range(8):
+                    s = 0
+                    for v in range(8):
+                        scale = np.int32(sc[r, b * 16 + 2 * v + (1 if k >= 4 else 0)])
+                        p = 0
+                        for i in range(4):
+                            j = b * 256 + 32 * v + 4 * k + i
+                            p += np.int32(q[r, j]) * np.int32(xq[t, j])
+                        s += scale * p
+                    bias = (np.int32(bsums[t, b * 16 + 2 * k]) * np.int32(sc[r, b * 16 + 2 * k])
+                            + np.int32(bsums[t, b * 16 + 2 * k + 1]) * np.int32(sc[r, b * 16 + 2 * k + 1]))
+                    s -= 32 * bias
+                    acc[k] = fma32(d, F32(s), acc[k])
+            out[t, r] = hsum8(acc)
+
+
+@njit(cache=True, error_model="numpy")
+def ref_q6_K_tiled(q, wd, sc, xq, xd, out):
+    """The tiled kernel for Q6_K (8 tokens or more)."""
+    rows, n = q.shape
+    for t in range(xq.shape[0]):
+        for r in range(rows):
+            acc = F32(0)
+            for b in range(n // 256):
+                s = 0
+                for g in range(16):
+                    p = 0
+                    for i in range(16):
+                        j = b * 256 + 16 * g + i
+                        p += (np.int32(q[r, j]) - 32) * np.int32(xq[t, j])
+                    s += np.int32(sc[r, b * 16 + g]) * p
+                acc = fma32(F32(s) * wd[r, b], xd[t, b], acc)
+            out[t, r] = acc
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _k4_sub(q, xq, r, t, j0):
+    p = 0
+    for i in range(32):
+        p += np.int32(q[r, j0 + i]) * np.int32(xq[t, j0 + i])
+    return p
+
+
+@njit(cache=True, error_model="numpy")
+def ref_q4_K_repacked(q, wd, wdmin, sc, mn, xq, xd, bsums, per_pair, out):
+    """q4_K_8x8 repack: ``per_pair`` = the gemm (a float step per 64 values), else the gemv (per 256)."""
+    rows, n = q.shape
+    for t in range(xq.shape[0]):
+        for r in range(rows):
+            acc = F32(0)
+            accm = F32(0)
+            for b in range(n // 256):
+                dd = wd[r, b] * xd[t, b]
+                dm = wdmin[r, b] * xd[t, b]
+                it = 0
+                mt = 0
+                for p in range(4):
+                    i = 0
+                    m = 0
+                    for h in range(2):
+                        s = b * 8 + 2 * p + h
+                        i += np.int32(sc[r, s]) * _k4_sub(q, xq, r, t, s * 32)
+                        m += np.int32(mn[r, s]) * (np.int32(bsums[t, 2 * s]) + np.int32(bsums[t, 2 * s + 1]))
+                    if per_pair:
+                        acc = fma32(F32(i), dd, acc)
+                        accm = fma32(F32(m), dm, accm)
+                    it += i
+                    mt += m
+                if not per_pair:
+                    acc = fma32(F32(it), dd, acc)
+                    accm = fma32(F32(mt), dm, accm)
+            out[t, r] = acc - accm
+
+
+@njit(cache=True, error_model="numpy")
+def ref_q4_K_vec(q, wd, wdmin, sc, mn, xq, xd, bsums, out):
+    """ggml_vec_dot_q4_K_q8_K (row counts not divisible by 8, fewer than 8 tokens)."""
+    rows, n = q.shape
+    acc = np.zeros(8, np.float32)
+    accm = np.zeros(4, np.float32)
+    for t in range(xq.shape[0]):
+        for r in range(rows):
+            acc[:] = 0
+            accm[:] = 0
+            for b in range(n // 256):
+                d = xd[t, b] * wd[r, b]
+                dmin = -xd[t, b] * wdmin[r, b]
+                for i in range(4):
+                    s0 = b * 8 + 2 * i
+                    prod = (np.int32(mn[r, s0]) * (np.int32(bsums[t, 2 * s0]) + np.int32(bsums[t, 2 * s0 + 1]))
+                            + np.int32(mn[r, s0 + 1]) * (np.int32(bsums[t, 2 * s0 + 2]) + np.int32(bsums[t, 2 * s0 + 3])))
+                    accm[i] = fma32(dmin, F32(prod), accm[i])
+                for k in range(8):
+                    s = 0
+                    for c in range(4):
+                        for h in range(2):
+                            sub = b * 8 + 2 * c + h
+                            p = 0
+                            for i in range(4):
+                                j = sub * 32 + 4 * k + i
+                                p += np.int32(q[r, j]) * np.int32(xq[t, j])
+                            s += np.int32(sc[r, sub]) * p
+                    acc[k] = fma32(d, F32(s), acc[k])
+            out[t, r] = hsum8(acc) + ((accm[0] + accm[2]) + (accm[1] + accm[3]))
+
+
+@njit(cache=True, error_model="numpy")
+def ref_q4_K_tiled(q, wd, wdmin, sc, mn, xq, xd, bsums, out):
+    """The tiled kernel for Q4_K weights that ggml does not repack (8 tokens or more)."""
+    rows, n = q.shape
+    for t in range(xq.shape[0]):
+        for r in range(rows):
+            acc = F32(0)
+            for b in range(n // 256):
+                s1 = 0
+                s2 = 0
+                for s in range(b * 8, b * 8 + 8):
+                    s1 += np.int32(sc[r, s]) * _k4_sub(q, xq, r, t, s * 32)
+                    s2 += np.int32(mn[r, s]) * (np.int32(bsums[t, 2 * s]) + np.int32(bsums[t, 2 * s + 1]))
+                res = fma32(-wdmin[r, b], F32(s2), F32(s1) * wd[r, b])
+                acc = fma32(res, xd[t, b], acc)
+            out[t, r] = acc
+
+
+# -- a whole product as llama.cpp's CPU backend would compute it ----------------------------------
+
+TILED_MIN_TOKENS = 8  # ggml_tiled_min_batch
+REPACK_GROUP = 4      # repacked gemm takes tokens four at a time, the rest go through the gemv
+
+
+def reference_matmul(type_name: str, raw: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``x @ W.T`` for weight blocks ``raw`` (rows, row bytes) of ``type_name``, with the kernel and
+    the float order llama.cpp uses for ``len(x)`` tokens in one call. Slow; for tests."""
+    from .activations import quantize_q8_0, quantize_q8_1, quantize_q8_K
+
+    x = np.ascontiguousarray(x, np.float32)
+    n_tok, n = x.shape
+    rows = raw.shape[0]
+    out = np.empty((n_tok, rows), np.float32)
+    xq = np.empty((n_tok, n), np.int8)
+    if type_name in LEGACY_KIND:
+        w, wd, wm = decode_legacy(raw, LEGACY_KIND[type_name])
+        xd = np.empty((n_tok, n // 32), np.float32)
+        if type_name == "Q4_1":
+            xs = np.empty_like(xd)
+            quantize_q8_1(x, xq, xd, xs)
+            ref_q4_1(w, wd, wm, xq, xd, xs, out)
+        else:
+            quantize_q8_0(x, xq, xd)
+            ref_lanes_q8_0(w, wd, xq, xd, out)
+        return out
+    xd = np.empty((n_tok, n // 256), np.float32)
+    bsums = np.empty((n_tok, n // 16), np.int32)
+    quantize_q8_K(x, xq, xd, bsums)
+    if type_name == "Q6_K":
+        q, wd, sc = decode_q6_K(raw)
+        (ref_q6_K_tiled(q, wd, sc, xq, xd, out) if n_tok >= TILED_MIN_TOKENS
+         else ref_q6_K_vec(q, wd, sc, xq, xd, bsums, out))
+        return out
+    if type_name == "Q4_K":
+        q, wd, wdmin, sc, mn = decode_q4_K(raw)
+        if rows % 8 == 0:
+            split = n_tok - n_tok % REPACK_GROUP
+            ref_q4_K_repacked(q, wd, wdmin, sc, mn, xq[:split], xd[:split], bsums[:split], True, out[:split])
+            ref_q4_K_repacked(q, wd, wdmin, sc, mn, xq[split:], xd[split:], bsums[split:], False, out[split:])
+        elif n_tok >= TILED_MIN_TOKENS:
+            ref_q4_K_tiled(q, wd, wdmin, sc, mn, xq, xd, bsums, out)
+        else:
+            ref_q4_K_vec(q, wd, wdmin, sc, mn, xq, xd, bsums, out)
+        return out
+    raise ValueError(f"no reference for {type_name}")
