@@ -31,12 +31,13 @@ from lamina import gguf
 from lamina.testing.models import model_path, shared_dir
 
 TYPES = ["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_K_S", "Q4_0", "Q3_K_M", "Q2_K", "IQ4_XS"]
-_STATS = {  # llama-perplexity's KL-divergence report line -> result key
-    "ppl": r"^Mean PPL\(Q\)\s*:\s*(\S+)",
-    "ppl_ratio": r"^Mean PPL\(Q\)/PPL\(base\)\s*:\s*(\S+)",
-    "mean_kld": r"^Mean\s+KLD:\s*(\S+)",
-    "same_top_p_percent": r"^Same top p:\s*(\S+)",
+_STATS = {  # llama-perplexity's KL-divergence report line -> result key (value and its ± uncertainty)
+    "ppl": r"^Mean PPL\(Q\)\s*:\s*(\S+)\s*±\s*(\S+)",
+    "ppl_ratio": r"^Mean PPL\(Q\)/PPL\(base\)\s*:\s*(\S+)\s*±\s*(\S+)",
+    "mean_kld": r"^Mean\s+KLD:\s*(\S+)\s*±\s*(\S+)",
+    "same_top_p_percent": r"^Same top p:\s*(\S+)\s*±\s*(\S+)",
 }
+COMPARED = ("ppl_ratio", "mean_kld", "same_top_p_percent")  # the quality columns checked against llama.cpp's
 
 
 def lamina(*args: str) -> str:
@@ -64,7 +65,26 @@ def parse_kld_report(text: str) -> dict[str, float]:
         if not m:
             raise SystemExit(f"no '{key}' line in the KL-divergence report:\n{text}")
         found[key] = float(m.group(1))
+        found[key + "_uncertainty"] = float(m.group(2))
     return found
+
+
+def differences_in_sigmas(results: dict[str, dict], reference: dict[str, dict]) -> list[tuple[float, str, str]]:
+    """|lamina - llama.cpp| over lamina's reported uncertainty, for every type and compared column, largest first.
+
+    The uncertainty is llama-perplexity's standard error of the mean over the text's
+    tokens; both tools score the same tokens, so this is a generous yardstick for
+    "within noise", and a difference of several of them means a real disagreement.
+    """
+    found = []
+    for name, r in results.items():
+        ref = reference.get(name, {}).get("vs_F16")
+        if not ref:
+            continue
+        for key in COMPARED:
+            unc = r[key + "_uncertainty"]
+            found.append((abs(r[key] - ref[key]) / unc if unc > 0 else float("inf"), name, key))
+    return sorted(found, reverse=True)
 
 
 def measure(workdir: Path, threads: int, n_ctx: int, types: list[str]) -> dict[str, dict]:
@@ -119,6 +139,9 @@ def main() -> int:
     p.add_argument("--types", default=",".join(TYPES), help="comma-separated quantization types")
     p.add_argument("--keep", metavar="DIR", default=None, help="work in DIR and keep the models and base file")
     p.add_argument("--json", metavar="FILE", default=None, help="also write the measurements to FILE")
+    p.add_argument("--check", metavar="SIGMAS", type=float, default=None,
+                   help="exit with status 1 if a quality column differs from llama.cpp's by more than SIGMAS times "
+                        "its reported uncertainty (e.g. 3)")
     args = p.parse_args()
     reference = json.loads((shared_dir() / "refdata" / "llamacpp" / "quantize-smollm2.json").read_text())["outputs"]
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="lamina-quant-quality-"))
@@ -134,6 +157,13 @@ def main() -> int:
     print(markdown_table(results, reference))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
+    sigmas = differences_in_sigmas(results, reference)
+    if sigmas:
+        worst, name, key = sigmas[0]
+        print(f"\nlargest difference from llama.cpp: {worst:.2f} x the reported uncertainty ({name}, {key})")
+        if args.check is not None and worst > args.check:
+            print(f"FAILED: more than {args.check} x", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -130,6 +130,10 @@ def _perplexity_main(args) -> int:
     except OSError as e:
         print(f"\nerror: cannot write {args.kl_divergence_base}: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted" + (f": {args.kl_divergence_base} was not written" if args.kl_divergence_base else ""),
+              file=sys.stderr)
+        return 130
     print()
     print(f"Final estimate: PPL = {result.ppl:.4f} +/- {result.uncertainty:.5f}")
     print(f"perplexity: {result.n_chunks} chunks in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
