@@ -12,7 +12,7 @@ import pytest
 
 from lamina.gguf import TensorInfo
 from lamina.kernels import Linear, fused_linear
-from lamina.kernels.activations import round_activations
+from lamina.kernels.activations import quantize_q8_1, round_activations
 from lamina.kernels.attention import attention
 from lamina.quants import dequantize, quantize
 
@@ -35,6 +35,24 @@ def make_weight(type_name: str, rows: int, n: int, seed: int = 0) -> tuple[Tenso
     return TensorInfo(f"w.{type_name}", (n, rows), type_name, 0, raw), dequantize(raw, type_name, (rows, n))
 
 
+def expected_product(x: np.ndarray, layer, weight: TensorInfo, dense: np.ndarray) -> np.ndarray:
+    """Dequantize-then-matmul against the activation as ggml rounds it. Q4_1/Q5_1 meet a Q8_1
+    activation, whose per-block sums ``s`` (multiplied by the weight's block minimums) are
+    float16-rounded on top of the rounded values: that part is added separately."""
+    xr = round_activations(x, layer.activation)
+    expected = xr @ dense.T
+    if layer.activation == "q8_1":
+        n_tok, n = x.shape
+        q = np.empty((n_tok, n), np.int8)
+        d = np.empty((n_tok, n // 32), np.float32)
+        s = np.empty_like(d)
+        quantize_q8_1(x, q, d, s)
+        np.testing.assert_array_equal(q * np.repeat(d, 32, axis=1), xr)
+        minimums = weight.data.reshape(dense.shape[0], n // 32, -1)[:, :, 2:4].copy().view(np.float16)[:, :, 0]
+        expected += (s - xr.reshape(n_tok, -1, 32).sum(axis=2)) @ minimums.astype(np.float32).T
+    return expected
+
+
 def block_multiple(type_name: str) -> int:
     return 256 if type_name.endswith("_K") or type_name.startswith(("IQ", "TQ")) and type_name != "IQ4_NL" else 32
 
@@ -47,7 +65,7 @@ def test_linear_matches_dequantize_then_matmul(type_name, n_inputs):
     weight, dense = make_weight(type_name, rows, n)
     layer = Linear(weight)
     x = np.random.default_rng(1).standard_normal((n_inputs, n)).astype(np.float32)
-    expected = round_activations(x, layer.activation) @ dense.T
+    expected = expected_product(x, layer, weight, dense)
     got = layer(x)
     assert got.shape == (n_inputs, rows)
     np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * np.abs(expected).max())
@@ -61,7 +79,7 @@ def test_large_and_odd_shapes(type_name):
     layer = Linear(weight)
     for n_inputs in (1, 2, 5, 40):
         x = np.random.default_rng(n_inputs).standard_normal((n_inputs, n)).astype(np.float32)
-        expected = round_activations(x, layer.activation) @ dense.T
+        expected = expected_product(x, layer, weight, dense)
         np.testing.assert_allclose(layer(x), expected, rtol=0, atol=2e-5 * np.abs(expected).max())
 
 

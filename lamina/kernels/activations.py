@@ -160,7 +160,9 @@ def quantize_q8_K(x, q, d, bsums):
 
 
 def round_activations(x: np.ndarray, kind: str | None) -> np.ndarray:
-    """``x`` (rows, n) as ggml's dot product for ``kind`` sees it: "q8_0", "q8_K", "f16", "bf16" or None."""
+    """``x`` (rows, n) as ggml's dot product for ``kind`` sees it: "q8_0", "q8_1", "q8_K", "f16", "bf16"
+    or None. Q8_1 has Q8_0's values; its block sums (used with Q4_1/Q5_1 minimums) are rounded to
+    float16 on top, which no rounding of ``x`` alone can express (see :func:`quantize_q8_1`)."""
     if kind is None or x.shape[0] == 0:
         return x
     if kind == "f16":
@@ -170,7 +172,7 @@ def round_activations(x: np.ndarray, kind: str | None) -> np.ndarray:
 
         return bf16_to_fp32_array(fp32_to_bf16_array(x)).reshape(x.shape)
     out = np.empty_like(x)
-    if kind == "q8_0" and x.shape[1] % 32 == 0:
+    if kind in ("q8_0", "q8_1") and x.shape[1] % 32 == 0:
         _round_q8_0(x, out)
     elif kind == "q8_K" and x.shape[1] % 256 == 0:
         _round_q8_K(x, out)

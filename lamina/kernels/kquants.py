@@ -1,9 +1,20 @@
-"""Kernels for the k-quant super-block formats Q4_K, Q5_K and Q6_K.
+"""Kernels for the k-quant formats Q4_K and Q6_K exact to llama.cpp; Q5_K (approximate) as before.
 
-Repacked like the legacy formats: each row's quants contiguous, the super-block
-headers (float16 ``d``/``dmin``, packed 6-bit sub-block scales, fifth or high bits) in
-arrays of their own, the same bytes as the file. A row's sub-block scales and minimums
-are decoded into small float buffers first, then one vectorizable loop walks the row.
+What llama.cpp computes for these (see :mod:`.ggml_reference`) depends on the batch:
+
+* Q6_K — fewer than 8 tokens: ``ggml_vec_dot_q6_K_q8_K`` (eight integer lanes per block, each
+  scaled and added with its own float FMA, then ``hsum_float_8``); 8 tokens or more: the tiled
+  kernel (one exact integer per 256-value block, ``fma(float(S)·d_w, d_x, acc)``).
+* Q4_K with a row count divisible by 8 (ggml repacks it to q4_K_8x8): tokens in groups of four
+  take the gemm (one float step per 64 values), the last ``N % 4`` tokens the gemv (one per 256).
+  Other row counts use the vec_dot (below 8 tokens) or the tiled kernel, stated in
+  :mod:`.ggml_reference` and computed there (slow; no real model has such a Q4_K weight).
+
+Layout, as for the legacy formats: 16 rows per group, and per 256-value block each run of 4
+values ("lane") of the 16 rows as 64 contiguous bytes, so one ``vdpbusd`` (:mod:`.simd`) forms
+a lane's integer sum for 16 rows. The quants stay in the file's packing (nibbles and high bits,
+4-byte words of 16 rows interleaved; same size as the file) and are widened per group, once per
+call, into a small buffer that every token of the batch then reads.
 """
 
 from __future__ import annotations
@@ -11,21 +22,224 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .activations import round_rows_q8_K, split_halves
+from .activations import quantize_q8_K, round_rows_q8_K, split_halves
 from .common import F16_TO_F32, F32, FAST, ROW_CHUNK, and32, n_chunks, or32, shl32, shr32
+from .legacy import GROUP, LANE_BYTES, _interleave
+from .simd import (vadd_i, vand_i, vbcast_i, vcvt, vdpbusd, vfma, vhsum8, vload_f, vload_f16, vload_i,
+                   vload_s8, vload_u8, vmul_f, vmul_i, vor_i, vsll_i, vsplat_f, vsplat_i, vsra_i, vsrl_i,
+                   vstore_f, vstore_i, vsub_f, vsub_i, vzero_f, vzero_i)
 
 QK_K = 256
+LANES = QK_K // 4  # 4-value lanes per block
+BLOCK_SCRATCH = LANES * LANE_BYTES  # widened bytes of one block of a 16-row group
+TILED_MIN_TOKENS = 8  # ggml_tiled_min_batch
+REPACK_GROUP = 4  # the q4_K_8x8 gemm takes tokens four at a time
+TOKEN_CHUNK = 64
 
 
-def _fields(raws, n, block_bytes, spans):
+# -- activations ----------------------------------------------------------------------------------
+
+
+class KActivations:
+    """Q8_K activations (quantize_q8_K) as the kernels index them: flat arrays."""
+
+    def __init__(self, x: np.ndarray):
+        n_tok, n = x.shape
+        nb = n // QK_K
+        self.n_tok, self.n = n_tok, n
+        xq = np.empty((n_tok, n), np.int8)
+        xd = np.empty((n_tok, nb), np.float32)
+        bsums = np.empty((n_tok, n // 16), np.int32)
+        quantize_q8_K(x, xq, xd, bsums)
+        self.xq = xq.reshape(-1).view(np.uint8)
+        self.xd = xd.reshape(-1)
+        self.bs16 = bsums.reshape(-1)
+        self.bsums = bsums
+
+    def bias32(self) -> np.ndarray:
+        """-32 · (each 16-value sum): the Q6_K offset of every sub-block (tiled kernel)."""
+        return (np.int32(-32) * self.bs16).astype(np.int32)
+
+    def sums32(self) -> np.ndarray:
+        """Each 32-value sum, as float32 (exact), for the Q4_K minimums."""
+        return (self.bsums[:, 0::2] + self.bsums[:, 1::2]).astype(np.float32).reshape(-1)
+
+
+# -- Q6_K -------------------------------------------------------------------------------------------
+
+
+@njit(cache=True, error_model="numpy")
+def _widen_q6_K(ql, qh, sc, d, g, nb, w, scales, dv):
+    """Group ``g``: values 0..63 per byte into ``w`` ([block][lane][16 rows][4]), scales as int32
+    lanes ([block][sub-block][16]), d as float32 ([block][16])."""
+    low = vsplat_i(0x0F0F0F0F)
+    for b in range(nb):
+        gb = g * nb + b
+        for h in range(2):
+            for c in range(2):
+                for i in range(8):
+                    v = vload_i(ql, (gb * 32 + 16 * h + 8 * c + i) * LANE_BYTES)
+                    hb = vload_i(qh, (gb * 16 + 8 * h + i) * LANE_BYTES)
+                    lane = 32 * h + 8 * c + i
+                    lo = vor_i(vand_i(v, low), vsll_i(vand_i(vsrl_i(hb, 2 * c), vsplat_i(0x03030303)), 4))
+                    hi = vor_i(vand_i(vsrl_i(v, 4), low), vsll_i(vand_i(vsrl_i(hb, 4 + 2 * c), vsplat_i(0x03030303)), 4))
+                    vstore_i(w, (b * LANES + lane) * LANE_BYTES, lo)
+                    vstore_i(w, (b * LANES + lane + 16) * LANE_BYTES, hi)
+        for s in range(16):
+            vstore_i(scales, (b * 16 + s) * GROUP, vload_s8(sc, (gb * 16 + s) * GROUP))
+        vstore_f(dv, b * GROUP, vload_f16(d, gb * GROUP))
+
+
+@njit(cache=True, inline="always")
+def _q6_vec_lane(k, w, scales, xq, bs16, b, xo, tb):
+    """Lane k of ggml_vec_dot_q6_K_q8_K for one block and 16 rows (exact int32)."""
+    hi = 1 if k >= 4 else 0
+    s = vzero_i()
+    for v in range(8):
+        p = vdpbusd(vzero_i(), vload_i(w, (b * LANES + 8 * v + k) * LANE_BYTES), vbcast_i(xq, xo + 32 * v + 4 * k))
+        # |p| < 2^15: the product with the 8-bit scale is one 16-bit multiply-add (vpmaddwd)
+        s = vadd_i(s, vmul_i(vsra_i(vsll_i(p, 16), 16), vload_i(scales, (b * 16 + 2 * v + hi) * GROUP)))
+    bias = vadd_i(vmul_i(vbcast_i(bs16, tb * 16 + 2 * k), vload_i(scales, (b * 16 + 2 * k) * GROUP)),
+                  vmul_i(vbcast_i(bs16, tb * 16 + 2 * k + 1), vload_i(scales, (b * 16 + 2 * k + 1) * GROUP)))
+    return vsub_i(s, vsll_i(bias, 5))
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _matmul_q6_K(ql, qh, sc, d, xq, xd, bs16, bias32, n_tok, n, n_groups, tiled, out):
     nb = n // QK_K
-    blocks = [r.reshape(-1, nb, block_bytes) for r in raws]
-    out = {}
-    for name, (lo, hi) in spans.items():
-        parts = [b[:, :, lo:hi] for b in blocks]
-        joined = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        out[name] = np.ascontiguousarray(joined).reshape(joined.shape[0], -1)
-    return out
+    width = n_groups * GROUP
+    n_chunks_t = (n_tok + TOKEN_CHUNK - 1) // TOKEN_CHUNK
+    for task in prange(n_groups * n_chunks_t):
+        g = task % n_groups
+        t0 = (task // n_groups) * TOKEN_CHUNK
+        w = np.empty(nb * BLOCK_SCRATCH, np.uint8)
+        scales = np.empty(nb * 16 * GROUP, np.int32)
+        dv = np.empty(nb * GROUP, np.float32)
+        _widen_q6_K(ql, qh, sc, d, g, nb, w, scales, dv)
+        for t in range(t0, min(n_tok, t0 + TOKEN_CHUNK)):
+            if tiled:
+                acc = vzero_f()
+                for b in range(nb):
+                    tb = t * nb + b
+                    xo = t * n + b * QK_K
+                    total = vzero_i()
+                    for s in range(16):
+                        dot = vbcast_i(bias32, tb * 16 + s)
+                        for i in range(4):
+                            dot = vdpbusd(dot, vload_i(w, (b * LANES + 4 * s + i) * LANE_BYTES), vbcast_i(xq, xo + 16 * s + 4 * i))
+                        total = vadd_i(total, vmul_i(dot, vload_i(scales, (b * 16 + s) * GROUP)))
+                    acc = vfma(vmul_f(vcvt(total), vload_f(dv, b * GROUP)), vsplat_f(xd[tb]), acc)
+                vstore_f(out, t * width + g * GROUP, acc)
+            else:
+                a0 = vzero_f()
+                a1 = vzero_f()
+                a2 = vzero_f()
+                a3 = vzero_f()
+                a4 = vzero_f()
+                a5 = vzero_f()
+                a6 = vzero_f()
+                a7 = vzero_f()
+                for b in range(nb):
+                    tb = t * nb + b
+                    xo = t * n + b * QK_K
+                    dd = vmul_f(vsplat_f(xd[tb]), vload_f(dv, b * GROUP))
+                    a0 = vfma(dd, vcvt(_q6_vec_lane(0, w, scales, xq, bs16, b, xo, tb)), a0)
+                    a1 = vfma(dd, vcvt(_q6_vec_lane(1, w, scales, xq, bs16, b, xo, tb)), a1)
+                    a2 = vfma(dd, vcvt(_q6_vec_lane(2, w, scales, xq, bs16, b, xo, tb)), a2)
+                    a3 = vfma(dd, vcvt(_q6_vec_lane(3, w, scales, xq, bs16, b, xo, tb)), a3)
+                    a4 = vfma(dd, vcvt(_q6_vec_lane(4, w, scales, xq, bs16, b, xo, tb)), a4)
+                    a5 = vfma(dd, vcvt(_q6_vec_lane(5, w, scales, xq, bs16, b, xo, tb)), a5)
+                    a6 = vfma(dd, vcvt(_q6_vec_lane(6, w, scales, xq, bs16, b, xo, tb)), a6)
+                    a7 = vfma(dd, vcvt(_q6_vec_lane(7, w, scales, xq, bs16, b, xo, tb)), a7)
+                vstore_f(out, t * width + g * GROUP, vhsum8(a0, a1, a2, a3, a4, a5, a6, a7))
+
+
+# -- Q4_K (repacked by ggml: gemm / gemv) ------------------------------------------------------------
+
+
+@njit(cache=True, error_model="numpy")
+def _widen_q4_K(qs, sc, d, dmin, g, nb, w, scales, mins, dv, dminv):
+    """Group ``g``: nibbles to bytes in ``w`` ([block][lane][16][4]); 6-bit scales as int32 and minimums
+    as float32 lanes ([block][sub-block][16]); d and dmin as float32 ([block][16])."""
+    low = vsplat_i(0x0F0F0F0F)
+    m63 = vsplat_i(63)
+    for b in range(nb):
+        gb = g * nb + b
+        for c in range(4):
+            for i in range(8):
+                v = vload_i(qs, (gb * 32 + 8 * c + i) * LANE_BYTES)
+                vstore_i(w, (b * LANES + 16 * c + i) * LANE_BYTES, vand_i(v, low))
+                vstore_i(w, (b * LANES + 16 * c + 8 + i) * LANE_BYTES, vand_i(vsrl_i(v, 4), low))
+        so = gb * 12
+        for j in range(8):
+            if j < 4:
+                s = vand_i(vload_u8(sc, (so + j) * GROUP), m63)
+                m = vand_i(vload_u8(sc, (so + j + 4) * GROUP), m63)
+            else:
+                hi = vload_u8(sc, (so + j + 4) * GROUP)
+                s = vor_i(vand_i(hi, vsplat_i(15)), vsll_i(vsrl_i(vload_u8(sc, (so + j - 4) * GROUP), 6), 4))
+                m = vor_i(vsrl_i(hi, 4), vsll_i(vsrl_i(vload_u8(sc, (so + j) * GROUP), 6), 4))
+            vstore_i(scales, (b * 8 + j) * GROUP, s)
+            vstore_f(mins, (b * 8 + j) * GROUP, vcvt(m))
+        vstore_f(dv, b * GROUP, vload_f16(d, gb * GROUP))
+        vstore_f(dminv, b * GROUP, vload_f16(dmin, gb * GROUP))
+
+
+@njit(cache=True, inline="always")
+def _q4_sub(w, xq, b, s, xo):
+    """Σ of the 32 products of sub-block ``s`` (exact int32) for 16 rows."""
+    dot = vzero_i()
+    for k in range(8):
+        dot = vdpbusd(dot, vload_i(w, (b * LANES + 8 * s + k) * LANE_BYTES), vbcast_i(xq, xo + 32 * s + 4 * k))
+    return dot
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _matmul_q4_K(qs, sc, d, dmin, xq, xd, sums32, n_tok, n, n_groups, split, out):
+    """Tokens before ``split``: the q4_K_8x8 gemm's order; from ``split`` on: the gemv's."""
+    nb = n // QK_K
+    width = n_groups * GROUP
+    n_chunks_t = (n_tok + TOKEN_CHUNK - 1) // TOKEN_CHUNK
+    for task in prange(n_groups * n_chunks_t):
+        g = task % n_groups
+        t0 = (task // n_groups) * TOKEN_CHUNK
+        w = np.empty(nb * BLOCK_SCRATCH, np.uint8)
+        scales = np.empty(nb * 8 * GROUP, np.int32)
+        mins = np.empty(nb * 8 * GROUP, np.float32)
+        dv = np.empty(nb * GROUP, np.float32)
+        dminv = np.empty(nb * GROUP, np.float32)
+        _widen_q4_K(qs, sc, d, dmin, g, nb, w, scales, mins, dv, dminv)
+        for t in range(t0, min(n_tok, t0 + TOKEN_CHUNK)):
+            acc = vzero_f()
+            accm = vzero_f()
+            for b in range(nb):
+                tb = t * nb + b
+                xo = t * n + b * QK_K
+                xdb = vsplat_f(xd[tb])
+                dd = vmul_f(vload_f(dv, b * GROUP), xdb)
+                dm = vmul_f(vload_f(dminv, b * GROUP), xdb)
+                if t < split:
+                    for p in range(4):
+                        s0 = 2 * p
+                        i = vadd_i(vmul_i(_q4_sub(w, xq, b, s0, xo), vload_i(scales, (b * 8 + s0) * GROUP)),
+                                   vmul_i(_q4_sub(w, xq, b, s0 + 1, xo), vload_i(scales, (b * 8 + s0 + 1) * GROUP)))
+                        acc = vfma(vcvt(i), dd, acc)
+                        m = vfma(vload_f(mins, (b * 8 + s0 + 1) * GROUP), vsplat_f(sums32[tb * 8 + s0 + 1]),
+                                 vmul_f(vload_f(mins, (b * 8 + s0) * GROUP), vsplat_f(sums32[tb * 8 + s0])))
+                        accm = vfma(m, dm, accm)
+                else:
+                    i = vzero_i()
+                    m = vzero_f()
+                    for s in range(8):
+                        i = vadd_i(i, vmul_i(_q4_sub(w, xq, b, s, xo), vload_i(scales, (b * 8 + s) * GROUP)))
+                        # every product and partial sum is an integer below 2^24: exact in float32
+                        m = vfma(vload_f(mins, (b * 8 + s) * GROUP), vsplat_f(sums32[tb * 8 + s]), m)
+                    acc = vfma(vcvt(i), dd, acc)
+                    accm = vfma(m, dm, accm)
+            vstore_f(out, t * width + g * GROUP, vsub_f(acc, accm))
+
+
+# -- Q5_K (not yet exact): the earlier matrix-vector kernel and dequantize + BLAS -----------------------
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -39,7 +253,6 @@ def _scale_min_k4(sc, r, base, j):
 
 @njit(cache=True, error_model="numpy", inline="always")
 def _row_scales_k4(d, dmin, sc, r, slo, shi, mins):
-    """Sub-block scales for the low/high nibbles of each 32-byte group, and minimums per 32 values."""
     for sb in range(d.shape[1]):
         dd = F16_TO_F32[d[r, sb]]
         dm = F16_TO_F32[dmin[r, sb]]
@@ -50,30 +263,6 @@ def _row_scales_k4(d, dmin, sc, r, slo, shi, mins):
             shi[sb * 4 + c] = dd * F32(s1)
             mins[sb * 8 + 2 * c] = dm * F32(m0)
             mins[sb * 8 + 2 * c + 1] = dm * F32(m1)
-
-
-@njit(cache=True, parallel=True, fastmath=FAST, error_model="numpy")
-def _mv_q4_K(qs, d, dmin, sc, x, out):
-    xr = np.empty_like(x)
-    round_rows_q8_K(x, xr)
-    xlo, xhi, xsum = split_halves(xr, 64, 32)
-    rows, half = qs.shape
-    nsb = d.shape[1]
-    for c in prange(n_chunks(rows)):
-        slo = np.empty(nsb * 4, F32)
-        shi = np.empty(nsb * 4, F32)
-        mins = np.empty(nsb * 8, F32)
-        for r in range(c * ROW_CHUNK, min(rows, (c + 1) * ROW_CHUNK)):
-            _row_scales_k4(d, dmin, sc, r, slo, shi, mins)
-            for i in range(xlo.shape[0]):
-                macc = F32(0.0)
-                for g in range(nsb * 8):
-                    macc += mins[g] * xsum[i, g]
-                acc = F32(0.0)
-                for j in range(half):
-                    q = qs[r, j]
-                    acc += slo[j >> 5] * F32(and32(q, 15)) * xlo[i, j] + shi[j >> 5] * F32(shr32(q, 4)) * xhi[i, j]
-                out[i, r] = acc - macc
 
 
 @njit(cache=True, parallel=True, fastmath=FAST, error_model="numpy")
@@ -104,40 +293,8 @@ def _mv_q5_K(qs, qh, d, dmin, sc, x, out):
                 out[i, r] = acc - macc
 
 
-@njit(cache=True, parallel=True, fastmath=FAST, error_model="numpy")
-def _mv_q6_K(ql, qh, d, sc, x, out):
-    xr = np.empty_like(x)
-    round_rows_q8_K(x, xr)
-    xlo, xhi, xsum = split_halves(xr, 128, 16)
-    rows, half = ql.shape
-    nsb = d.shape[1]
-    for c in prange(n_chunks(rows)):
-        s16 = np.empty(nsb * 16, F32)
-        for r in range(c * ROW_CHUNK, min(rows, (c + 1) * ROW_CHUNK)):
-            for sb in range(nsb):
-                dd = F16_TO_F32[d[r, sb]]
-                for k in range(16):
-                    s16[sb * 16 + k] = dd * F32(sc[r, sb * 16 + k])
-            for i in range(xlo.shape[0]):
-                off = F32(0.0)
-                for g in range(nsb * 16):
-                    off += s16[g] * xsum[i, g]
-                acc = F32(0.0)
-                for j in range(half):
-                    # byte j of ql: 128-value half hh, position p in it; low nibble -> value p, high -> p + 64
-                    hh = j >> 6
-                    p = j & 63
-                    q = ql[r, j]
-                    h = qh[r, hh * 32 + (p & 31)]
-                    s = shl32(shr32(p, 5), 1)
-                    lo = or32(and32(q, 15), shl32(and32(shr32(h, s), 3), 4))
-                    hi = or32(shr32(q, 4), shl32(and32(shr32(h, s + 4), 3), 4))
-                    acc += s16[hh * 8 + (p >> 4)] * F32(lo) * xlo[i, j] + s16[hh * 8 + 4 + (p >> 4)] * F32(hi) * xhi[i, j]
-                out[i, r] = acc - F32(32.0) * off
-
-
 @njit(cache=True, parallel=True, error_model="numpy")
-def _deq_k4(qs, qh, has_qh, d, dmin, sc, r0, out):
+def _deq_q5_K(qs, qh, d, dmin, sc, r0, out):
     n_rows = out.shape[0]
     nsb = d.shape[1]
     for t in prange(n_rows * nsb):
@@ -155,91 +312,139 @@ def _deq_k4(qs, qh, has_qh, d, dmin, sc, r0, out):
             n1 = dm * F32(m1)
             for l in range(32):
                 q = np.uint32(qs[r, sb * 128 + c * 32 + l])
-                lo = q & 15
-                hi = q >> 4
-                if has_qh:
-                    h = np.uint32(qh[r, sb * 32 + l])
-                    lo |= ((h >> np.uint32(2 * c)) & 1) << 4
-                    hi |= ((h >> np.uint32(2 * c + 1)) & 1) << 4
+                h = np.uint32(qh[r, sb * 32 + l])
+                lo = (q & 15) | (((h >> np.uint32(2 * c)) & 1) << 4)
+                hi = (q >> 4) | (((h >> np.uint32(2 * c + 1)) & 1) << 4)
                 out[i, sb * 256 + c * 64 + l] = d0 * F32(lo) - n0
                 out[i, sb * 256 + c * 64 + 32 + l] = d1 * F32(hi) - n1
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
-def _deq_q6_K(ql, qh, d, sc, r0, out):
-    n_rows = out.shape[0]
-    nsb = d.shape[1]
-    for t in prange(n_rows * nsb):
-        i = t // nsb
-        sb = t % nsb
-        r = r0 + i
-        dd = F16_TO_F32[d[r, sb]]
-        for hh in range(2):
-            for l in range(32):
-                a = np.int32(ql[r, sb * 128 + hh * 64 + l])
-                b = np.int32(ql[r, sb * 128 + hh * 64 + l + 32])
-                h = np.int32(qh[r, sb * 64 + hh * 32 + l])
-                isc = sb * 16 + hh * 8 + l // 16
-                y = sb * 256 + hh * 128
-                out[i, y + l] = dd * F32(sc[r, isc]) * F32(((a & 0xF) | (((h >> 0) & 3) << 4)) - 32)
-                out[i, y + l + 32] = dd * F32(sc[r, isc + 2]) * F32(((b & 0xF) | (((h >> 2) & 3) << 4)) - 32)
-                out[i, y + l + 64] = dd * F32(sc[r, isc + 4]) * F32(((a >> 4) | (((h >> 4) & 3) << 4)) - 32)
-                out[i, y + l + 96] = dd * F32(sc[r, isc + 6]) * F32(((b >> 4) | (((h >> 6) & 3) << 4)) - 32)
+def _fields(raws, n, block_bytes, spans):
+    nb = n // QK_K
+    blocks = [r.reshape(-1, nb, block_bytes) for r in raws]
+    out = {}
+    for name, (lo, hi) in spans.items():
+        parts = [b[:, :, lo:hi] for b in blocks]
+        joined = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        out[name] = np.ascontiguousarray(joined).reshape(joined.shape[0], -1)
+    return out
 
 
-class PackedK4:
-    """Q4_K, and Q5_K with its fifth bits (``qh``)."""
+class PackedQ5_K:
+    """Q5_K rows (matrix-vector kernel over float-rounded activations; dequantize + BLAS for batches)."""
 
-    activation = "q8_K"
-
-    def __init__(self, raws, n, with_qh: bool):
-        self.n = n
-        self.with_qh = with_qh
-        spans = {"d": (0, 2), "dmin": (2, 4), "sc": (4, 16)}
-        spans.update({"qh": (16, 48), "qs": (48, 176)} if with_qh else {"qs": (16, 144)})
-        f = _fields(raws, n, 176 if with_qh else 144, spans)
-        self.qs = f["qs"]
-        self.qh = f["qh"] if with_qh else np.zeros((1, 1), np.uint8)
-        self.d = f["d"].view(np.uint16)
-        self.dmin = f["dmin"].view(np.uint16)
-        self.sc = f["sc"]
-        self.rows = self.qs.shape[0]
-
-    def matvec(self, x):
-        out = np.empty((x.shape[0], self.rows), np.float32)
-        if self.with_qh:
-            _mv_q5_K(self.qs, self.qh, self.d, self.dmin, self.sc, x, out)
-        else:
-            _mv_q4_K(self.qs, self.d, self.dmin, self.sc, x, out)
-        return out
-
-    def dequantize(self, r0, out):
-        _deq_k4(self.qs, self.qh, self.with_qh, self.d, self.dmin, self.sc, r0, out)
-
-
-class PackedQ6_K:
     activation = "q8_K"
 
     def __init__(self, raws, n):
         self.n = n
-        f = _fields(raws, n, 210, {"ql": (0, 128), "qh": (128, 192), "sc": (192, 208), "d": (208, 210)})
-        self.ql = f["ql"]
-        self.qh = f["qh"]
-        self.sc = f["sc"].view(np.int8)
+        f = _fields(raws, n, 176, {"d": (0, 2), "dmin": (2, 4), "sc": (4, 16), "qh": (16, 48), "qs": (48, 176)})
+        self.qs, self.qh, self.sc = f["qs"], f["qh"], f["sc"]
         self.d = f["d"].view(np.uint16)
-        self.rows = self.ql.shape[0]
+        self.dmin = f["dmin"].view(np.uint16)
+        self.rows = self.qs.shape[0]
 
     def matvec(self, x):
         out = np.empty((x.shape[0], self.rows), np.float32)
-        _mv_q6_K(self.ql, self.qh, self.d, self.sc, x, out)
+        _mv_q5_K(self.qs, self.qh, self.d, self.dmin, self.sc, x, out)
         return out
 
     def dequantize(self, r0, out):
-        _deq_q6_K(self.ql, self.qh, self.d, self.sc, r0, out)
+        _deq_q5_K(self.qs, self.qh, self.d, self.dmin, self.sc, r0, out)
+
+
+# -- the exact packed weights ------------------------------------------------------------------------
+
+
+def _blocks(raws, n, size):
+    nb = n // QK_K
+    parts = [r.reshape(-1, nb, size) for r in raws]
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+class PackedQ6_K:
+    """Q6_K in the 16-row layout; ggml's vec_dot below 8 tokens, its tiled kernel from 8 on."""
+
+    activation = "q8_K"
+
+    def __init__(self, raws, n):
+        blocks = _blocks(raws, n, 210)
+        self.n, self.rows = n, blocks.shape[0]
+        self.n_groups = g = (self.rows + GROUP - 1) // GROUP
+        self.ql = _interleave(blocks[:, :, 0:128], g, 4)
+        self.qh = _interleave(blocks[:, :, 128:192], g, 4)
+        self.sc = _interleave(blocks[:, :, 192:208], g, 1)
+        self.d = _interleave(blocks[:, :, 208:210], g, 2).view(np.uint16)
+
+    def matmul(self, x):
+        a = KActivations(x)
+        out = np.empty((a.n_tok, self.n_groups * GROUP), np.float32)
+        tiled = a.n_tok >= TILED_MIN_TOKENS
+        _matmul_q6_K(self.ql, self.qh, self.sc, self.d, a.xq, a.xd, a.bs16, a.bias32() if tiled else a.bs16,
+                     a.n_tok, self.n, self.n_groups, tiled, out.reshape(-1))
+        return out if out.shape[1] == self.rows else np.ascontiguousarray(out[:, :self.rows])
+
+    def dequantize(self, r0, out):
+        from lamina.quants import dequantize
+
+        raw = _deinterleave_q6_K(self)
+        out[...] = dequantize(raw[r0:r0 + out.shape[0]], "Q6_K", out.shape)
+
+
+def _deinterleave(flat, rows, nb, size, word):
+    n_groups = (rows + GROUP - 1) // GROUP
+    x = flat.view(np.uint8).reshape(n_groups, nb, size // word, GROUP, word).transpose(0, 3, 1, 2, 4)
+    return x.reshape(n_groups * GROUP, nb, size)[:rows]
+
+
+def _deinterleave_q6_K(p):
+    nb = p.n // QK_K
+    parts = [_deinterleave(p.ql, p.rows, nb, 128, 4), _deinterleave(p.qh, p.rows, nb, 64, 4),
+             _deinterleave(p.sc, p.rows, nb, 16, 1), _deinterleave(p.d, p.rows, nb, 2, 2)]
+    return np.ascontiguousarray(np.concatenate(parts, axis=2)).reshape(p.rows, -1)
+
+
+class PackedQ4_K:
+    """Q4_K in the 16-row layout. Row counts divisible by 8 (every real model): ggml's q4_K_8x8
+    gemm/gemv order; others: the reference statement of vec_dot / tiled (slow)."""
+
+    activation = "q8_K"
+
+    def __init__(self, raws, n):
+        blocks = _blocks(raws, n, 144)
+        self.n, self.rows = n, blocks.shape[0]
+        self.repacked = all(r.reshape(-1, n // QK_K * 144).shape[0] % 8 == 0 for r in raws)
+        self.n_groups = g = (self.rows + GROUP - 1) // GROUP
+        self.qs = _interleave(blocks[:, :, 16:144], g, 4)
+        self.sc = _interleave(blocks[:, :, 4:16], g, 1)
+        self.d = _interleave(blocks[:, :, 0:2], g, 2).view(np.uint16)
+        self.dmin = _interleave(blocks[:, :, 2:4], g, 2).view(np.uint16)
+
+    def _raw(self):
+        nb = self.n // QK_K
+        parts = [_deinterleave(self.d, self.rows, nb, 2, 2), _deinterleave(self.dmin, self.rows, nb, 2, 2),
+                 _deinterleave(self.sc, self.rows, nb, 12, 1), _deinterleave(self.qs, self.rows, nb, 128, 4)]
+        return np.ascontiguousarray(np.concatenate(parts, axis=2)).reshape(self.rows, -1)
+
+    def matmul(self, x):
+        if not self.repacked:
+            from .ggml_reference import reference_matmul
+
+            return reference_matmul("Q4_K", self._raw(), x)
+        a = KActivations(x)
+        out = np.empty((a.n_tok, self.n_groups * GROUP), np.float32)
+        split = a.n_tok - a.n_tok % REPACK_GROUP
+        _matmul_q4_K(self.qs, self.sc, self.d, self.dmin, a.xq, a.xd, a.sums32(), a.n_tok, self.n, self.n_groups,
+                     split, out.reshape(-1))
+        return out if out.shape[1] == self.rows else np.ascontiguousarray(out[:, :self.rows])
+
+    def dequantize(self, r0, out):
+        from lamina.quants import dequantize
+
+        out[...] = dequantize(self._raw()[r0:r0 + out.shape[0]], "Q4_K", out.shape)
 
 
 PACKERS = {
-    "Q4_K": lambda raws, n: PackedK4(raws, n, with_qh=False),
-    "Q5_K": lambda raws, n: PackedK4(raws, n, with_qh=True),
+    "Q4_K": PackedQ4_K,
+    "Q5_K": PackedQ5_K,
     "Q6_K": PackedQ6_K,
 }

@@ -1,13 +1,20 @@
-"""Kernels for the 32-element block formats Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0.
+"""Kernels for the 32-value block formats Q8_0, Q5_0, Q5_1, Q4_0 and Q4_1, exact to llama.cpp.
 
-At load time each weight is repacked into a kernel-friendly layout of the same size
-as the file's blocks: the quants of a row contiguous (``qs``), the float16 scales,
-minimums and fifth bits in arrays of their own. A matrix-vector product then walks
-each row's quants in one vectorizable loop against an activation pre-split into the
-halves that the low and high nibbles multiply, with the block scale gathered per
-element; minimums and offsets are folded in per block through the activation's block
-sums. The kernels take the raw activation and round it as ggml's Q8_0 dot product does
-(:mod:`.activations`). Prompt batches dequantize rows into float32 tiles for a BLAS product.
+llama.cpp multiplies these weights by the activation quantized to 8 bits (Q8_0, or Q8_1 for
+the formats with a minimum) and adds the products as ggml's kernels do (see
+:mod:`.ggml_reference`): per output value eight float lanes, lane k of each block taking
+``fma(d_w·d_x, float(Σ of its 4 integer products), lane)``, folded by ``hsum_float_8``; Q4_1 and
+Q5_1 add a running ``fma(m, s, summs)``; Q4_0 weights whose row count is a multiple of 8 are
+repacked by ggml and take one ``fma(float(Σ of 32 products), d_w·d_x, acc)`` per block. These
+kernels repeat exactly that, so their results are llama.cpp's bit for bit, for any batch size.
+
+Layout (made once at load time, the file's bytes rearranged, same size): rows in groups of 16;
+for each group and block, lane k's 4 weight bytes of the 16 rows are 64 contiguous bytes, so
+one vector instruction (``vdpbusd``, :mod:`.simd`) forms lane k for 16 rows at once against the
+activation's 4 bytes of that lane. Nibble formats keep two lanes per byte (k and k+4, as the
+file does) and are unpacked per group into a small buffer; Q8_0 is stored with +128 so that
+the weight is the unsigned operand. The activation side carries the matching correction
+``-offset · Σ(its 4 bytes)`` per lane, so every lane sum is the exact signed integer.
 """
 
 from __future__ import annotations
@@ -15,227 +22,251 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .activations import round_rows_q8_0, split_halves
-from .common import F16_TO_F32, F32, FAST, ROW_CHUNK, and32, n_chunks, or32, shl32, shr32
+from .activations import _q8_0_block
+from .common import F16_TO_F32, F32
+from .simd import (vadd_f, vadd_i, vand_i, vbcast_i, vcvt, vdpbusd, vfma, vhsum8, vload_f, vload_f16, vload_i,
+                   vmul_f, vmul_i, vor_i, vsll_i, vsplat_f, vsplat_i, vsrl_i, vstore_f, vstore_i, vzero_f, vzero_i)
+from lamina.quants.common import fp16_to_fp32, fp32_to_fp16
+
+GROUP = 16  # rows per vector
+LANE_BYTES = 64  # one lane of one block for 16 rows
+
+Q8_0, Q5_0, Q5_1, Q4_0, Q4_1 = range(5)
+KINDS = {"Q8_0": Q8_0, "Q5_0": Q5_0, "Q5_1": Q5_1, "Q4_0": Q4_0, "Q4_1": Q4_1}
+BLOCK_BYTES = {Q8_0: 34, Q5_0: 22, Q5_1: 24, Q4_0: 18, Q4_1: 20}
+# what the kernel's unsigned weight byte is minus the signed weight value (the activation side
+# subtracts offset · Σx per lane)
+OFFSET = {Q8_0: 128, Q5_0: 16, Q5_1: 0, Q4_0: 8, Q4_1: 0}
+HAS_MIN = (Q5_1, Q4_1)  # Q8_1 activations, the m·s sum
+
+TOKEN_CHUNK = 64  # tokens per parallel task: its activations stay in L2 while the group's weights sit in L1
 
 
-def _fields(raws: list[np.ndarray], n: int, block_bytes: int, spans: dict[str, tuple[int, int]]):
-    """Cut each block into named byte ranges and stack the rows of all ``raws`` (a fused weight)."""
+# -- activations -------------------------------------------------------------------------------------
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _prepare(x, offset, with_sum, xq, xd, xs, corr):
+    """Quantize ``x`` (N, n) to Q8_0 (or Q8_1: ``with_sum``) and fill each lane's correction."""
+    n_tok, n = x.shape
     nb = n // 32
-    blocks = [r.reshape(-1, nb, block_bytes) for r in raws]
-    return {name: np.ascontiguousarray(np.concatenate([b[:, :, lo:hi] for b in blocks]) if len(blocks) > 1
-                                       else blocks[0][:, :, lo:hi]).reshape(sum(b.shape[0] for b in blocks), -1)
-            for name, (lo, hi) in spans.items()}
+    q = xq.reshape(n_tok, n)
+    for task in prange(n_tok * nb):
+        t = task // nb
+        b = task % nb
+        dd = _q8_0_block(x, t, b * 32, q)
+        xd[task] = fp16_to_fp32(fp32_to_fp16(dd))
+        total = 0
+        for k in range(8):
+            s = 0
+            for i in range(4):
+                s += np.int32(q[t, b * 32 + 4 * k + i])
+            corr[task * 8 + k] = -offset * s
+            total += s
+        if with_sum:
+            xs[task] = fp16_to_fp32(fp32_to_fp16(dd * F32(total)))
 
 
-# -- matrix-vector kernels ------------------------------------------------------------------
+class Activations:
+    """An activation batch quantized for one offset: flat arrays the kernel indexes directly."""
+
+    def __init__(self, x: np.ndarray, offset: int, with_sum: bool):
+        n_tok, n = x.shape
+        nb = n // 32
+        self.n_tok, self.n = n_tok, n
+        self.xq = np.empty(n_tok * n, np.int8)
+        self.xd = np.empty(n_tok * nb, np.float32)
+        self.xs = np.empty(n_tok * nb if with_sum else 1, np.float32)
+        self.corr = np.empty(n_tok * nb * 8, np.int32)
+        _prepare(x, np.int32(offset), with_sum, self.xq, self.xd, self.xs, self.corr)
 
 
-@njit(cache=True, parallel=True, fastmath=FAST, error_model="numpy")
-def _mv_q4(qs, d, m, has_min, x, out):
-    xr = np.empty_like(x)
-    round_rows_q8_0(x, xr)
-    xlo, xhi, xsum = split_halves(xr, 32, 32)
-    rows, half = qs.shape
-    nb = d.shape[1]
-    for c in prange(n_chunks(rows)):
-        dv = np.empty(nb, F32)
-        mv = np.empty(nb, F32)
-        for r in range(c * ROW_CHUNK, min(rows, (c + 1) * ROW_CHUNK)):
-            for b in range(nb):
-                dv[b] = F16_TO_F32[d[r, b]]
-                mv[b] = F16_TO_F32[m[r, b]] if has_min else F32(-8.0) * dv[b]
-            for i in range(xlo.shape[0]):
-                macc = F32(0.0)
-                for b in range(nb):
-                    macc += mv[b] * xsum[i, b]
-                acc = F32(0.0)
-                for j in range(half):
-                    q = qs[r, j]
-                    acc += dv[j >> 4] * (F32(and32(q, 15)) * xlo[i, j] + F32(shr32(q, 4)) * xhi[i, j])
-                out[i, r] = acc + macc
+# -- the kernel -------------------------------------------------------------------------------------
 
 
-@njit(cache=True, parallel=True, fastmath=FAST, error_model="numpy")
-def _mv_q5(qs, qh, d, m, has_min, x, out):
-    xr = np.empty_like(x)
-    round_rows_q8_0(x, xr)
-    xlo, xhi, xsum = split_halves(xr, 32, 32)
-    rows, half = qs.shape
-    nb = d.shape[1]
-    for c in prange(n_chunks(rows)):
-        dv = np.empty(nb, F32)
-        mv = np.empty(nb, F32)
-        for r in range(c * ROW_CHUNK, min(rows, (c + 1) * ROW_CHUNK)):
-            for b in range(nb):
-                dv[b] = F16_TO_F32[d[r, b]]
-                mv[b] = F16_TO_F32[m[r, b]] if has_min else F32(-16.0) * dv[b]
-            for i in range(xlo.shape[0]):
-                macc = F32(0.0)
-                for b in range(nb):
-                    macc += mv[b] * xsum[i, b]
-                acc = F32(0.0)
-                for j in range(half):
-                    q = qs[r, j]
-                    h = qh[r, j >> 4]
-                    s = and32(j, 15)
-                    lo = or32(and32(q, 15), shl32(and32(shr32(h, s), 1), 4))
-                    hi = or32(shr32(q, 4), shl32(and32(shr32(h, s + 16), 1), 4))
-                    acc += dv[j >> 4] * (F32(lo) * xlo[i, j] + F32(hi) * xhi[i, j])
-                out[i, r] = acc + macc
+@njit(cache=True, inline="always")
+def _spread_bits(h):
+    """Bits 0..3 of each int32 lane to bit 4 of its bytes 0..3 (the fifth bit of 4 values)."""
+    t = vand_i(h, vsplat_i(15))
+    return vsll_i(vand_i(vmul_i(t, vsplat_i(0x00204081)), vsplat_i(0x01010101)), 4)
 
 
-@njit(cache=True, parallel=True, fastmath=FAST, error_model="numpy")
-def _mv_q8_0(qs, d, x_in, out):
-    x = np.empty_like(x_in)
-    round_rows_q8_0(x_in, x)
-    rows, n = qs.shape
-    nb = d.shape[1]
-    for c in prange(n_chunks(rows)):
-        dv = np.empty(nb, F32)
-        for r in range(c * ROW_CHUNK, min(rows, (c + 1) * ROW_CHUNK)):
-            for b in range(nb):
-                dv[b] = F16_TO_F32[d[r, b]]
-            for i in range(x.shape[0]):
-                acc = F32(0.0)
-                for j in range(n):
-                    acc += dv[j >> 5] * F32(qs[r, j]) * x[i, j]
-                out[i, r] = acc
-
-
-# -- dequantize rows into float32 tiles (same values as lamina.quants.dequantize) -------------------
+@njit(cache=True, inline="always")
+def _unpack_block(kind, qs, qh, g, nb, b, out):
+    """Block ``b`` of group ``g`` as 8 lanes × 64 unsigned bytes into ``out[b*512:]``."""
+    src = ((g * nb + b) * 4) * LANE_BYTES
+    dst = b * 8 * LANE_BYTES
+    low = vsplat_i(0x0F0F0F0F)
+    h = vzero_i()
+    if kind == Q5_0 or kind == Q5_1:
+        h = vload_i(qh, (g * nb + b) * GROUP)
+    for k in range(4):
+        v = vload_i(qs, src + k * LANE_BYTES)
+        lo = vand_i(v, low)
+        hi = vand_i(vsrl_i(v, 4), low)
+        if kind == Q5_0 or kind == Q5_1:
+            lo = vor_i(lo, _spread_bits(vsrl_i(h, 4 * k)))
+            hi = vor_i(hi, _spread_bits(vsrl_i(h, 16 + 4 * k)))
+        vstore_i(out, dst + k * LANE_BYTES, lo)
+        vstore_i(out, dst + (k + 4) * LANE_BYTES, hi)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _deq_q4(qs, d, m, has_min, r0, out):
-    n_rows = out.shape[0]
-    nb = d.shape[1]
-    for t in prange(n_rows * nb):
-        i = t // nb
-        b = t % nb
-        r = r0 + i
-        dd = F16_TO_F32[d[r, b]]
-        for j in range(16):
-            q = qs[r, b * 16 + j]
+def _matmul(kind, per_block, qs, qh, d, m, xq, xd, xs, corr, n_tok, n, n_groups, out):
+    """out[t, 16g:16g+16] for every token t and row group g (see the module docstring)."""
+    nb = n // 32
+    width = n_groups * GROUP
+    n_chunks = (n_tok + TOKEN_CHUNK - 1) // TOKEN_CHUNK
+    has_min = kind == Q4_1 or kind == Q5_1
+    for task in prange(n_groups * n_chunks):
+        g = task % n_groups
+        t0 = (task // n_groups) * TOKEN_CHUNK
+        dv = np.empty(nb * GROUP, np.float32)
+        mv = np.empty(nb * GROUP if has_min else 1, np.float32)
+        for b in range(nb):
+            vstore_f(dv, b * GROUP, vload_f16(d, (g * nb + b) * GROUP))
             if has_min:
-                mm = F16_TO_F32[m[r, b]]
-                out[i, b * 32 + j] = F32(q & 15) * dd + mm
-                out[i, b * 32 + 16 + j] = F32(q >> 4) * dd + mm
+                vstore_f(mv, b * GROUP, vload_f16(m, (g * nb + b) * GROUP))
+        if kind == Q8_0:
+            w = qs
+            wbase = g * nb * 8 * LANE_BYTES
+        else:
+            w = np.empty(nb * 8 * LANE_BYTES, np.uint8)
+            wbase = 0
+            for b in range(nb):
+                _unpack_block(kind, qs, qh, g, nb, b, w)
+        for t in range(t0, min(n_tok, t0 + TOKEN_CHUNK)):
+            a0 = vzero_f()
+            a1 = vzero_f()
+            a2 = vzero_f()
+            a3 = vzero_f()
+            a4 = vzero_f()
+            a5 = vzero_f()
+            a6 = vzero_f()
+            a7 = vzero_f()
+            sm = vzero_f()
+            for b in range(nb):
+                tb = t * nb + b
+                dd = vmul_f(vload_f(dv, b * GROUP), vsplat_f(xd[tb]))
+                wo = wbase + b * 8 * LANE_BYTES
+                xo = t * n + b * 32
+                co = tb * 8
+                if per_block:
+                    s = vbcast_i(corr, co)
+                    for k in range(1, 8):
+                        s = vadd_i(s, vbcast_i(corr, co + k))
+                    for k in range(8):
+                        s = vdpbusd(s, vload_i(w, wo + k * LANE_BYTES), vbcast_i(xq, xo + 4 * k))
+                    a0 = vfma(vcvt(s), dd, a0)
+                else:
+                    a0 = vfma(dd, vcvt(vdpbusd(vbcast_i(corr, co), vload_i(w, wo), vbcast_i(xq, xo))), a0)
+                    a1 = vfma(dd, vcvt(vdpbusd(vbcast_i(corr, co + 1), vload_i(w, wo + 64), vbcast_i(xq, xo + 4))), a1)
+                    a2 = vfma(dd, vcvt(vdpbusd(vbcast_i(corr, co + 2), vload_i(w, wo + 128), vbcast_i(xq, xo + 8))), a2)
+                    a3 = vfma(dd, vcvt(vdpbusd(vbcast_i(corr, co + 3), vload_i(w, wo + 192), vbcast_i(xq, xo + 12))), a3)
+                    a4 = vfma(dd, vcvt(vdpbusd(vbcast_i(corr, co + 4), vload_i(w, wo + 256), vbcast_i(xq, xo + 16))), a4)
+                    a5 = vfma(dd, vcvt(vdpbusd(vbcast_i(corr, co + 5), vload_i(w, wo + 320), vbcast_i(xq, xo + 20))), a5)
+                    a6 = vfma(dd, vcvt(vdpbusd(vbcast_i(corr, co + 6), vload_i(w, wo + 384), vbcast_i(xq, xo + 24))), a6)
+                    a7 = vfma(dd, vcvt(vdpbusd(vbcast_i(corr, co + 7), vload_i(w, wo + 448), vbcast_i(xq, xo + 28))), a7)
+                    if has_min:
+                        sm = vfma(vload_f(mv, b * GROUP), vsplat_f(xs[tb]), sm)
+            if per_block:
+                y = a0
             else:
-                out[i, b * 32 + j] = F32(np.int32(q & 15) - 8) * dd
-                out[i, b * 32 + 16 + j] = F32(np.int32(q >> 4) - 8) * dd
+                y = vhsum8(a0, a1, a2, a3, a4, a5, a6, a7)
+                if has_min:
+                    y = vadd_f(y, sm)
+            vstore_f(out, t * width + g * GROUP, y)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
-def _deq_q5(qs, qh, d, m, has_min, r0, out):
-    n_rows = out.shape[0]
-    nb = d.shape[1]
-    for t in prange(n_rows * nb):
-        i = t // nb
-        b = t % nb
-        r = r0 + i
-        dd = F16_TO_F32[d[r, b]]
-        h = qh[r, b]
-        for j in range(16):
-            q = np.uint32(qs[r, b * 16 + j])
-            lo = (q & 15) | (((h >> np.uint32(j)) & 1) << 4)
-            hi = (q >> 4) | (((h >> np.uint32(j + 16)) & 1) << 4)
-            if has_min:
-                mm = F16_TO_F32[m[r, b]]
-                out[i, b * 32 + j] = F32(lo) * dd + mm
-                out[i, b * 32 + 16 + j] = F32(hi) * dd + mm
-            else:
-                out[i, b * 32 + j] = F32(np.int32(lo) - 16) * dd
-                out[i, b * 32 + 16 + j] = F32(np.int32(hi) - 16) * dd
+# -- dequantize (for Linear.dequantized and tests) ---------------------------------------------------
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
-def _deq_q8_0(qs, d, r0, out):
-    n_rows, n = out.shape
-    for i in prange(n_rows):
-        r = r0 + i
-        for j in range(n):
-            out[i, j] = F32(qs[r, j]) * F16_TO_F32[d[r, j >> 5]]
+@njit(cache=True, error_model="numpy")
+def _dequantize(kind, qs, qh, d, m, n, n_groups, rows, out):
+    nb = n // 32
+    off = np.int32(OFFSET_ARR[kind])
+    w = np.empty(nb * 8 * LANE_BYTES, np.uint8)
+    for g in range(n_groups):
+        if kind == Q8_0:
+            w[:] = qs[g * nb * 8 * LANE_BYTES:(g + 1) * nb * 8 * LANE_BYTES]
+        else:
+            for b in range(nb):
+                _unpack_block(kind, qs, qh, g, nb, b, w)
+        for r in range(GROUP):
+            row = g * GROUP + r
+            if row >= rows:
+                break
+            for b in range(nb):
+                dd = F16_TO_F32[d[(g * nb + b) * GROUP + r]]
+                mm = F16_TO_F32[m[(g * nb + b) * GROUP + r]] if kind == Q4_1 or kind == Q5_1 else F32(0)
+                for k in range(8):
+                    for i in range(4):
+                        v = np.int32(w[(b * 8 + k) * LANE_BYTES + 4 * r + i]) - off
+                        if kind == Q4_1 or kind == Q5_1:
+                            out[row, b * 32 + 4 * k + i] = F32(v) * dd + mm
+                        else:
+                            out[row, b * 32 + 4 * k + i] = F32(v) * dd
 
 
-# -- the packed weights ------------------------------------------------------------------------------
+OFFSET_ARR = np.array([OFFSET[k] for k in range(5)], np.int32)
 
 
-class PackedQ4:
-    """Q4_0 (``q - 8``) and Q4_1 (``q·d + m``) weights."""
-
-    activation = "q8_0"
-
-    def __init__(self, raws: list[np.ndarray], n: int, has_min: bool):
-        self.n = n
-        self.has_min = has_min
-        size = 20 if has_min else 18
-        spans = {"d": (0, 2), "m": (2, 4), "qs": (4, 20)} if has_min else {"d": (0, 2), "qs": (2, 18)}
-        f = _fields(raws, n, size, spans)
-        self.qs = f["qs"]
-        self.d = f["d"].view(np.uint16)
-        self.m = f["m"].view(np.uint16) if has_min else self.d
-        self.rows = self.qs.shape[0]
-
-    def matvec(self, x: np.ndarray) -> np.ndarray:
-        out = np.empty((x.shape[0], self.rows), np.float32)
-        _mv_q4(self.qs, self.d, self.m, self.has_min, x, out)
-        return out
-
-    def dequantize(self, r0: int, out: np.ndarray) -> None:
-        _deq_q4(self.qs, self.d, self.m, self.has_min, r0, out)
+# -- packing ------------------------------------------------------------------------------------------
 
 
-class PackedQ5:
-    """Q5_0 (``q - 16``) and Q5_1 (``q·d + m``): a fifth bit per value from a 32-bit word per block."""
-
-    activation = "q8_0"
-
-    def __init__(self, raws: list[np.ndarray], n: int, has_min: bool):
-        self.n = n
-        self.has_min = has_min
-        size = 24 if has_min else 22
-        spans = ({"d": (0, 2), "m": (2, 4), "qh": (4, 8), "qs": (8, 24)} if has_min
-                 else {"d": (0, 2), "qh": (2, 6), "qs": (6, 22)})
-        f = _fields(raws, n, size, spans)
-        self.qs = f["qs"]
-        self.qh = f["qh"].view(np.uint32)
-        self.d = f["d"].view(np.uint16)
-        self.m = f["m"].view(np.uint16) if has_min else self.d
-        self.rows = self.qs.shape[0]
-
-    def matvec(self, x: np.ndarray) -> np.ndarray:
-        out = np.empty((x.shape[0], self.rows), np.float32)
-        _mv_q5(self.qs, self.qh, self.d, self.m, self.has_min, x, out)
-        return out
-
-    def dequantize(self, r0: int, out: np.ndarray) -> None:
-        _deq_q5(self.qs, self.qh, self.d, self.m, self.has_min, r0, out)
+def _interleave(field: np.ndarray, n_groups: int, word: int) -> np.ndarray:
+    """(rows, nb, bytes) → flat [group][block][bytes // word][16 rows][word]."""
+    rows, nb, size = field.shape
+    padded = np.zeros((n_groups * GROUP, nb, size), field.dtype)
+    padded[:rows] = field
+    x = padded.reshape(n_groups, GROUP, nb, size // word, word).transpose(0, 2, 3, 1, 4)
+    return np.ascontiguousarray(x).reshape(-1)
 
 
-class PackedQ8_0:
-    activation = "q8_0"
+class PackedLegacy:
+    """A Q8_0/Q5_0/Q5_1/Q4_0/Q4_1 weight (several stacked, when fused) in the 16-row layout."""
 
-    def __init__(self, raws: list[np.ndarray], n: int):
-        self.n = n
-        f = _fields(raws, n, 34, {"d": (0, 2), "qs": (2, 34)})
-        self.qs = f["qs"].view(np.int8)
-        self.d = f["d"].view(np.uint16)
-        self.rows = self.qs.shape[0]
+    def __init__(self, raws: list[np.ndarray], n: int, type_name: str):
+        kind = KINDS[type_name]
+        size = BLOCK_BYTES[kind]
+        self.kind, self.n, self.type = kind, n, type_name
+        nb = n // 32
+        blocks = np.concatenate([r.reshape(-1, nb, size) for r in raws]) if len(raws) > 1 else raws[0].reshape(-1, nb, size)
+        self.rows = blocks.shape[0]
+        self.n_groups = (self.rows + GROUP - 1) // GROUP
+        g = self.n_groups
+        self.d = _interleave(blocks[:, :, 0:2], g, 2).view(np.uint16)
+        has_min = kind in HAS_MIN
+        self.m = _interleave(blocks[:, :, 2:4], g, 2).view(np.uint16) if has_min else self.d
+        qh_at = {Q5_0: 2, Q5_1: 4}.get(kind)
+        self.qh = _interleave(blocks[:, :, qh_at:qh_at + 4], g, 4).view(np.uint32) if qh_at else np.zeros(1, np.uint32)
+        if kind == Q8_0:
+            self.qs = _interleave(blocks[:, :, 2:34] ^ np.uint8(0x80), g, 4)
+        else:
+            start = size - 16
+            self.qs = _interleave(blocks[:, :, start:size], g, 4)
+        # ggml repacks Q4_0 (rows divisible by 8) and then adds one float per block, not eight lanes;
+        # a fused Q4_0 layer is only built from parts that agree (see linear.fused_linear)
+        self.per_block = kind == Q4_0 and all(r.shape[0] % 8 == 0 for r in raws)
+        self.offset = OFFSET[kind]
+        self.activation = "q8_1" if kind in HAS_MIN else "q8_0"
 
-    def matvec(self, x: np.ndarray) -> np.ndarray:
-        out = np.empty((x.shape[0], self.rows), np.float32)
-        _mv_q8_0(self.qs, self.d, x, out)
-        return out
+    def prepare(self, x: np.ndarray) -> Activations:
+        return Activations(x, self.offset, self.kind in HAS_MIN)
+
+    def matmul(self, x: np.ndarray, prepared: Activations | None = None) -> np.ndarray:
+        a = prepared if prepared is not None else self.prepare(x)
+        out = np.empty((a.n_tok, self.n_groups * GROUP), np.float32)
+        _matmul(self.kind, self.per_block, self.qs, self.qh, self.d, self.m, a.xq.view(np.uint8), a.xd, a.xs,
+                a.corr, a.n_tok, self.n, self.n_groups, out.reshape(-1))
+        return out if self.rows == out.shape[1] else np.ascontiguousarray(out[:, :self.rows])
+
+    matvec = matmul
 
     def dequantize(self, r0: int, out: np.ndarray) -> None:
-        _deq_q8_0(self.qs, self.d, r0, out)
+        full = np.empty((self.rows, self.n), np.float32)
+        _dequantize(self.kind, self.qs, self.qh, self.d, self.m, self.n, self.n_groups, self.rows, full)
+        out[...] = full[r0:r0 + out.shape[0]]
 
 
-PACKERS = {
-    "Q4_0": lambda raws, n: PackedQ4(raws, n, has_min=False),
-    "Q4_1": lambda raws, n: PackedQ4(raws, n, has_min=True),
-    "Q5_0": lambda raws, n: PackedQ5(raws, n, has_min=False),
-    "Q5_1": lambda raws, n: PackedQ5(raws, n, has_min=True),
-    "Q8_0": PackedQ8_0,
-}
+PACKERS = {name: (lambda raws, n, name=name: PackedLegacy(raws, n, name)) for name in KINDS}

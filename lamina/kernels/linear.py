@@ -123,7 +123,9 @@ class Linear:
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.shape[0] == 0:
             return np.zeros((0, self.out_features), np.float32)
-        if x.shape[0] <= SMALL_BATCH:
+        if hasattr(self.packed, "matmul"):
+            y = self.packed.matmul(x)  # llama.cpp's exact arithmetic, any number of rows
+        elif x.shape[0] <= SMALL_BATCH:
             y = self.packed.matvec(x)  # rounds the activation itself, in the same compiled call
         else:
             x = round_activations(x, self.activation)
@@ -167,9 +169,21 @@ class LinearStack:
         return split_columns(y, self.out_sizes)
 
 
+def _same_kernel(a: TensorInfo, b: TensorInfo) -> bool:
+    """Whether two weights can share one kernel call and still get llama.cpp's arithmetic each:
+    same type and input size, and for the types ggml repacks when their row count is a multiple
+    of 8 (Q4_0, Q4_K), the same answer to that."""
+    if a.type != b.type or a.shape[0] != b.shape[0]:
+        return False
+    return a.type not in REPACKED_BY_ROWS or (int(a.shape[1]) % 8 == 0) == (int(b.shape[1]) % 8 == 0)
+
+
+REPACKED_BY_ROWS = ("Q4_0", "Q4_K")
+
+
 def fused_linear(weights: list[TensorInfo], biases: list[np.ndarray | None]) -> Linear | LinearStack:
     """One layer computing several projections of the same input (q/k/v, or gate/up)."""
-    if all(w.type == weights[0].type and w.shape[0] == weights[0].shape[0] for w in weights):
+    if all(_same_kernel(w, weights[0]) for w in weights):
         return Linear(weights, biases)
     return LinearStack([Linear(w, b) for w, b in zip(weights, biases)])
 
