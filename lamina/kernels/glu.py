@@ -1,0 +1,85 @@
+"""The gated activations as llama.cpp's CPU backend computes them, bit for bit.
+
+SwiGLU, ``silu(gate) * up``:
+
+ggml_vec_swiglu_f32 (AVX-512 build) evaluates SiLU 16 values at a time as
+``x / (1 + ggml_v_expf(-x))``, where ggml_v_expf is a fixed polynomial (not libm's expf):
+``n = round(x·log2 e)`` by the 1.5·2^23 trick, a two-step reduction ``b = x - n·ln2`` with FMAs,
+a degree-5 polynomial ``j`` in ``b`` evaluated with FMAs in a fixed shape, then
+``scalef(j, n) = j·2^n`` (one rounding); ``|n| > 192`` gives 0 or infinity. The last
+``width % 16`` values of a row use ``x / (1 + expf(-x))`` with libm's expf instead.
+
+GEGLU, ``gelu(gate) * up``, goes through a float16 table (ggml_vec_geglu_f32); ggml fills it at
+start-up with ``f16((0.5·x)·(1 + tanhf((c·x)·fma(a·x, x, 1))))`` — GCC contracts the inner
+``1 + a·x·x`` into one FMA, and tanhf is libm's: :func:`gelu_f16_table` builds the same table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from lamina.quants.common import fp16_to_fp32, fp32_to_fp16
+
+from .common import F32, fma32
+
+def _hexf(s: str) -> np.float32:
+    return np.float32(float.fromhex(s))
+
+
+_R = _hexf("0x1.8p23")  # adding and subtracting it rounds to an integer
+_LOG2E = _hexf("0x1.715476p+0")
+_LN2_HI = _hexf("0x1.62e4p-1")
+_LN2_LO = _hexf("0x1.7f7d1cp-20")
+_C5 = _hexf("0x1.0e4020p-7")
+_C4 = _hexf("0x1.573e2ep-5")
+_C3 = _hexf("0x1.555e66p-3")
+_C2 = _hexf("0x1.fffdb6p-2")
+_C1 = _hexf("0x1.ffffecp-1")
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def v_expf(x):
+    """ggml_v_expf (AVX-512 form) for one float32."""
+    z = fma32(x, _LOG2E, _R)
+    n = z - _R
+    b = fma32(-n, _LN2_LO, fma32(-n, _LN2_HI, x))
+    u = b * b
+    j = fma32(fma32(fma32(_C5, b, _C4), u, fma32(_C3, b, _C2)), u, fma32(_C1, b, F32(1.0)))
+    if abs(n) > F32(192.0):
+        return F32(0.0) if n <= F32(0.0) else F32(np.inf)
+    # scalef: j · 2^n rounded once (the float64 product is exact)
+    return F32(np.float64(j) * np.ldexp(1.0, np.int64(n)))
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def swiglu_rows(gate, up, out):
+    """out = silu(gate) * up, rows in parallel, each value as ggml_vec_swiglu_f32 computes it."""
+    n_rows, width = gate.shape
+    vec_end = width - width % 16
+    for i in prange(n_rows):
+        for j in range(vec_end):
+            g = gate[i, j]
+            out[i, j] = g / (F32(1.0) + v_expf(F32(0.0) - g)) * up[i, j]
+        for j in range(vec_end, width):
+            g = gate[i, j]
+            out[i, j] = g / (F32(1.0) + np.exp(-g)) * up[i, j]
+
+
+_GELU_A = np.float32(0.044715)
+_SQRT_2_OVER_PI = np.float32(0.7978845608028654)
+
+
+@njit(cache=True, error_model="numpy")
+def _gelu_table(table):
+    for i in range(1 << 16):
+        x = fp16_to_fp32(i)
+        inner = (_SQRT_2_OVER_PI * x) * fma32(_GELU_A * x, x, F32(1.0))
+        table[i] = fp32_to_fp16((F32(0.5) * x) * (F32(1.0) + np.tanh(inner)))
+
+
+def gelu_f16_table() -> np.ndarray:
+    """ggml_table_gelu_f16: float16 bits of GELU(x) for every float16 bit pattern x (uint16[65536])."""
+    table = np.empty(1 << 16, np.uint16)
+    _gelu_table(table)
+    return table
