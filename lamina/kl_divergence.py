@@ -25,8 +25,8 @@ import numpy as np
 
 from lamina.gguf import write_atomically
 from lamina.log_prob_file import LogProbFileError, LogProbReader, LogProbWriter, split_rows
-from lamina.perplexity import (PerplexityResult, ScoredChunk, check_enough_tokens, chunk_count, evaluate_chunks,
-                               perplexity)
+from lamina.perplexity import (PerplexityError, PerplexityResult, ScoredChunk, check_enough_tokens, chunk_count,
+                               evaluate_chunks, perplexity)
 
 _LOG_PROB_FLOOR = np.float32(-16)  # base log-probabilities at or below this add nothing to the KLD sum
 _ROWS_PER_BLOCK = 64               # rows compared at once: bounds the (rows, n_vocab) temporaries
@@ -203,6 +203,8 @@ def save_base_log_probs(ctx, tokens, n_ctx: int, bos: int | None, n_vocab: int, 
     tokens = np.asarray(tokens, dtype=np.int32)
     check_enough_tokens(len(tokens), n_ctx)
     n_chunk = chunk_count(len(tokens), n_ctx, n_chunks)
+    if n_chunk == 0:
+        raise PerplexityError("no chunks to evaluate (the chunk limit is 0)")
     result: list[PerplexityResult] = []
 
     def emit(f) -> None:

@@ -110,6 +110,8 @@ def perplexity(ctx, tokens: list[int], n_ctx: int, bos: int | None, n_chunks: in
     tokens = np.asarray(tokens, dtype=np.int32)
     check_enough_tokens(len(tokens), n_ctx)
     n_chunk = chunk_count(len(tokens), n_ctx, n_chunks)
+    if n_chunk == 0:
+        raise PerplexityError("no chunks to evaluate (the chunk limit is 0)")
     nll = nll2 = 0.0
     count = 0
     running = []

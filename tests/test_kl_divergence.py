@@ -98,7 +98,8 @@ def _write_file(path: Path, n_ctx=8, n_vocab=11, n_chunk=2, seed=0) -> tuple[np.
 def test_file_round_trip(tmp_path):
     path = tmp_path / "base.kld"
     tokens, chunks = _write_file(path, n_ctx=8, n_vocab=11, n_chunk=3)
-    assert path.stat().st_size == file_bytes(8, 11, 3) == 20 + 4 * 24 + 3 * 3 * 16 * 2  # header, tokens, 3 chunks of 3 rows of 16 uint16
+    # header, tokens, 3 chunks of 3 rows of 16 uint16
+    assert path.stat().st_size == file_bytes(8, 11, 3) == 20 + 4 * 24 + 3 * 3 * 16 * 2
     assert path.read_bytes()[:8] == MAGIC == b"_logits_"
     with LogProbReader(str(path)) as r:
         assert (r.header.n_ctx, r.header.n_vocab, r.header.n_chunk) == (8, 11, 3)
@@ -329,7 +330,8 @@ def test_commands_print_llamacpp_statistics(smollm2, smollm2_q4_0, refdata, tmp_
     out = done.stdout
     assert "chunk             PPL               ln(PPL(Q)/PPL(base))" in out
     assert [line.split()[0] for line in out.splitlines() if line[:4].strip().isdigit()] == ["1", "2"]
-    for label in ("Mean PPL(Q)                   :", "Mean PPL(base)                :", "Cor(ln(PPL(Q)), ln(PPL(base))):",
+    for label in ("Mean PPL(Q)                   :", "Mean PPL(base)                :",
+                  "Cor(ln(PPL(Q)), ln(PPL(base))):",
                   "Mean ln(PPL(Q)/PPL(base))     :", "Mean PPL(Q)/PPL(base)         :", "Mean    KLD:",
                   "Maximum KLD:", "99.9%   KLD:", "Median  KLD:", " 0.1%   KLD:", "Minimum KLD:", "Mean    Δp:",
                   "RMS Δp    :", "Same top p:"):
@@ -361,3 +363,10 @@ def test_command_errors_are_clear(smollm2, tmp_path):
 
 def test_chunk_count_follows_llamacpp():
     assert chunk_count(7639, 512) == 14 and chunk_count(7639, 512, 3) == 3 and chunk_count(7639, 512, 99) == 14
+
+
+def test_a_chunk_limit_of_zero_is_a_clear_error(smollm2, refdata, tmp_path):
+    done = _cli("-m", str(smollm2), "-f", str(refdata / "text" / "GPL-3.txt"), "-c", str(N_CTX), "--chunks", "0",
+                "--kl-divergence-base", str(tmp_path / "b.kld"))
+    assert done.returncode == 1 and "no chunks to evaluate" in done.stderr and "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []

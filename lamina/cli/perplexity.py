@@ -24,8 +24,8 @@ The second run reads the tokens and n_ctx from the file (-f is not needed; -c, i
 must match). The file has the layout of llama-perplexity's --kl-divergence-base file
 ("_logits_" magic, then n_ctx, n_vocab, n_chunk, the tokens and every scored token's
 log-probabilities in 16 bits per vocabulary entry, encoded as llama-perplexity encodes
-them), so files from either tool are meant to work with the other. It is large: about 2 * n_vocab bytes per scored token (smollm2 on a 7.5k-token
-text at -c 512: 351 MB).
+them), so files from either tool are meant to work with the other. It is large: about
+2 * n_vocab bytes per scored token (smollm2 on a 7.5k-token text at -c 512: 351 MB).
 """
 
 
@@ -147,8 +147,10 @@ _TABLE_HEADER = ("chunk             PPL               ln(PPL(Q)/PPL(base))      
 def _chunk_row(chunk: int, s) -> str:
     """One line of llama-perplexity's running KL-divergence table."""
     ppl, ratio, kld, rms, top = s.ppl(), s.log_ppl_ratio(), s.kld(), s.p_diff_rms(), s.same_top()
-    return (f"{chunk:4d}    {ppl.value:9.4f} ± {ppl.uncertainty:9.4f}    {ratio.value:10.5f} ± {ratio.uncertainty:10.5f}"
-            f"    {kld.value:10.5f} ± {kld.uncertainty:10.5f}    {100 * rms.value:6.3f} ± {100 * rms.uncertainty:6.3f} %"
+    return (f"{chunk:4d}    {ppl.value:9.4f} ± {ppl.uncertainty:9.4f}"
+            f"    {ratio.value:10.5f} ± {ratio.uncertainty:10.5f}"
+            f"    {kld.value:10.5f} ± {kld.uncertainty:10.5f}"
+            f"    {100 * rms.value:6.3f} ± {100 * rms.uncertainty:6.3f} %"
             f"    {100 * top.value:6.3f} ± {100 * top.uncertainty:6.3f} %")
 
 
