@@ -216,18 +216,8 @@ def save_base_log_probs(ctx, tokens, n_ctx: int, bos: int | None, n_vocab: int, 
         result.append(perplexity(ctx, tokens, n_ctx, bos, n_chunks, progress, on_chunk=save))
 
     write_atomically(path, emit)
-    _give_default_permissions(path)
     return result[0]
 
-
-def _give_default_permissions(path: str) -> None:
-    """write_atomically's temporary file is private (0600); give the result the mode a plain open() gives."""
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(path, 0o666 & ~umask)
-    except OSError:
-        pass
 
 
 def open_base_log_probs(path: str, n_vocab: int, n_ctx: int | None = None) -> LogProbReader:

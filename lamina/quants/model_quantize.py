@@ -534,21 +534,11 @@ def quantize_model(request: QuantizeRequest, log: Callable[[str], None] | None =
                         bar.close()
 
             write_atomically(request.output_path, emit)
-            _give_default_permissions(request.output_path)
         finally:
             os.close(fd)
     report.seconds = time.perf_counter() - start
     return report
 
-
-def _give_default_permissions(path: str) -> None:
-    """The temporary file was created private (0600); give the result the mode a plain open() would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(path, 0o666 & ~umask)
-    except OSError:
-        pass
 
 
 def _progress_bar(total: int):
