@@ -17,7 +17,6 @@ may differ from llama.cpp's (which adds per-thread partial sums) only in the las
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Callable
 
