@@ -126,37 +126,45 @@ def quantize_q8_1(x, q, d, s):
         s[i, b] = fp16_to_fp32(fp32_to_fp16(dd * F32(total)))
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _q8_K_block(x, q, d, bsums, t, nb):
+    """One 256-value block (token × block index ``t``) of quantize_row_q8_K_ref."""
+    i = t // nb
+    o = (t % nb) * 256
+    amax = F32(0.0)
+    vmax = F32(0.0)
+    for j in range(256):
+        a = abs(x[i, o + j])
+        if a > amax:
+            amax = a
+            vmax = x[i, o + j]
+    if amax == 0:
+        d[i, t % nb] = 0
+        for j in range(256):
+            q[i, o + j] = 0
+    else:
+        iscale = F32(-127.0) / vmax
+        d[i, t % nb] = F32(1.0) / iscale
+        for j in range(256):
+            v = np.rint(iscale * x[i, o + j])
+            q[i, o + j] = np.int8(min(v, F32(127.0)))
+    for g in range(16):
+        total = 0
+        for j in range(16):
+            total += np.int32(q[i, o + 16 * g + j])
+        bsums[i, o // 16 + g] = total
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def quantize_q8_K(x, q, d, bsums):
     """Q8_K activations (quantize_row_q8_K_ref): q (N, n) int8, d (N, n/256) float32, bsums (N, n/16)
     int32. ggml_quantize_mat_q8_K_4x8 (the repacked Q4_K path) gives the same values, or all of q, d
     and bsums negated when the largest magnitude occurs with both signs, which no product notices."""
     nb = x.shape[1] // 256
-    for t in prange(x.shape[0] * nb):
-        i = t // nb
-        o = (t % nb) * 256
-        amax = F32(0.0)
-        vmax = F32(0.0)
-        for j in range(256):
-            a = abs(x[i, o + j])
-            if a > amax:
-                amax = a
-                vmax = x[i, o + j]
-        if amax == 0:
-            d[i, t % nb] = 0
-            for j in range(256):
-                q[i, o + j] = 0
-        else:
-            iscale = F32(-127.0) / vmax
-            d[i, t % nb] = F32(1.0) / iscale
-            for j in range(256):
-                v = np.rint(iscale * x[i, o + j])
-                q[i, o + j] = np.int8(min(v, F32(127.0)))
-        for g in range(16):
-            total = 0
-            for j in range(16):
-                total += np.int32(q[i, o + 16 * g + j])
-            bsums[i, o // 16 + g] = total
+    n_chunks = (x.shape[0] + 15) // 16  # 16 tokens per parallel task: one block each would drown in scheduling
+    for c in prange(n_chunks):
+        for t in range(c * 16 * nb, min(x.shape[0], (c + 1) * 16) * nb):
+            _q8_K_block(x, q, d, bsums, t, nb)
 
 
 def round_activations(x: np.ndarray, kind: str | None) -> np.ndarray:

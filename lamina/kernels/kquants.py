@@ -35,6 +35,7 @@ BLOCK_SCRATCH = LANES * LANE_BYTES  # widened bytes of one block of a 16-row gro
 TILED_MIN_TOKENS = 8  # ggml_tiled_min_batch
 REPACK_GROUP = 4  # the q4_K_8x8 gemm takes tokens four at a time
 TOKEN_CHUNK = 64
+FEW_TASKS = 16  # parallel tasks of the few-token kernels (each with its own small buffer)
 
 
 # -- activations ----------------------------------------------------------------------------------
@@ -68,44 +69,55 @@ class KActivations:
 # -- Q6_K -------------------------------------------------------------------------------------------
 
 
-@njit(cache=True, error_model="numpy")
-def _widen_q6_K(ql, qh, sc, d, g, nb, w, scales, dv):
-    """Group ``g``: values 0..63 per byte into ``w`` ([block][lane][16 rows][4]), scales as int32
-    lanes ([block][sub-block][16]), d as float32 ([block][16])."""
+@njit(cache=True, inline="always")
+def _widen_q6_K_block(ql, qh, sc, d, gb, slot, w, scales, dv):
+    """Block ``gb`` (group × block) into buffer slot ``slot``: values 0..63 per byte in ``w``
+    ([slot][lane][16 rows][4]), scales as int32 lanes ([slot][sub-block][16]), d as float32."""
     low = vsplat_i(0x0F0F0F0F)
-    for b in range(nb):
-        gb = g * nb + b
-        for h in range(2):
-            for c in range(2):
-                for i in range(8):
-                    v = vload_i(ql, (gb * 32 + 16 * h + 8 * c + i) * LANE_BYTES)
-                    hb = vload_i(qh, (gb * 16 + 8 * h + i) * LANE_BYTES)
-                    lane = 32 * h + 8 * c + i
-                    lo = vor_i(vand_i(v, low), vsll_i(vand_i(vsrl_i(hb, 2 * c), vsplat_i(0x03030303)), 4))
-                    hi = vor_i(vand_i(vsrl_i(v, 4), low), vsll_i(vand_i(vsrl_i(hb, 4 + 2 * c), vsplat_i(0x03030303)), 4))
-                    vstore_i(w, (b * LANES + lane) * LANE_BYTES, lo)
-                    vstore_i(w, (b * LANES + lane + 16) * LANE_BYTES, hi)
-        for s in range(16):
-            vstore_i(scales, (b * 16 + s) * GROUP, vload_s8(sc, (gb * 16 + s) * GROUP))
-        vstore_f(dv, b * GROUP, vload_f16(d, gb * GROUP))
+    two = vsplat_i(0x03030303)
+    for h in range(2):
+        for c in range(2):
+            for i in range(8):
+                v = vload_i(ql, (gb * 32 + 16 * h + 8 * c + i) * LANE_BYTES)
+                hb = vload_i(qh, (gb * 16 + 8 * h + i) * LANE_BYTES)
+                lane = slot * LANES + 32 * h + 8 * c + i
+                vstore_i(w, lane * LANE_BYTES, vor_i(vand_i(v, low), vsll_i(vand_i(vsrl_i(hb, 2 * c), two), 4)))
+                vstore_i(w, (lane + 16) * LANE_BYTES,
+                         vor_i(vand_i(vsrl_i(v, 4), low), vsll_i(vand_i(vsrl_i(hb, 4 + 2 * c), two), 4)))
+    for s in range(16):
+        vstore_i(scales, (slot * 16 + s) * GROUP, vload_s8(sc, (gb * 16 + s) * GROUP))
+    vstore_f(dv, slot * GROUP, vload_f16(d, gb * GROUP))
 
 
 @njit(cache=True, inline="always")
-def _q6_vec_lane(k, w, scales, xq, bs16, b, xo, tb):
+def _q6_vec_lane(k, w, scales, slot, xq, bs16, xo, tb):
     """Lane k of ggml_vec_dot_q6_K_q8_K for one block and 16 rows (exact int32)."""
     hi = 1 if k >= 4 else 0
     s = vzero_i()
     for v in range(8):
-        p = vdpbusd(vzero_i(), vload_i(w, (b * LANES + 8 * v + k) * LANE_BYTES), vbcast_i(xq, xo + 32 * v + 4 * k))
+        p = vdpbusd(vzero_i(), vload_i(w, (slot * LANES + 8 * v + k) * LANE_BYTES), vbcast_i(xq, xo + 32 * v + 4 * k))
         # |p| < 2^15: the product with the 8-bit scale is one 16-bit multiply-add (vpmaddwd)
-        s = vadd_i(s, vmul_i(vsra_i(vsll_i(p, 16), 16), vload_i(scales, (b * 16 + 2 * v + hi) * GROUP)))
-    bias = vadd_i(vmul_i(vbcast_i(bs16, tb * 16 + 2 * k), vload_i(scales, (b * 16 + 2 * k) * GROUP)),
-                  vmul_i(vbcast_i(bs16, tb * 16 + 2 * k + 1), vload_i(scales, (b * 16 + 2 * k + 1) * GROUP)))
+        s = vadd_i(s, vmul_i(vsra_i(vsll_i(p, 16), 16), vload_i(scales, (slot * 16 + 2 * v + hi) * GROUP)))
+    bias = vadd_i(vmul_i(vbcast_i(bs16, tb * 16 + 2 * k), vload_i(scales, (slot * 16 + 2 * k) * GROUP)),
+                  vmul_i(vbcast_i(bs16, tb * 16 + 2 * k + 1), vload_i(scales, (slot * 16 + 2 * k + 1) * GROUP)))
     return vsub_i(s, vsll_i(bias, 5))
 
 
+@njit(cache=True, inline="always")
+def _q6_tiled_block(w, scales, dv, slot, xq, xd, bias32, xo, tb, acc):
+    """The tiled kernel's step for one block: exact S, then fma(float(S)·d_w, d_x, acc)."""
+    total = vzero_i()
+    for s in range(16):
+        dot = vbcast_i(bias32, tb * 16 + s)
+        for i in range(4):
+            dot = vdpbusd(dot, vload_i(w, (slot * LANES + 4 * s + i) * LANE_BYTES), vbcast_i(xq, xo + 16 * s + 4 * i))
+        total = vadd_i(total, vmul_i(dot, vload_i(scales, (slot * 16 + s) * GROUP)))
+    return vfma(vmul_f(vcvt(total), vload_f(dv, slot * GROUP)), vsplat_f(xd[tb]), acc)
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
-def _matmul_q6_K(ql, qh, sc, d, xq, xd, bs16, bias32, n_tok, n, n_groups, tiled, out):
+def _many_q6_K(ql, qh, sc, d, xq, xd, bias32, n_tok, n, n_groups, out):
+    """8 tokens or more (tiled kernel): each group widened once per chunk of tokens."""
     nb = n // QK_K
     width = n_groups * GROUP
     n_chunks_t = (n_tok + TOKEN_CHUNK - 1) // TOKEN_CHUNK
@@ -115,87 +127,117 @@ def _matmul_q6_K(ql, qh, sc, d, xq, xd, bs16, bias32, n_tok, n, n_groups, tiled,
         w = np.empty(nb * BLOCK_SCRATCH, np.uint8)
         scales = np.empty(nb * 16 * GROUP, np.int32)
         dv = np.empty(nb * GROUP, np.float32)
-        _widen_q6_K(ql, qh, sc, d, g, nb, w, scales, dv)
+        for b in range(nb):
+            _widen_q6_K_block(ql, qh, sc, d, g * nb + b, b, w, scales, dv)
         for t in range(t0, min(n_tok, t0 + TOKEN_CHUNK)):
-            if tiled:
-                acc = vzero_f()
-                for b in range(nb):
-                    tb = t * nb + b
-                    xo = t * n + b * QK_K
-                    total = vzero_i()
-                    for s in range(16):
-                        dot = vbcast_i(bias32, tb * 16 + s)
-                        for i in range(4):
-                            dot = vdpbusd(dot, vload_i(w, (b * LANES + 4 * s + i) * LANE_BYTES), vbcast_i(xq, xo + 16 * s + 4 * i))
-                        total = vadd_i(total, vmul_i(dot, vload_i(scales, (b * 16 + s) * GROUP)))
-                    acc = vfma(vmul_f(vcvt(total), vload_f(dv, b * GROUP)), vsplat_f(xd[tb]), acc)
-                vstore_f(out, t * width + g * GROUP, acc)
-            else:
-                a0 = vzero_f()
-                a1 = vzero_f()
-                a2 = vzero_f()
-                a3 = vzero_f()
-                a4 = vzero_f()
-                a5 = vzero_f()
-                a6 = vzero_f()
-                a7 = vzero_f()
-                for b in range(nb):
-                    tb = t * nb + b
-                    xo = t * n + b * QK_K
-                    dd = vmul_f(vsplat_f(xd[tb]), vload_f(dv, b * GROUP))
-                    a0 = vfma(dd, vcvt(_q6_vec_lane(0, w, scales, xq, bs16, b, xo, tb)), a0)
-                    a1 = vfma(dd, vcvt(_q6_vec_lane(1, w, scales, xq, bs16, b, xo, tb)), a1)
-                    a2 = vfma(dd, vcvt(_q6_vec_lane(2, w, scales, xq, bs16, b, xo, tb)), a2)
-                    a3 = vfma(dd, vcvt(_q6_vec_lane(3, w, scales, xq, bs16, b, xo, tb)), a3)
-                    a4 = vfma(dd, vcvt(_q6_vec_lane(4, w, scales, xq, bs16, b, xo, tb)), a4)
-                    a5 = vfma(dd, vcvt(_q6_vec_lane(5, w, scales, xq, bs16, b, xo, tb)), a5)
-                    a6 = vfma(dd, vcvt(_q6_vec_lane(6, w, scales, xq, bs16, b, xo, tb)), a6)
-                    a7 = vfma(dd, vcvt(_q6_vec_lane(7, w, scales, xq, bs16, b, xo, tb)), a7)
-                vstore_f(out, t * width + g * GROUP, vhsum8(a0, a1, a2, a3, a4, a5, a6, a7))
+            acc = vzero_f()
+            for b in range(nb):
+                acc = _q6_tiled_block(w, scales, dv, b, xq, xd, bias32, t * n + b * QK_K, t * nb + b, acc)
+            vstore_f(out, t * width + g * GROUP, acc)
+
+
+@njit(cache=True, inline="always")
+def _few_q6_K_group(ql, qh, sc, d, xq, xd, bs16, n_tok, n, nb, width, g, w, scales, dv, acc, out):
+    """Group ``g`` for every token, through the buffers ``w``, ``scales``, ``dv`` and ``acc``."""
+    acc[:] = 0
+    for b in range(nb):
+        _widen_q6_K_block(ql, qh, sc, d, g * nb + b, 0, w, scales, dv)
+        for t in range(n_tok):
+            tb = t * nb + b
+            xo = t * n + b * QK_K
+            dd = vmul_f(vsplat_f(xd[tb]), vload_f(dv, 0))
+            for k in range(8):
+                o = (t * 8 + k) * GROUP
+                vstore_f(acc, o, vfma(dd, vcvt(_q6_vec_lane(k, w, scales, 0, xq, bs16, xo, tb)), vload_f(acc, o)))
+    for t in range(n_tok):
+        o = t * 8 * GROUP
+        vstore_f(out, t * width + g * GROUP,
+                 vhsum8(vload_f(acc, o), vload_f(acc, o + 16), vload_f(acc, o + 32), vload_f(acc, o + 48),
+                        vload_f(acc, o + 64), vload_f(acc, o + 80), vload_f(acc, o + 96), vload_f(acc, o + 112)))
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _few_q6_K(ql, qh, sc, d, xq, xd, bs16, n_tok, n, n_groups, w_all, i_all, f_all, out):
+    """Fewer than 8 tokens (vec_dot): block by block through a small buffer per task (a row of the
+    ``*_all`` arrays); each token's eight lane sums kept in it between blocks."""
+    nb = n // QK_K
+    width = n_groups * GROUP
+    n_tasks = w_all.shape[0]
+    for task in prange(n_tasks):
+        w, scales, fl = w_all[task], i_all[task], f_all[task]
+        dv = fl[:GROUP]
+        acc = fl[GROUP:]
+        for g in range(task * n_groups // n_tasks, (task + 1) * n_groups // n_tasks):
+            _few_q6_K_group(ql, qh, sc, d, xq, xd, bs16, n_tok, n, nb, width, g, w, scales, dv, acc, out)
 
 
 # -- Q4_K (repacked by ggml: gemm / gemv) ------------------------------------------------------------
 
 
-@njit(cache=True, error_model="numpy")
-def _widen_q4_K(qs, sc, d, dmin, g, nb, w, scales, mins, dv, dminv):
-    """Group ``g``: nibbles to bytes in ``w`` ([block][lane][16][4]); 6-bit scales as int32 and minimums
-    as float32 lanes ([block][sub-block][16]); d and dmin as float32 ([block][16])."""
+@njit(cache=True, inline="always")
+def _widen_q4_K_block(qs, sc, d, dmin, gb, slot, w, scales, mins, dv, dminv):
+    """Block ``gb`` into buffer slot ``slot``: nibbles to bytes in ``w`` ([slot][lane][16][4]); 6-bit
+    scales as int32 and minimums as float32 lanes ([slot][sub-block][16]); d and dmin as float32."""
     low = vsplat_i(0x0F0F0F0F)
     m63 = vsplat_i(63)
-    for b in range(nb):
-        gb = g * nb + b
-        for c in range(4):
-            for i in range(8):
-                v = vload_i(qs, (gb * 32 + 8 * c + i) * LANE_BYTES)
-                vstore_i(w, (b * LANES + 16 * c + i) * LANE_BYTES, vand_i(v, low))
-                vstore_i(w, (b * LANES + 16 * c + 8 + i) * LANE_BYTES, vand_i(vsrl_i(v, 4), low))
-        so = gb * 12
-        for j in range(8):
-            if j < 4:
-                s = vand_i(vload_u8(sc, (so + j) * GROUP), m63)
-                m = vand_i(vload_u8(sc, (so + j + 4) * GROUP), m63)
-            else:
-                hi = vload_u8(sc, (so + j + 4) * GROUP)
-                s = vor_i(vand_i(hi, vsplat_i(15)), vsll_i(vsrl_i(vload_u8(sc, (so + j - 4) * GROUP), 6), 4))
-                m = vor_i(vsrl_i(hi, 4), vsll_i(vsrl_i(vload_u8(sc, (so + j) * GROUP), 6), 4))
-            vstore_i(scales, (b * 8 + j) * GROUP, s)
-            vstore_f(mins, (b * 8 + j) * GROUP, vcvt(m))
-        vstore_f(dv, b * GROUP, vload_f16(d, gb * GROUP))
-        vstore_f(dminv, b * GROUP, vload_f16(dmin, gb * GROUP))
+    for c in range(4):
+        for i in range(8):
+            v = vload_i(qs, (gb * 32 + 8 * c + i) * LANE_BYTES)
+            vstore_i(w, (slot * LANES + 16 * c + i) * LANE_BYTES, vand_i(v, low))
+            vstore_i(w, (slot * LANES + 16 * c + 8 + i) * LANE_BYTES, vand_i(vsrl_i(v, 4), low))
+    so = gb * 12
+    for j in range(8):
+        if j < 4:
+            s = vand_i(vload_u8(sc, (so + j) * GROUP), m63)
+            m = vand_i(vload_u8(sc, (so + j + 4) * GROUP), m63)
+        else:
+            hi = vload_u8(sc, (so + j + 4) * GROUP)
+            s = vor_i(vand_i(hi, vsplat_i(15)), vsll_i(vsrl_i(vload_u8(sc, (so + j - 4) * GROUP), 6), 4))
+            m = vor_i(vsrl_i(hi, 4), vsll_i(vsrl_i(vload_u8(sc, (so + j) * GROUP), 6), 4))
+        vstore_i(scales, (slot * 8 + j) * GROUP, s)
+        vstore_f(mins, (slot * 8 + j) * GROUP, vcvt(m))
+    vstore_f(dv, slot * GROUP, vload_f16(d, gb * GROUP))
+    vstore_f(dminv, slot * GROUP, vload_f16(dmin, gb * GROUP))
 
 
 @njit(cache=True, inline="always")
-def _q4_sub(w, xq, b, s, xo):
+def _q4_sub(w, xq, slot, s, xo):
     """Σ of the 32 products of sub-block ``s`` (exact int32) for 16 rows."""
     dot = vzero_i()
     for k in range(8):
-        dot = vdpbusd(dot, vload_i(w, (b * LANES + 8 * s + k) * LANE_BYTES), vbcast_i(xq, xo + 32 * s + 4 * k))
+        dot = vdpbusd(dot, vload_i(w, (slot * LANES + 8 * s + k) * LANE_BYTES), vbcast_i(xq, xo + 32 * s + 4 * k))
     return dot
 
 
+@njit(cache=True, inline="always")
+def _q4_block(gemm, w, scales, mins, dv, dminv, slot, xq, xd, sums32, xo, tb, acc, accm):
+    """One block's step of the q4_K_8x8 gemm (a float step per 64 values) or gemv (per 256)."""
+    xdb = vsplat_f(xd[tb])
+    dd = vmul_f(vload_f(dv, slot * GROUP), xdb)
+    dm = vmul_f(vload_f(dminv, slot * GROUP), xdb)
+    if gemm:
+        for p in range(4):
+            s0 = 2 * p
+            i = vadd_i(vmul_i(_q4_sub(w, xq, slot, s0, xo), vload_i(scales, (slot * 8 + s0) * GROUP)),
+                       vmul_i(_q4_sub(w, xq, slot, s0 + 1, xo), vload_i(scales, (slot * 8 + s0 + 1) * GROUP)))
+            acc = vfma(vcvt(i), dd, acc)
+            m = vfma(vload_f(mins, (slot * 8 + s0 + 1) * GROUP), vsplat_f(sums32[tb * 8 + s0 + 1]),
+                     vmul_f(vload_f(mins, (slot * 8 + s0) * GROUP), vsplat_f(sums32[tb * 8 + s0])))
+            accm = vfma(m, dm, accm)
+    else:
+        i = vzero_i()
+        m = vzero_f()
+        for s in range(8):
+            i = vadd_i(i, vmul_i(_q4_sub(w, xq, slot, s, xo), vload_i(scales, (slot * 8 + s) * GROUP)))
+            # every product and partial sum is an integer below 2^24: exact in float32
+            m = vfma(vload_f(mins, (slot * 8 + s) * GROUP), vsplat_f(sums32[tb * 8 + s]), m)
+        acc = vfma(vcvt(i), dd, acc)
+        accm = vfma(m, dm, accm)
+    return acc, accm
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
-def _matmul_q4_K(qs, sc, d, dmin, xq, xd, sums32, n_tok, n, n_groups, split, out):
+def _many_q4_K(qs, sc, d, dmin, xq, xd, sums32, n_tok, n, n_groups, split, out):
     """Tokens before ``split``: the q4_K_8x8 gemm's order; from ``split`` on: the gemv's."""
     nb = n // QK_K
     width = n_groups * GROUP
@@ -208,35 +250,50 @@ def _matmul_q4_K(qs, sc, d, dmin, xq, xd, sums32, n_tok, n, n_groups, split, out
         mins = np.empty(nb * 8 * GROUP, np.float32)
         dv = np.empty(nb * GROUP, np.float32)
         dminv = np.empty(nb * GROUP, np.float32)
-        _widen_q4_K(qs, sc, d, dmin, g, nb, w, scales, mins, dv, dminv)
+        for b in range(nb):
+            _widen_q4_K_block(qs, sc, d, dmin, g * nb + b, b, w, scales, mins, dv, dminv)
         for t in range(t0, min(n_tok, t0 + TOKEN_CHUNK)):
             acc = vzero_f()
             accm = vzero_f()
             for b in range(nb):
-                tb = t * nb + b
-                xo = t * n + b * QK_K
-                xdb = vsplat_f(xd[tb])
-                dd = vmul_f(vload_f(dv, b * GROUP), xdb)
-                dm = vmul_f(vload_f(dminv, b * GROUP), xdb)
-                if t < split:
-                    for p in range(4):
-                        s0 = 2 * p
-                        i = vadd_i(vmul_i(_q4_sub(w, xq, b, s0, xo), vload_i(scales, (b * 8 + s0) * GROUP)),
-                                   vmul_i(_q4_sub(w, xq, b, s0 + 1, xo), vload_i(scales, (b * 8 + s0 + 1) * GROUP)))
-                        acc = vfma(vcvt(i), dd, acc)
-                        m = vfma(vload_f(mins, (b * 8 + s0 + 1) * GROUP), vsplat_f(sums32[tb * 8 + s0 + 1]),
-                                 vmul_f(vload_f(mins, (b * 8 + s0) * GROUP), vsplat_f(sums32[tb * 8 + s0])))
-                        accm = vfma(m, dm, accm)
-                else:
-                    i = vzero_i()
-                    m = vzero_f()
-                    for s in range(8):
-                        i = vadd_i(i, vmul_i(_q4_sub(w, xq, b, s, xo), vload_i(scales, (b * 8 + s) * GROUP)))
-                        # every product and partial sum is an integer below 2^24: exact in float32
-                        m = vfma(vload_f(mins, (b * 8 + s) * GROUP), vsplat_f(sums32[tb * 8 + s]), m)
-                    acc = vfma(vcvt(i), dd, acc)
-                    accm = vfma(m, dm, accm)
+                acc, accm = _q4_block(t < split, w, scales, mins, dv, dminv, b, xq, xd, sums32, t * n + b * QK_K,
+                                      t * nb + b, acc, accm)
             vstore_f(out, t * width + g * GROUP, vsub_f(acc, accm))
+
+
+@njit(cache=True, inline="always")
+def _few_q4_K_group(qs, sc, d, dmin, xq, xd, sums32, n_tok, n, nb, width, split, g, w, scales, mins, dv, dminv,
+                    acc, out):
+    """Group ``g`` for every token, through the buffers given."""
+    acc[:] = 0
+    for b in range(nb):
+        _widen_q4_K_block(qs, sc, d, dmin, g * nb + b, 0, w, scales, mins, dv, dminv)
+        for t in range(n_tok):
+            o = t * 2 * GROUP
+            a, am = _q4_block(t < split, w, scales, mins, dv, dminv, 0, xq, xd, sums32, t * n + b * QK_K,
+                              t * nb + b, vload_f(acc, o), vload_f(acc, o + GROUP))
+            vstore_f(acc, o, a)
+            vstore_f(acc, o + GROUP, am)
+    for t in range(n_tok):
+        o = t * 2 * GROUP
+        vstore_f(out, t * width + g * GROUP, vsub_f(vload_f(acc, o), vload_f(acc, o + GROUP)))
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _few_q4_K(qs, sc, d, dmin, xq, xd, sums32, n_tok, n, n_groups, split, w_all, i_all, f_all, out):
+    """A few tokens: block by block through a small buffer per task, sums kept per token between blocks."""
+    nb = n // QK_K
+    width = n_groups * GROUP
+    n_tasks = w_all.shape[0]
+    for task in prange(n_tasks):
+        w, scales, fl = w_all[task], i_all[task], f_all[task]
+        mins = fl[:8 * GROUP]
+        dv = fl[8 * GROUP:9 * GROUP]
+        dminv = fl[9 * GROUP:10 * GROUP]
+        acc = fl[10 * GROUP:]
+        for g in range(task * n_groups // n_tasks, (task + 1) * n_groups // n_tasks):
+            _few_q4_K_group(qs, sc, d, dmin, xq, xd, sums32, n_tok, n, nb, width, split, g, w, scales, mins, dv,
+                            dminv, acc, out)
 
 
 # -- Q5_K (not yet exact): the earlier matrix-vector kernel and dequantize + BLAS -----------------------
@@ -378,9 +435,14 @@ class PackedQ6_K:
     def matmul(self, x):
         a = KActivations(x)
         out = np.empty((a.n_tok, self.n_groups * GROUP), np.float32)
-        tiled = a.n_tok >= TILED_MIN_TOKENS
-        _matmul_q6_K(self.ql, self.qh, self.sc, self.d, a.xq, a.xd, a.bs16, a.bias32() if tiled else a.bs16,
-                     a.n_tok, self.n, self.n_groups, tiled, out.reshape(-1))
+        if a.n_tok >= TILED_MIN_TOKENS:
+            _many_q6_K(self.ql, self.qh, self.sc, self.d, a.xq, a.xd, a.bias32(), a.n_tok, self.n, self.n_groups,
+                       out.reshape(-1))
+        else:
+            tasks = min(self.n_groups, FEW_TASKS)
+            _few_q6_K(self.ql, self.qh, self.sc, self.d, a.xq, a.xd, a.bs16, a.n_tok, self.n, self.n_groups,
+                      np.empty((tasks, BLOCK_SCRATCH), np.uint8), np.empty((tasks, 16 * GROUP), np.int32),
+                      np.empty((tasks, (1 + 8 * a.n_tok) * GROUP), np.float32), out.reshape(-1))
         return out if out.shape[1] == self.rows else np.ascontiguousarray(out[:, :self.rows])
 
     def dequantize(self, r0, out):
@@ -433,8 +495,14 @@ class PackedQ4_K:
         a = KActivations(x)
         out = np.empty((a.n_tok, self.n_groups * GROUP), np.float32)
         split = a.n_tok - a.n_tok % REPACK_GROUP
-        _matmul_q4_K(self.qs, self.sc, self.d, self.dmin, a.xq, a.xd, a.sums32(), a.n_tok, self.n, self.n_groups,
-                     split, out.reshape(-1))
+        if a.n_tok < TILED_MIN_TOKENS:
+            tasks = min(self.n_groups, FEW_TASKS)
+            _few_q4_K(self.qs, self.sc, self.d, self.dmin, a.xq, a.xd, a.sums32(), a.n_tok, self.n, self.n_groups,
+                      split, np.empty((tasks, BLOCK_SCRATCH), np.uint8), np.empty((tasks, 8 * GROUP), np.int32),
+                      np.empty((tasks, (10 + 2 * a.n_tok) * GROUP), np.float32), out.reshape(-1))
+        else:
+            _many_q4_K(self.qs, self.sc, self.d, self.dmin, a.xq, a.xd, a.sums32(), a.n_tok, self.n, self.n_groups,
+                       split, out.reshape(-1))
         return out if out.shape[1] == self.rows else np.ascontiguousarray(out[:, :self.rows])
 
     def dequantize(self, r0, out):

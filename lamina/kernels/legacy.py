@@ -39,32 +39,52 @@ BLOCK_BYTES = {Q8_0: 34, Q5_0: 22, Q5_1: 24, Q4_0: 18, Q4_1: 20}
 OFFSET = {Q8_0: 128, Q5_0: 16, Q5_1: 0, Q4_0: 8, Q4_1: 0}
 HAS_MIN = (Q5_1, Q4_1)  # Q8_1 activations, the m·s sum
 
+FEW_TOKENS = 4  # at most this many tokens: weights widened in registers, activations quantized serially
+PREPARE_CHUNK = 16  # tokens quantized per parallel task (one block each would drown in scheduling)
 TOKEN_CHUNK = 64  # tokens per parallel task: its activations stay in L2 while the group's weights sit in L1
 
 
 # -- activations -------------------------------------------------------------------------------------
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _prepare_block(x, offset, with_sum, q, xd, xs, corr, task, nb):
+    """Block ``task`` (token × block) of the activation: quantize, and each lane's correction."""
+    t = task // nb
+    b = task % nb
+    dd = _q8_0_block(x, t, b * 32, q)
+    xd[task] = fp16_to_fp32(fp32_to_fp16(dd))
+    total = 0
+    for k in range(8):
+        s = 0
+        for i in range(4):
+            s += np.int32(q[t, b * 32 + 4 * k + i])
+        corr[task * 8 + k] = -offset * s
+        total += s
+    if with_sum:
+        xs[task] = fp16_to_fp32(fp32_to_fp16(dd * F32(total)))
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
-def _prepare(x, offset, with_sum, xq, xd, xs, corr):
+def _prepare_many(x, offset, with_sum, xq, xd, xs, corr):
     """Quantize ``x`` (N, n) to Q8_0 (or Q8_1: ``with_sum``) and fill each lane's correction."""
     n_tok, n = x.shape
     nb = n // 32
     q = xq.reshape(n_tok, n)
-    for task in prange(n_tok * nb):
-        t = task // nb
-        b = task % nb
-        dd = _q8_0_block(x, t, b * 32, q)
-        xd[task] = fp16_to_fp32(fp32_to_fp16(dd))
-        total = 0
-        for k in range(8):
-            s = 0
-            for i in range(4):
-                s += np.int32(q[t, b * 32 + 4 * k + i])
-            corr[task * 8 + k] = -offset * s
-            total += s
-        if with_sum:
-            xs[task] = fp16_to_fp32(fp32_to_fp16(dd * F32(total)))
+    n_chunks = (n_tok + PREPARE_CHUNK - 1) // PREPARE_CHUNK
+    for c in prange(n_chunks):
+        for task in range(c * PREPARE_CHUNK * nb, min(n_tok, (c + 1) * PREPARE_CHUNK) * nb):
+            _prepare_block(x, offset, with_sum, q, xd, xs, corr, task, nb)
+
+
+@njit(cache=True, error_model="numpy")
+def _prepare_few(x, offset, with_sum, xq, xd, xs, corr):
+    """The same, in the calling thread (a parallel launch costs more than a few tokens' work)."""
+    n_tok, n = x.shape
+    nb = n // 32
+    q = xq.reshape(n_tok, n)
+    for task in range(n_tok * nb):
+        _prepare_block(x, offset, with_sum, q, xd, xs, corr, task, nb)
 
 
 class Activations:
@@ -78,7 +98,8 @@ class Activations:
         self.xd = np.empty(n_tok * nb, np.float32)
         self.xs = np.empty(n_tok * nb if with_sum else 1, np.float32)
         self.corr = np.empty(n_tok * nb * 8, np.int32)
-        _prepare(x, np.int32(offset), with_sum, self.xq, self.xd, self.xs, self.corr)
+        prepare = _prepare_few if n_tok <= FEW_TOKENS else _prepare_many
+        prepare(x, np.int32(offset), with_sum, self.xq, self.xd, self.xs, self.corr)
 
 
 # -- the kernel -------------------------------------------------------------------------------------
@@ -111,9 +132,94 @@ def _unpack_block(kind, qs, qh, g, nb, b, out):
         vstore_i(out, dst + (k + 4) * LANE_BYTES, hi)
 
 
+@njit(cache=True, inline="always")
+def _lanes_of_block(kind, qs, qh, g, nb, b, k):
+    """Lanes k and k+4 of block ``b`` of group ``g``, widened to unsigned bytes in registers."""
+    if kind == Q8_0:
+        base = ((g * nb + b) * 8) * LANE_BYTES
+        return vload_i(qs, base + k * LANE_BYTES), vload_i(qs, base + (k + 4) * LANE_BYTES)
+    low = vsplat_i(0x0F0F0F0F)
+    v = vload_i(qs, ((g * nb + b) * 4 + k) * LANE_BYTES)
+    lo = vand_i(v, low)
+    hi = vand_i(vsrl_i(v, 4), low)
+    if kind == Q5_0 or kind == Q5_1:
+        h = vload_i(qh, (g * nb + b) * GROUP)
+        lo = vor_i(lo, _spread_bits(vsrl_i(h, 4 * k)))
+        hi = vor_i(hi, _spread_bits(vsrl_i(h, 16 + 4 * k)))
+    return lo, hi
+
+
+@njit(cache=True, inline="always")
+def _lane(acc, dd, corr, co, w, xq, xo):
+    return vfma(dd, vcvt(vdpbusd(vbcast_i(corr, co), w, vbcast_i(xq, xo))), acc)
+
+
+@njit(cache=True, inline="always")
+def _token_from_registers(kind, per_block, qs, qh, d, m, xq, xd, xs, corr, t, n, g):
+    """One token's 16 outputs of group ``g``, widening the weights block by block in registers."""
+    nb = n // 32
+    has_min = kind == Q4_1 or kind == Q5_1
+    a0 = vzero_f()
+    a1 = vzero_f()
+    a2 = vzero_f()
+    a3 = vzero_f()
+    a4 = vzero_f()
+    a5 = vzero_f()
+    a6 = vzero_f()
+    a7 = vzero_f()
+    sm = vzero_f()
+    for b in range(nb):
+        tb = t * nb + b
+        dd = vmul_f(vload_f16(d, (g * nb + b) * GROUP), vsplat_f(xd[tb]))
+        xo = t * n + b * 32
+        co = tb * 8
+        w0, w4 = _lanes_of_block(kind, qs, qh, g, nb, b, 0)
+        w1, w5 = _lanes_of_block(kind, qs, qh, g, nb, b, 1)
+        w2, w6 = _lanes_of_block(kind, qs, qh, g, nb, b, 2)
+        w3, w7 = _lanes_of_block(kind, qs, qh, g, nb, b, 3)
+        if per_block:
+            s = vbcast_i(corr, co)
+            for k in range(1, 8):
+                s = vadd_i(s, vbcast_i(corr, co + k))
+            s = vdpbusd(s, w0, vbcast_i(xq, xo))
+            s = vdpbusd(s, w1, vbcast_i(xq, xo + 4))
+            s = vdpbusd(s, w2, vbcast_i(xq, xo + 8))
+            s = vdpbusd(s, w3, vbcast_i(xq, xo + 12))
+            s = vdpbusd(s, w4, vbcast_i(xq, xo + 16))
+            s = vdpbusd(s, w5, vbcast_i(xq, xo + 20))
+            s = vdpbusd(s, w6, vbcast_i(xq, xo + 24))
+            s = vdpbusd(s, w7, vbcast_i(xq, xo + 28))
+            a0 = vfma(vcvt(s), dd, a0)
+        else:
+            a0 = _lane(a0, dd, corr, co, w0, xq, xo)
+            a1 = _lane(a1, dd, corr, co + 1, w1, xq, xo + 4)
+            a2 = _lane(a2, dd, corr, co + 2, w2, xq, xo + 8)
+            a3 = _lane(a3, dd, corr, co + 3, w3, xq, xo + 12)
+            a4 = _lane(a4, dd, corr, co + 4, w4, xq, xo + 16)
+            a5 = _lane(a5, dd, corr, co + 5, w5, xq, xo + 20)
+            a6 = _lane(a6, dd, corr, co + 6, w6, xq, xo + 24)
+            a7 = _lane(a7, dd, corr, co + 7, w7, xq, xo + 28)
+            if has_min:
+                sm = vfma(vload_f16(m, (g * nb + b) * GROUP), vsplat_f(xs[tb]), sm)
+    if per_block:
+        return a0
+    y = vhsum8(a0, a1, a2, a3, a4, a5, a6, a7)
+    return vadd_f(y, sm) if has_min else y
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _matmul_few(kind, per_block, qs, qh, d, m, xq, xd, xs, corr, n_tok, n, n_groups, out):
+    """A few tokens (generation): the weights are read once, widened in registers, no buffers."""
+    width = n_groups * GROUP
+    for g in prange(n_groups):
+        for t in range(n_tok):
+            vstore_f(out, t * width + g * GROUP,
+                     _token_from_registers(kind, per_block, qs, qh, d, m, xq, xd, xs, corr, t, n, g))
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def _matmul(kind, per_block, qs, qh, d, m, xq, xd, xs, corr, n_tok, n, n_groups, out):
-    """out[t, 16g:16g+16] for every token t and row group g (see the module docstring)."""
+    """Many tokens: each group's weights widened once into a buffer that a chunk of tokens reads."""
     nb = n // 32
     width = n_groups * GROUP
     n_chunks = (n_tok + TOKEN_CHUNK - 1) // TOKEN_CHUNK
@@ -159,14 +265,14 @@ def _matmul(kind, per_block, qs, qh, d, m, xq, xd, xs, corr, n_tok, n, n_groups,
                         s = vdpbusd(s, vload_i(w, wo + k * LANE_BYTES), vbcast_i(xq, xo + 4 * k))
                     a0 = vfma(vcvt(s), dd, a0)
                 else:
-                    a0 = vfma(dd, vcvt(vdpbusd(vbcast_i(corr, co), vload_i(w, wo), vbcast_i(xq, xo))), a0)
-                    a1 = vfma(dd, vcvt(vdpbusd(vbcast_i(corr, co + 1), vload_i(w, wo + 64), vbcast_i(xq, xo + 4))), a1)
-                    a2 = vfma(dd, vcvt(vdpbusd(vbcast_i(corr, co + 2), vload_i(w, wo + 128), vbcast_i(xq, xo + 8))), a2)
-                    a3 = vfma(dd, vcvt(vdpbusd(vbcast_i(corr, co + 3), vload_i(w, wo + 192), vbcast_i(xq, xo + 12))), a3)
-                    a4 = vfma(dd, vcvt(vdpbusd(vbcast_i(corr, co + 4), vload_i(w, wo + 256), vbcast_i(xq, xo + 16))), a4)
-                    a5 = vfma(dd, vcvt(vdpbusd(vbcast_i(corr, co + 5), vload_i(w, wo + 320), vbcast_i(xq, xo + 20))), a5)
-                    a6 = vfma(dd, vcvt(vdpbusd(vbcast_i(corr, co + 6), vload_i(w, wo + 384), vbcast_i(xq, xo + 24))), a6)
-                    a7 = vfma(dd, vcvt(vdpbusd(vbcast_i(corr, co + 7), vload_i(w, wo + 448), vbcast_i(xq, xo + 28))), a7)
+                    a0 = _lane(a0, dd, corr, co, vload_i(w, wo), xq, xo)
+                    a1 = _lane(a1, dd, corr, co + 1, vload_i(w, wo + 64), xq, xo + 4)
+                    a2 = _lane(a2, dd, corr, co + 2, vload_i(w, wo + 128), xq, xo + 8)
+                    a3 = _lane(a3, dd, corr, co + 3, vload_i(w, wo + 192), xq, xo + 12)
+                    a4 = _lane(a4, dd, corr, co + 4, vload_i(w, wo + 256), xq, xo + 16)
+                    a5 = _lane(a5, dd, corr, co + 5, vload_i(w, wo + 320), xq, xo + 20)
+                    a6 = _lane(a6, dd, corr, co + 6, vload_i(w, wo + 384), xq, xo + 24)
+                    a7 = _lane(a7, dd, corr, co + 7, vload_i(w, wo + 448), xq, xo + 28)
                     if has_min:
                         sm = vfma(vload_f(mv, b * GROUP), vsplat_f(xs[tb]), sm)
             if per_block:
@@ -257,7 +363,8 @@ class PackedLegacy:
     def matmul(self, x: np.ndarray, prepared: Activations | None = None) -> np.ndarray:
         a = prepared if prepared is not None else self.prepare(x)
         out = np.empty((a.n_tok, self.n_groups * GROUP), np.float32)
-        _matmul(self.kind, self.per_block, self.qs, self.qh, self.d, self.m, a.xq.view(np.uint8), a.xd, a.xs,
+        kernel = _matmul_few if a.n_tok <= FEW_TOKENS else _matmul
+        kernel(self.kind, self.per_block, self.qs, self.qh, self.d, self.m, a.xq.view(np.uint8), a.xd, a.xs,
                 a.corr, a.n_tok, self.n, self.n_groups, out.reshape(-1))
         return out if self.rows == out.shape[1] else np.ascontiguousarray(out[:, :self.rows])
 
