@@ -15,6 +15,7 @@ from numba import njit, prange
 from lamina.quants.common import fp16_to_fp32, fp32_to_fp16
 
 from .common import F32
+from .simd import vabs_f, vhmax_f, vhsum_i, vload_f, vmax_f, vmin_f, vmul_f, vrint_f, vsplat_f, vstore_i8, vtoi, vzero_i
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -127,32 +128,31 @@ def quantize_q8_1(x, q, d, s):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _q8_K_block(x, q, d, bsums, t, nb):
-    """One 256-value block (token × block index ``t``) of quantize_row_q8_K_ref."""
-    i = t // nb
-    o = (t % nb) * 256
-    amax = F32(0.0)
-    vmax = F32(0.0)
-    for j in range(256):
-        a = abs(x[i, o + j])
-        if a > amax:
-            amax = a
-            vmax = x[i, o + j]
-    if amax == 0:
-        d[i, t % nb] = 0
-        for j in range(256):
-            q[i, o + j] = 0
-    else:
-        iscale = F32(-127.0) / vmax
-        d[i, t % nb] = F32(1.0) / iscale
-        for j in range(256):
-            v = np.rint(iscale * x[i, o + j])
-            q[i, o + j] = np.int8(min(v, F32(127.0)))
-    for g in range(16):
-        total = 0
+def _q8_K_block(xf, q, d, bsums, t, n):
+    """Block ``t`` (flat token × block index) of quantize_row_q8_K_ref: the value of largest
+    magnitude (its first occurrence) sets iscale = -127/value, q = min(127, round-half-even(iscale·x))."""
+    o = t * 256
+    m = vabs_f(vload_f(xf, o))
+    for j in range(1, 16):
+        m = vmax_f(m, vabs_f(vload_f(xf, o + 16 * j)))
+    amax = vhmax_f(m)
+    if not amax > 0:  # all zero (or NaN: ggml's comparisons skip those too)
+        d[t] = 0
         for j in range(16):
-            total += np.int32(q[i, o + 16 * g + j])
-        bsums[i, o // 16 + g] = total
+            vstore_i8(q, o + 16 * j, vzero_i())
+            bsums[16 * t + j] = 0
+        return
+    first = 0
+    while first < 255 and abs(xf[o + first]) != amax:
+        first += 1
+    iscale = F32(-127.0) / xf[o + first]
+    d[t] = F32(1.0) / iscale
+    vs = vsplat_f(iscale)
+    top = vsplat_f(F32(127.0))
+    for j in range(16):
+        qi = vtoi(vmin_f(vrint_f(vmul_f(vs, vload_f(xf, o + 16 * j))), top))
+        vstore_i8(q, o + 16 * j, qi)
+        bsums[16 * t + j] = vhsum_i(qi)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -160,11 +160,17 @@ def quantize_q8_K(x, q, d, bsums):
     """Q8_K activations (quantize_row_q8_K_ref): q (N, n) int8, d (N, n/256) float32, bsums (N, n/16)
     int32. ggml_quantize_mat_q8_K_4x8 (the repacked Q4_K path) gives the same values, or all of q, d
     and bsums negated when the largest magnitude occurs with both signs, which no product notices."""
-    nb = x.shape[1] // 256
-    n_chunks = (x.shape[0] + 15) // 16  # 16 tokens per parallel task: one block each would drown in scheduling
+    n_tok, n = x.shape
+    nb = n // 256
+    xf, qf, df, bf = x.reshape(-1), q.reshape(-1), d.reshape(-1), bsums.reshape(-1)
+    if n_tok <= 4:  # a parallel launch costs more than a few tokens' work
+        for t in range(n_tok * nb):
+            _q8_K_block(xf, qf, df, bf, t, n)
+        return
+    n_chunks = (n_tok + 15) // 16  # 16 tokens per parallel task: one block each would drown in scheduling
     for c in prange(n_chunks):
-        for t in range(c * 16 * nb, min(x.shape[0], (c + 1) * 16) * nb):
-            _q8_K_block(x, q, d, bsums, t, nb)
+        for t in range(c * 16 * nb, min(n_tok, (c + 1) * 16) * nb):
+            _q8_K_block(xf, qf, df, bf, t, n)
 
 
 def round_activations(x: np.ndarray, kind: str | None) -> np.ndarray:

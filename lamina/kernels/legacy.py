@@ -22,10 +22,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .activations import _q8_0_block
 from .common import F16_TO_F32, F32
-from .simd import (vadd_f, vadd_i, vand_i, vbcast_i, vcvt, vdpbusd, vfma, vhsum8, vload_f, vload_f16, vload_i,
-                   vmul_f, vmul_i, vor_i, vsll_i, vsplat_f, vsplat_i, vsrl_i, vstore_f, vstore_i, vzero_f, vzero_i)
+from .simd import (round_f16, vabs_f, vadd_f, vadd_i, vand_i, vbcast_i, vcvt, vdpbusd, vfma, vhmax_f, vhsum8, vlane_i, vload_f,
+                   vload_f16, vload_i, vmax_f, vmul_f, vmul_i, vor_i, vrint_f, vsll_i, vsplat_f, vsplat_i, vsrl_i,
+                   vstore_f, vstore_i, vstore_i8, vsum4_i, vtoi, vzero_f, vzero_i)
 from lamina.quants.common import fp16_to_fp32, fp32_to_fp16
 
 GROUP = 16  # rows per vector
@@ -48,21 +48,31 @@ TOKEN_CHUNK = 64  # tokens per parallel task: its activations stay in L2 while t
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _prepare_block(x, offset, with_sum, q, xd, xs, corr, task, nb):
-    """Block ``task`` (token × block) of the activation: quantize, and each lane's correction."""
-    t = task // nb
-    b = task % nb
-    dd = _q8_0_block(x, t, b * 32, q)
-    xd[task] = fp16_to_fp32(fp32_to_fp16(dd))
+def _prepare_block(xf, offset, with_sum, q, xd, xs, corr, task, nb, n):
+    """Block ``task`` (token × block) of the activation: quantize_row_q8_0/q8_1 (AVX path: d = amax/127,
+    q = round-half-even(x·127/amax)), and each lane's correction ``-offset · Σ of its 4 bytes``."""
+    o = (task // nb) * n + (task % nb) * 32
+    v0 = vload_f(xf, o)
+    v1 = vload_f(xf, o + 16)
+    amax = vhmax_f(vmax_f(vabs_f(v0), vabs_f(v1)))
+    dd = amax / F32(127.0)
+    idv = vsplat_f(F32(127.0) / amax if amax != 0 else F32(0.0))
+    q0 = vtoi(vrint_f(vmul_f(v0, idv)))
+    q1 = vtoi(vrint_f(vmul_f(v1, idv)))
+    vstore_i8(q, o, q0)
+    vstore_i8(q, o + 16, q1)
+    xd[task] = round_f16(dd)
+    s0 = vsum4_i(q0)
+    s1 = vsum4_i(q1)
     total = 0
-    for k in range(8):
-        s = 0
-        for i in range(4):
-            s += np.int32(q[t, b * 32 + 4 * k + i])
-        corr[task * 8 + k] = -offset * s
-        total += s
+    for k in range(4):
+        a = vlane_i(s0, k)
+        c = vlane_i(s1, k)
+        corr[task * 8 + k] = -offset * a
+        corr[task * 8 + 4 + k] = -offset * c
+        total += a + c
     if with_sum:
-        xs[task] = fp16_to_fp32(fp32_to_fp16(dd * F32(total)))
+        xs[task] = round_f16(dd * F32(total))
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -70,11 +80,11 @@ def _prepare_many(x, offset, with_sum, xq, xd, xs, corr):
     """Quantize ``x`` (N, n) to Q8_0 (or Q8_1: ``with_sum``) and fill each lane's correction."""
     n_tok, n = x.shape
     nb = n // 32
-    q = xq.reshape(n_tok, n)
+    xf = x.reshape(-1)
     n_chunks = (n_tok + PREPARE_CHUNK - 1) // PREPARE_CHUNK
     for c in prange(n_chunks):
         for task in range(c * PREPARE_CHUNK * nb, min(n_tok, (c + 1) * PREPARE_CHUNK) * nb):
-            _prepare_block(x, offset, with_sum, q, xd, xs, corr, task, nb)
+            _prepare_block(xf, offset, with_sum, xq, xd, xs, corr, task, nb, n)
 
 
 @njit(cache=True, error_model="numpy")
@@ -82,9 +92,9 @@ def _prepare_few(x, offset, with_sum, xq, xd, xs, corr):
     """The same, in the calling thread (a parallel launch costs more than a few tokens' work)."""
     n_tok, n = x.shape
     nb = n // 32
-    q = xq.reshape(n_tok, n)
+    xf = x.reshape(-1)
     for task in range(n_tok * nb):
-        _prepare_block(x, offset, with_sum, q, xd, xs, corr, task, nb)
+        _prepare_block(xf, offset, with_sum, xq, xd, xs, corr, task, nb, n)
 
 
 class Activations:

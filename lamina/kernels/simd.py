@@ -244,6 +244,18 @@ def vlane_f(typingctx, v, i):
     return types.float32(v, i), codegen
 
 
+@intrinsic
+def round_f16(typingctx, x):
+    """A float32 rounded to float16 (to nearest, ties to even; vcvtps2ph) and widened back."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fpext(builder.fptrunc(args[0], ir.HalfType()), _F32)
+
+    return types.float32(x), codegen
+
+
 # -- arithmetic --------------------------------------------------------------------------------
 
 
@@ -290,6 +302,149 @@ def _shift(op):
 vsrl_i = _shift("lshr")  # logical shift right of each int32 lane
 vsra_i = _shift("ashr")  # arithmetic shift right
 vsll_i = _shift("shl")
+
+
+def _unary_f(name):
+    @intrinsic
+    def impl(typingctx, a):
+        if a != v16f:
+            return None
+
+        def codegen(context, builder, sig, args):
+            fn = builder.module.declare_intrinsic(f"llvm.{name}.v16f32", fnty=ir.FunctionType(_VF, [_VF]))
+            return builder.call(fn, args)
+
+        return v16f(a), codegen
+
+    return impl
+
+
+vabs_f = _unary_f("fabs")
+vrint_f = _unary_f("rint")  # round to nearest, ties to even (the default rounding mode)
+
+
+def _binary_call_f(name):
+    @intrinsic
+    def impl(typingctx, a, b):
+        if a != v16f or b != v16f:
+            return None
+
+        def codegen(context, builder, sig, args):
+            fn = builder.module.declare_intrinsic(f"llvm.{name}.v16f32", fnty=ir.FunctionType(_VF, [_VF, _VF]))
+            return builder.call(fn, args)
+
+        return v16f(a, b), codegen
+
+    return impl
+
+
+def _select(builder, op, a, b):
+    return builder.select(builder.fcmp_ordered(op, a, b), a, b)
+
+
+def _pick_f(op):
+    """a op b ? a : b per lane: maxps / minps (with their NaN rule: the second operand)."""
+    @intrinsic
+    def impl(typingctx, a, b):
+        if a != v16f or b != v16f:
+            return None
+
+        def codegen(context, builder, sig, args):
+            return _select(builder, op, args[0], args[1])
+
+        return v16f(a, b), codegen
+
+    return impl
+
+
+vmax_f = _pick_f(">")
+vmin_f = _pick_f("<")
+
+
+@intrinsic
+def vhmax_f(typingctx, a):
+    """The largest lane of a V16f, folded as a tree of maxps (no NaN expected)."""
+    if a != v16f:
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = args[0]
+        und = ir.Constant(_VF, ir.Undefined)
+        for step in (8, 4, 2, 1):
+            other = builder.shuffle_vector(v, und, ir.Constant(_VI, [(i + step) % 16 for i in range(16)]))
+            v = _select(builder, ">", v, other)
+        return builder.extract_element(v, ir.Constant(_I32, 0))
+
+    return types.float32(a), codegen
+
+
+@intrinsic
+def vhsum_i(typingctx, a):
+    """The sum of the 16 int32 lanes (exact, wrapping like int32)."""
+    if a != v16i:
+        return None
+
+    def codegen(context, builder, sig, args):
+        fn = builder.module.declare_intrinsic("llvm.vector.reduce.add.v16i32", fnty=ir.FunctionType(_I32, [_VI]))
+        return builder.call(fn, args)
+
+    return types.int32(a), codegen
+
+
+@intrinsic
+def vlane_i(typingctx, v, i):
+    """Lane ``i`` of a V16i, as an int32."""
+    if not (v == v16i and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        idx = builder.trunc(args[1], _I32) if args[1].type.width > 32 else args[1]
+        return builder.extract_element(args[0], idx)
+
+    return types.int32(v, i), codegen
+
+
+@intrinsic
+def vsum4_i(typingctx, a):
+    """Lanes 0..3 hold the sums of lanes 4i..4i+3 (the other lanes are unspecified)."""
+    if a != v16i:
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = args[0]
+        und = ir.Constant(_VI, ir.Undefined)
+        pairs = builder.add(v, builder.shuffle_vector(v, und, ir.Constant(_VI, [i ^ 1 for i in range(16)])))
+        quads = builder.add(pairs, builder.shuffle_vector(pairs, und, ir.Constant(_VI, [i ^ 2 for i in range(16)])))
+        return builder.shuffle_vector(quads, und, ir.Constant(_VI, [0, 4, 8, 12] + [0] * 12))
+
+    return v16i(a), codegen
+
+
+@intrinsic
+def vtoi(typingctx, a):
+    """float32 lanes (already integral) to int32 lanes."""
+    if a != v16f:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fptosi(args[0], _VI)
+
+    return v16i(a), codegen
+
+
+@intrinsic
+def vstore_i8(typingctx, arr, idx, v):
+    """The low byte of each int32 lane, as 16 bytes at element ``idx`` of a byte array."""
+    if not (_is_array(arr) and isinstance(idx, types.Integer) and v == v16i):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vb = ir.VectorType(_I8, 16)
+        builder.store(builder.trunc(args[2], vb), _element_ptr(context, builder, sig.args[0], args[0], args[1], vb),
+                      align=1)
+        return context.get_dummy_value()
+
+    return types.none(arr, idx, v), codegen
 
 
 @intrinsic
