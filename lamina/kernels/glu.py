@@ -22,6 +22,8 @@ from numba import njit, prange
 from lamina.quants.common import fp16_to_fp32, fp32_to_fp16
 
 from .common import F32, fma32
+from .simd import (vabs_f, vadd_f, vadd_i, vbits_f, vdiv_f, vfma, vload_f, vmax_f, vmin_f, vmul_f, vsll_i, vsplat_f,
+                   vsplat_i, vsra_i, vstore_f, vsub_f, vsub_i, vtoi, vwhere_gt, vzero_f)
 
 def _hexf(s: str) -> np.float32:
     return np.float32(float.fromhex(s))
@@ -52,18 +54,54 @@ def v_expf(x):
     return F32(np.float64(j) * np.ldexp(1.0, np.int64(n)))
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _pow2(k):
+    """2^k for integer lanes k in [-126, 127], as float32 bits."""
+    return vbits_f(vsll_i(vadd_i(k, vsplat_i(127)), 23))
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def v_expf16(x):
+    """ggml_v_expf for 16 lanes (the same operations as :func:`v_expf`). scalef(j, n) is j·2^⌊n/2⌋·2^(n-⌊n/2⌋):
+    the first product stays normal, so only the second rounds."""
+    z = vfma(x, vsplat_f(_LOG2E), vsplat_f(_R))
+    n = vsub_f(z, vsplat_f(_R))
+    neg = vsub_f(vzero_f(), n)
+    b = vfma(neg, vsplat_f(_LN2_LO), vfma(neg, vsplat_f(_LN2_HI), x))
+    u = vmul_f(b, b)
+    j = vfma(vfma(vfma(vsplat_f(_C5), b, vsplat_f(_C4)), u, vfma(vsplat_f(_C3), b, vsplat_f(_C2))), u,
+             vfma(vsplat_f(_C1), b, vsplat_f(F32(1.0))))
+    big = vsplat_f(F32(192.0))
+    nc = vmin_f(vmax_f(n, vsub_f(vzero_f(), big)), big)
+    k = vtoi(nc)
+    k1 = vsra_i(k, 1)
+    res = vmul_f(vmul_f(j, _pow2(k1)), _pow2(vsub_i(k, k1)))
+    out_of_range = vwhere_gt(vabs_f(n), big, vwhere_gt(n, vzero_f(), vsplat_f(F32(np.inf)), vzero_f()), res)
+    return vwhere_gt(vabs_f(n), big, out_of_range, res)
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def swiglu_rows(gate, up, out):
     """out = silu(gate) * up, rows in parallel, each value as ggml_vec_swiglu_f32 computes it."""
     n_rows, width = gate.shape
     vec_end = width - width % 16
+    one = vsplat_f(F32(1.0))
     for i in prange(n_rows):
-        for j in range(vec_end):
-            g = gate[i, j]
-            out[i, j] = g / (F32(1.0) + v_expf(F32(0.0) - g)) * up[i, j]
+        g_row = gate[i]
+        u_row = up[i]
+        o_row = out[i]
+        if g_row.strides[0] == 4 and u_row.strides[0] == 4 and o_row.strides[0] == 4:
+            for j in range(0, vec_end, 16):
+                g = vload_f(g_row, j)
+                silu = vdiv_f(g, vadd_f(one, v_expf16(vsub_f(vzero_f(), g))))
+                vstore_f(o_row, j, vmul_f(silu, vload_f(u_row, j)))
+        else:
+            for j in range(vec_end):
+                g = g_row[j]
+                o_row[j] = g / (F32(1.0) + v_expf(F32(0.0) - g)) * u_row[j]
         for j in range(vec_end, width):
-            g = gate[i, j]
-            out[i, j] = g / (F32(1.0) + np.exp(-g)) * up[i, j]
+            g = g_row[j]
+            o_row[j] = g / (F32(1.0) + np.exp(-g)) * u_row[j]
 
 
 _GELU_A = np.float32(0.044715)

@@ -274,6 +274,7 @@ def _binary(op, ty):
 
 
 vadd_f = _binary("fadd", v16f)
+vdiv_f = _binary("fdiv", v16f)
 vsub_f = _binary("fsub", v16f)
 vmul_f = _binary("fmul", v16f)
 vadd_i = _binary("add", v16i)
@@ -445,6 +446,30 @@ def vstore_i8(typingctx, arr, idx, v):
         return context.get_dummy_value()
 
     return types.none(arr, idx, v), codegen
+
+
+@intrinsic
+def vbits_f(typingctx, a):
+    """The int32 lanes reinterpreted as float32 bits."""
+    if a != v16i:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], _VF)
+
+    return v16f(a), codegen
+
+
+@intrinsic
+def vwhere_gt(typingctx, a, b, c, d):
+    """Per lane: c where a > b, else d (float32 lanes)."""
+    if not all(t == v16f for t in (a, b, c, d)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.select(builder.fcmp_ordered(">", args[0], args[1]), args[2], args[3])
+
+    return v16f(a, b, c, d), codegen
 
 
 @intrinsic
