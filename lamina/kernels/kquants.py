@@ -115,6 +115,26 @@ def _q6_tiled_block(w, scales, dv, slot, xq, xd, bias32, xo, tb, acc):
     return vfma(vmul_f(vcvt(total), vload_f(dv, slot * GROUP)), vsplat_f(xd[tb]), acc)
 
 
+@njit(cache=True, inline="always")
+def _q6_tiled_pair(w, scales, dv, slot, xq, xd, bias32, xo, tb, xo_u, tb_u, acc, acc_u):
+    """:func:`_q6_tiled_block` for two tokens at once."""
+    total = vzero_i()
+    total_u = vzero_i()
+    for s in range(16):
+        dot = vbcast_i(bias32, tb * 16 + s)
+        dot_u = vbcast_i(bias32, tb_u * 16 + s)
+        for i in range(4):
+            wl = vload_i(w, (slot * LANES + 4 * s + i) * LANE_BYTES)
+            dot = vdpbusd(dot, wl, vbcast_i(xq, xo + 16 * s + 4 * i))
+            dot_u = vdpbusd(dot_u, wl, vbcast_i(xq, xo_u + 16 * s + 4 * i))
+        sc = vload_i(scales, (slot * 16 + s) * GROUP)
+        total = vadd_i(total, vmul_i(dot, sc))
+        total_u = vadd_i(total_u, vmul_i(dot_u, sc))
+    dvs = vload_f(dv, slot * GROUP)
+    return (vfma(vmul_f(vcvt(total), dvs), vsplat_f(xd[tb]), acc),
+            vfma(vmul_f(vcvt(total_u), dvs), vsplat_f(xd[tb_u]), acc_u))
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def _many_q6_K(ql, qh, sc, d, xq, xd, bias32, n_tok, n, n_groups, out):
     """8 tokens or more (tiled kernel): each group widened once per chunk of tokens."""
@@ -129,11 +149,16 @@ def _many_q6_K(ql, qh, sc, d, xq, xd, bias32, n_tok, n, n_groups, out):
         dv = np.empty(nb * GROUP, np.float32)
         for b in range(nb):
             _widen_q6_K_block(ql, qh, sc, d, g * nb + b, b, w, scales, dv)
-        for t in range(t0, min(n_tok, t0 + TOKEN_CHUNK)):
+        t_end = min(n_tok, t0 + TOKEN_CHUNK)
+        for t in range(t0, t_end, 2):  # two tokens share each loaded weight lane
+            u = t + 1 if t + 1 < t_end else t
             acc = vzero_f()
+            acc_u = vzero_f()
             for b in range(nb):
-                acc = _q6_tiled_block(w, scales, dv, b, xq, xd, bias32, t * n + b * QK_K, t * nb + b, acc)
+                acc, acc_u = _q6_tiled_pair(w, scales, dv, b, xq, xd, bias32, t * n + b * QK_K, t * nb + b,
+                                            u * n + b * QK_K, u * nb + b, acc, acc_u)
             vstore_f(out, t * width + g * GROUP, acc)
+            vstore_f(out, u * width + g * GROUP, acc_u)
 
 
 @njit(cache=True, inline="always")
@@ -236,6 +261,56 @@ def _q4_block(gemm, w, scales, mins, dv, dminv, slot, xq, xd, sums32, xo, tb, ac
     return acc, accm
 
 
+@njit(cache=True, inline="always")
+def _q4_pair(gemm, w, scales, mins, dv, dminv, slot, xq, xd, sums32, xo, tb, xo_u, tb_u, acc, accm, acc_u, accm_u):
+    """:func:`_q4_block` for two tokens that take the same kernel, sharing each loaded weight lane."""
+    xdb = vsplat_f(xd[tb])
+    xdb_u = vsplat_f(xd[tb_u])
+    dvs = vload_f(dv, slot * GROUP)
+    dms = vload_f(dminv, slot * GROUP)
+    dd = vmul_f(dvs, xdb)
+    dm = vmul_f(dms, xdb)
+    dd_u = vmul_f(dvs, xdb_u)
+    dm_u = vmul_f(dms, xdb_u)
+    i = vzero_i()
+    i_u = vzero_i()
+    m = vzero_f()
+    m_u = vzero_f()
+    for s in range(8):
+        dot = vzero_i()
+        dot_u = vzero_i()
+        for k in range(8):
+            wl = vload_i(w, (slot * LANES + 8 * s + k) * LANE_BYTES)
+            dot = vdpbusd(dot, wl, vbcast_i(xq, xo + 32 * s + 4 * k))
+            dot_u = vdpbusd(dot_u, wl, vbcast_i(xq, xo_u + 32 * s + 4 * k))
+        sc = vload_i(scales, (slot * 8 + s) * GROUP)
+        mn = vload_f(mins, (slot * 8 + s) * GROUP)
+        if gemm:
+            if s % 2 == 0:
+                i = vmul_i(dot, sc)
+                i_u = vmul_i(dot_u, sc)
+                m = vmul_f(mn, vsplat_f(sums32[tb * 8 + s]))
+                m_u = vmul_f(mn, vsplat_f(sums32[tb_u * 8 + s]))
+            else:
+                i = vadd_i(i, vmul_i(dot, sc))
+                i_u = vadd_i(i_u, vmul_i(dot_u, sc))
+                acc = vfma(vcvt(i), dd, acc)
+                acc_u = vfma(vcvt(i_u), dd_u, acc_u)
+                accm = vfma(vfma(mn, vsplat_f(sums32[tb * 8 + s]), m), dm, accm)
+                accm_u = vfma(vfma(mn, vsplat_f(sums32[tb_u * 8 + s]), m_u), dm_u, accm_u)
+        else:
+            i = vadd_i(i, vmul_i(dot, sc))
+            i_u = vadd_i(i_u, vmul_i(dot_u, sc))
+            m = vfma(mn, vsplat_f(sums32[tb * 8 + s]), m)
+            m_u = vfma(mn, vsplat_f(sums32[tb_u * 8 + s]), m_u)
+    if not gemm:
+        acc = vfma(vcvt(i), dd, acc)
+        accm = vfma(m, dm, accm)
+        acc_u = vfma(vcvt(i_u), dd_u, acc_u)
+        accm_u = vfma(m_u, dm_u, accm_u)
+    return acc, accm, acc_u, accm_u
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def _many_q4_K(qs, sc, d, dmin, xq, xd, sums32, n_tok, n, n_groups, split, out):
     """Tokens before ``split``: the q4_K_8x8 gemm's order; from ``split`` on: the gemv's."""
@@ -252,13 +327,29 @@ def _many_q4_K(qs, sc, d, dmin, xq, xd, sums32, n_tok, n, n_groups, split, out):
         dminv = np.empty(nb * GROUP, np.float32)
         for b in range(nb):
             _widen_q4_K_block(qs, sc, d, dmin, g * nb + b, b, w, scales, mins, dv, dminv)
-        for t in range(t0, min(n_tok, t0 + TOKEN_CHUNK)):
-            acc = vzero_f()
-            accm = vzero_f()
-            for b in range(nb):
-                acc, accm = _q4_block(t < split, w, scales, mins, dv, dminv, b, xq, xd, sums32, t * n + b * QK_K,
-                                      t * nb + b, acc, accm)
-            vstore_f(out, t * width + g * GROUP, vsub_f(acc, accm))
+        t_end = min(n_tok, t0 + TOKEN_CHUNK)
+        t = t0
+        while t < t_end:
+            if t + 1 < t_end and (t + 1 < split or t >= split):  # a pair in the same kernel (gemm or gemv)
+                acc = vzero_f()
+                accm = vzero_f()
+                acc_u = vzero_f()
+                accm_u = vzero_f()
+                for b in range(nb):
+                    acc, accm, acc_u, accm_u = _q4_pair(t < split, w, scales, mins, dv, dminv, b, xq, xd, sums32,
+                                                        t * n + b * QK_K, t * nb + b, (t + 1) * n + b * QK_K,
+                                                        (t + 1) * nb + b, acc, accm, acc_u, accm_u)
+                vstore_f(out, t * width + g * GROUP, vsub_f(acc, accm))
+                vstore_f(out, (t + 1) * width + g * GROUP, vsub_f(acc_u, accm_u))
+                t += 2
+            else:
+                acc = vzero_f()
+                accm = vzero_f()
+                for b in range(nb):
+                    acc, accm = _q4_block(t < split, w, scales, mins, dv, dminv, b, xq, xd, sums32, t * n + b * QK_K,
+                                          t * nb + b, acc, accm)
+                vstore_f(out, t * width + g * GROUP, vsub_f(acc, accm))
+                t += 1
 
 
 @njit(cache=True, inline="always")

@@ -227,6 +227,92 @@ def _matmul_few(kind, per_block, qs, qh, d, m, xq, xd, xs, corr, n_tok, n, n_gro
                      _token_from_registers(kind, per_block, qs, qh, d, m, xq, xd, xs, corr, t, n, g))
 
 
+@njit(cache=True, inline="always")
+def _block_sums(w, wbase, dv, xd, xq, corr, t, nb, n):
+    """Repacked Q4_0 (ggml's q4_0_8x8): one ``fma(float(Σ of 32 products), d_w·d_x, acc)`` per block."""
+    acc = vzero_f()
+    for b in range(nb):
+        tb = t * nb + b
+        dd = vmul_f(vload_f(dv, b * GROUP), vsplat_f(xd[tb]))
+        wo = wbase + b * 8 * LANE_BYTES
+        xo = t * n + b * 32
+        s = vbcast_i(corr, tb * 8)
+        for k in range(1, 8):
+            s = vadd_i(s, vbcast_i(corr, tb * 8 + k))
+        for k in range(8):
+            s = vdpbusd(s, vload_i(w, wo + k * LANE_BYTES), vbcast_i(xq, xo + 4 * k))
+        acc = vfma(vcvt(s), dd, acc)
+    return acc
+
+
+@njit(cache=True, inline="always")
+def _lane_sums_pair(w, wbase, dv, mv, has_min, xd, xq, xs, corr, t, u, nb, n):
+    """Two tokens' 16 outputs (eight lanes each, ``hsum_float_8``, plus the m·s sum for Q4_1/Q5_1),
+    sharing each loaded weight lane between them."""
+    a0 = vzero_f()
+    a1 = vzero_f()
+    a2 = vzero_f()
+    a3 = vzero_f()
+    a4 = vzero_f()
+    a5 = vzero_f()
+    a6 = vzero_f()
+    a7 = vzero_f()
+    b0 = vzero_f()
+    b1 = vzero_f()
+    b2 = vzero_f()
+    b3 = vzero_f()
+    b4 = vzero_f()
+    b5 = vzero_f()
+    b6 = vzero_f()
+    b7 = vzero_f()
+    sa = vzero_f()
+    sb = vzero_f()
+    for b in range(nb):
+        ta = t * nb + b
+        tb = u * nb + b
+        dvb = vload_f(dv, b * GROUP)
+        da = vmul_f(dvb, vsplat_f(xd[ta]))
+        db = vmul_f(dvb, vsplat_f(xd[tb]))
+        wo = wbase + b * 8 * LANE_BYTES
+        xa = t * n + b * 32
+        xb = u * n + b * 32
+        ca = ta * 8
+        cb = tb * 8
+        w0 = vload_i(w, wo)
+        a0 = _lane(a0, da, corr, ca, w0, xq, xa)
+        b0 = _lane(b0, db, corr, cb, w0, xq, xb)
+        w1 = vload_i(w, wo + 64)
+        a1 = _lane(a1, da, corr, ca + 1, w1, xq, xa + 4)
+        b1 = _lane(b1, db, corr, cb + 1, w1, xq, xb + 4)
+        w2 = vload_i(w, wo + 128)
+        a2 = _lane(a2, da, corr, ca + 2, w2, xq, xa + 8)
+        b2 = _lane(b2, db, corr, cb + 2, w2, xq, xb + 8)
+        w3 = vload_i(w, wo + 192)
+        a3 = _lane(a3, da, corr, ca + 3, w3, xq, xa + 12)
+        b3 = _lane(b3, db, corr, cb + 3, w3, xq, xb + 12)
+        w4 = vload_i(w, wo + 256)
+        a4 = _lane(a4, da, corr, ca + 4, w4, xq, xa + 16)
+        b4 = _lane(b4, db, corr, cb + 4, w4, xq, xb + 16)
+        w5 = vload_i(w, wo + 320)
+        a5 = _lane(a5, da, corr, ca + 5, w5, xq, xa + 20)
+        b5 = _lane(b5, db, corr, cb + 5, w5, xq, xb + 20)
+        w6 = vload_i(w, wo + 384)
+        a6 = _lane(a6, da, corr, ca + 6, w6, xq, xa + 24)
+        b6 = _lane(b6, db, corr, cb + 6, w6, xq, xb + 24)
+        w7 = vload_i(w, wo + 448)
+        a7 = _lane(a7, da, corr, ca + 7, w7, xq, xa + 28)
+        b7 = _lane(b7, db, corr, cb + 7, w7, xq, xb + 28)
+        if has_min:
+            mvb = vload_f(mv, b * GROUP)
+            sa = vfma(mvb, vsplat_f(xs[ta]), sa)
+            sb = vfma(mvb, vsplat_f(xs[tb]), sb)
+    ya = vhsum8(a0, a1, a2, a3, a4, a5, a6, a7)
+    yb = vhsum8(b0, b1, b2, b3, b4, b5, b6, b7)
+    if has_min:
+        return vadd_f(ya, sa), vadd_f(yb, sb)
+    return ya, yb
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def _matmul(kind, per_block, qs, qh, d, m, xq, xd, xs, corr, n_tok, n, n_groups, out):
     """Many tokens: each group's weights widened once into a buffer that a chunk of tokens reads."""
@@ -251,47 +337,16 @@ def _matmul(kind, per_block, qs, qh, d, m, xq, xd, xs, corr, n_tok, n, n_groups,
             wbase = 0
             for b in range(nb):
                 _unpack_block(kind, qs, qh, g, nb, b, w)
-        for t in range(t0, min(n_tok, t0 + TOKEN_CHUNK)):
-            a0 = vzero_f()
-            a1 = vzero_f()
-            a2 = vzero_f()
-            a3 = vzero_f()
-            a4 = vzero_f()
-            a5 = vzero_f()
-            a6 = vzero_f()
-            a7 = vzero_f()
-            sm = vzero_f()
-            for b in range(nb):
-                tb = t * nb + b
-                dd = vmul_f(vload_f(dv, b * GROUP), vsplat_f(xd[tb]))
-                wo = wbase + b * 8 * LANE_BYTES
-                xo = t * n + b * 32
-                co = tb * 8
-                if per_block:
-                    s = vbcast_i(corr, co)
-                    for k in range(1, 8):
-                        s = vadd_i(s, vbcast_i(corr, co + k))
-                    for k in range(8):
-                        s = vdpbusd(s, vload_i(w, wo + k * LANE_BYTES), vbcast_i(xq, xo + 4 * k))
-                    a0 = vfma(vcvt(s), dd, a0)
-                else:
-                    a0 = _lane(a0, dd, corr, co, vload_i(w, wo), xq, xo)
-                    a1 = _lane(a1, dd, corr, co + 1, vload_i(w, wo + 64), xq, xo + 4)
-                    a2 = _lane(a2, dd, corr, co + 2, vload_i(w, wo + 128), xq, xo + 8)
-                    a3 = _lane(a3, dd, corr, co + 3, vload_i(w, wo + 192), xq, xo + 12)
-                    a4 = _lane(a4, dd, corr, co + 4, vload_i(w, wo + 256), xq, xo + 16)
-                    a5 = _lane(a5, dd, corr, co + 5, vload_i(w, wo + 320), xq, xo + 20)
-                    a6 = _lane(a6, dd, corr, co + 6, vload_i(w, wo + 384), xq, xo + 24)
-                    a7 = _lane(a7, dd, corr, co + 7, vload_i(w, wo + 448), xq, xo + 28)
-                    if has_min:
-                        sm = vfma(vload_f(mv, b * GROUP), vsplat_f(xs[tb]), sm)
-            if per_block:
-                y = a0
-            else:
-                y = vhsum8(a0, a1, a2, a3, a4, a5, a6, a7)
-                if has_min:
-                    y = vadd_f(y, sm)
-            vstore_f(out, t * width + g * GROUP, y)
+        t_end = min(n_tok, t0 + TOKEN_CHUNK)
+        if per_block:
+            for t in range(t0, t_end):
+                vstore_f(out, t * width + g * GROUP, _block_sums(w, wbase, dv, xd, xq, corr, t, nb, n))
+        else:
+            for t in range(t0, t_end, 2):
+                u = t + 1 if t + 1 < t_end else t
+                yt, yu = _lane_sums_pair(w, wbase, dv, mv, has_min, xd, xq, xs, corr, t, u, nb, n)
+                vstore_f(out, t * width + g * GROUP, yt)
+                vstore_f(out, u * width + g * GROUP, yu)
 
 
 # -- dequantize (for Linear.dequantized and tests) ---------------------------------------------------

@@ -13,6 +13,9 @@ process its own ``NUMBA_CACHE_DIR``, as compiled code is cached per function, no
 
 Loads and stores take an array and an element index and do no bounds checks: callers index
 within the arrays they allocate. Kernels use them with 1-D (flattened) arrays.
+
+Numba's on-disk cache of a kernel is checked against its own source file only: after editing
+this module, touch (or clear the ``__pycache__`` entries of) the modules that use it.
 """
 
 from __future__ import annotations
