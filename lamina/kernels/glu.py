@@ -22,7 +22,7 @@ from numba import njit, prange
 from lamina.quants.common import fp16_to_fp32, fp32_to_fp16
 
 from .common import F32, fma32
-from .simd import (vabs_f, vadd_f, vadd_i, vbits_f, vdiv_f, vfma, vload_f, vmax_f, vmin_f, vmul_f, vsll_i, vsplat_f,
+from .simd import (f16_bits, vabs_f, vadd_f, vadd_i, vbits_f, vdiv_f, vfma, vload_f, vmax_f, vmin_f, vmul_f, vsll_i, vsplat_f,
                    vsplat_i, vsra_i, vstore_f, vsub_f, vsub_i, vtoi, vwhere_gt, vzero_f)
 
 def _hexf(s: str) -> np.float32:
@@ -121,3 +121,33 @@ def gelu_f16_table() -> np.ndarray:
     table = np.empty(1 << 16, np.uint16)
     _gelu_table(table)
     return table
+
+
+GELU_TABLE = None  # float32 values of ggml_table_gelu_f16, built on first use
+
+
+def gelu_table_f32() -> np.ndarray:
+    """:func:`gelu_f16_table` widened to float32 (what ggml multiplies by), built once."""
+    global GELU_TABLE
+    if GELU_TABLE is None:
+        GELU_TABLE = gelu_f16_table().view(np.float16).astype(np.float32)
+    return GELU_TABLE
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _geglu_rows(gate, up, table, out):
+    for i in prange(gate.shape[0]):
+        for j in range(gate.shape[1]):
+            g = gate[i, j]
+            if g <= F32(-10.0):
+                out[i, j] = F32(0.0)
+            elif g >= F32(10.0):
+                out[i, j] = g * up[i, j]
+            else:
+                out[i, j] = table[f16_bits(g)] * up[i, j]
+
+
+def geglu_rows(gate: np.ndarray, up: np.ndarray, out: np.ndarray) -> None:
+    """out = gelu(gate) * up as ggml_vec_geglu_f32 computes it (0 below -10, gate·up above 10,
+    the float16 table in between)."""
+    _geglu_rows(gate, up, gelu_table_f32(), out)

@@ -259,6 +259,19 @@ def round_f16(typingctx, x):
     return types.float32(x), codegen
 
 
+@intrinsic
+def f16_bits(typingctx, x):
+    """The float16 bit pattern (as an int32 in 0..65535) nearest to a float32 (vcvtps2ph)."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        h = builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), _I16)
+        return builder.zext(h, _I32)
+
+    return types.int32(x), codegen
+
+
 # -- arithmetic --------------------------------------------------------------------------------
 
 
