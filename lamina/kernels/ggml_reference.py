@@ -14,10 +14,12 @@ The kernels, by weight type (activations quantized as in :mod:`.activations`):
   llamafile's ``tinyBLAS_Q0_AVX`` (two or more) do the same thing: eight float lanes, lane k
   of each 32-value block adds ``fma(d_w·d_x, float(Σ of the 4 products 4k..4k+3), lane)``,
   then ``hsum_float_8`` adds the lanes as ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)).
-  (Q4_0 weights with a row count divisible by 8 are repacked by ggml instead; not stated here.)
-* Q4_1 with Q8_1 activations — ``ggml_vec_dot_q4_1_q8_1`` for every batch size: the same lanes
-  over the unsigned nibbles, plus a separate running ``fma(m, s, summs)`` over the blocks
-  (``s`` is the Q8_1 block's f16 ``d·Σq``), added after the lane sum.
+  Q4_0 weights with a row count divisible by 8 are repacked (q4_0_8x8) and take one step per
+  block instead: ``acc = fma(float(Σ of 32 products), d_w·d_x, acc)``.
+* Q4_1 and Q5_1 with Q8_1 activations — ``ggml_vec_dot_q4_1_q8_1`` / ``_q5_1_q8_1`` for every
+  batch size: the same lanes over the unsigned values, plus a separate running
+  ``fma(m, s, summs)`` over the blocks (``s`` is the Q8_1 block's f16 ``d·Σq``), added after
+  the lane sum.
 * Q6_K with Q8_K activations — fewer than 8 tokens: ``ggml_vec_dot_q6_K_q8_K``: per 256-value
   block eight integer lanes (lane k: bytes 4k..4k+3 of each 32-value run, scaled by their
   16-value sub-block's scale, minus 32·(bsum·scale) of sub-blocks 2k and 2k+1), each added
@@ -54,9 +56,9 @@ def _f16(raw, r, o):
 
 @njit(cache=True, error_model="numpy")
 def decode_legacy(raw, kind):
-    """Q8_0 / Q5_0 / Q4_0 / Q4_1 rows as (values int16 (rows, n), d, m) with values as the dot product
-    sees them: signed for Q8_0 (q), Q5_0 (q-16), Q4_0 (q-8); unsigned nibbles for Q4_1."""
-    size = (34, 22, 18, 20)[kind]
+    """Q8_0 / Q5_0 / Q4_0 / Q4_1 / Q5_1 rows as (values int16 (rows, n), d, m) with values as the dot
+    product sees them: signed for Q8_0 (q), Q5_0 (q-16), Q4_0 (q-8); unsigned for Q4_1 and Q5_1."""
+    size = (34, 22, 18, 20, 24)[kind]
     rows = raw.shape[0]
     nb = raw.shape[1] // size
     w = np.empty((rows, nb * 32), np.int16)
@@ -69,13 +71,17 @@ def decode_legacy(raw, kind):
             if kind == 0:
                 for j in range(32):
                     w[r, b * 32 + j] = np.int16(np.int8(raw[r, o + 2 + j]))
-            elif kind == 1:
-                qh = (np.int64(raw[r, o + 2]) | (np.int64(raw[r, o + 3]) << 8) | (np.int64(raw[r, o + 4]) << 16)
-                      | (np.int64(raw[r, o + 5]) << 24))
+            elif kind == 1 or kind == 4:
+                h0 = 2 if kind == 1 else 4
+                if kind == 4:
+                    m[r, b] = _f16(raw, r, o + 2)
+                qh = (np.int64(raw[r, o + h0]) | (np.int64(raw[r, o + h0 + 1]) << 8)
+                      | (np.int64(raw[r, o + h0 + 2]) << 16) | (np.int64(raw[r, o + h0 + 3]) << 24))
+                off = 16 if kind == 1 else 0
                 for j in range(16):
-                    q = np.int64(raw[r, o + 6 + j])
-                    w[r, b * 32 + j] = ((q & 15) | (((qh >> j) & 1) << 4)) - 16
-                    w[r, b * 32 + 16 + j] = ((q >> 4) | (((qh >> (j + 16)) & 1) << 4)) - 16
+                    q = np.int64(raw[r, o + h0 + 4 + j])
+                    w[r, b * 32 + j] = ((q & 15) | (((qh >> j) & 1) << 4)) - off
+                    w[r, b * 32 + 16 + j] = ((q >> 4) | (((qh >> (j + 16)) & 1) << 4)) - off
             else:
                 qo = 2 if kind == 2 else 4
                 if kind == 3:
@@ -88,7 +94,7 @@ def decode_legacy(raw, kind):
     return w, d, m
 
 
-LEGACY_KIND = {"Q8_0": 0, "Q5_0": 1, "Q4_0": 2, "Q4_1": 3}
+LEGACY_KIND = {"Q8_0": 0, "Q5_0": 1, "Q4_0": 2, "Q4_1": 3, "Q5_1": 4}
 
 
 @njit(cache=True, error_model="numpy")
@@ -187,8 +193,25 @@ def ref_lanes_q8_0(w, wd, xq, xd, out):
 
 
 @njit(cache=True, error_model="numpy")
+def ref_blocks_q8_0(w, wd, xq, xd, out):
+    """Q4_0 weights repacked by ggml (q4_0_8x8 gemm and gemv alike): one float step per block,
+    ``acc = fma(float(Σ of the 32 products), d_w·d_x, acc)``."""
+    rows, n = w.shape
+    for t in range(xq.shape[0]):
+        for r in range(rows):
+            acc = F32(0)
+            for b in range(n // 32):
+                s = 0
+                for j in range(b * 32, b * 32 + 32):
+                    s += np.int32(w[r, j]) * np.int32(xq[t, j])
+                acc = fma32(F32(s), wd[r, b] * xd[t, b], acc)
+            out[t, r] = acc
+
+
+@njit(cache=True, error_model="numpy")
 def ref_q4_1(w, wd, wm, xq, xd, xs, out):
-    """Q4_1 (unsigned nibbles ``w``, scale, minimum) times Q8_1 activations (``xs``: the blocks' f16 sums)."""
+    """Q4_1 / Q5_1 (unsigned values ``w``, scale, minimum) times Q8_1 activations (``xs``: the blocks'
+    f16 sums)."""
     rows, n = w.shape
     acc = np.zeros(8, np.float32)
     for t in range(xq.shape[0]):
@@ -360,10 +383,13 @@ def reference_matmul(type_name: str, raw: np.ndarray, x: np.ndarray) -> np.ndarr
     if type_name in LEGACY_KIND:
         w, wd, wm = decode_legacy(raw, LEGACY_KIND[type_name])
         xd = np.empty((n_tok, n // 32), np.float32)
-        if type_name == "Q4_1":
+        if type_name in ("Q4_1", "Q5_1"):
             xs = np.empty_like(xd)
             quantize_q8_1(x, xq, xd, xs)
             ref_q4_1(w, wd, wm, xq, xd, xs, out)
+        elif type_name == "Q4_0" and rows % 8 == 0:
+            quantize_q8_0(x, xq, xd)
+            ref_blocks_q8_0(w, wd, xq, xd, out)
         else:
             quantize_q8_0(x, xq, xd)
             ref_lanes_q8_0(w, wd, xq, xd, out)

@@ -25,7 +25,7 @@ from numba import njit, prange
 from .activations import quantize_q8_K, round_rows_q8_K, split_halves
 from .common import F16_TO_F32, F32, FAST, ROW_CHUNK, and32, n_chunks, or32, shl32, shr32
 from .legacy import GROUP, LANE_BYTES, _interleave
-from .simd import (vadd_i, vand_i, vbcast_i, vcvt, vdpbusd, vfma, vhsum8, vload_f, vload_f16, vload_i,
+from .simd import (vadd_f, vadd_i, vand_i, vbcast_i, vcvt, vdpbusd, vfma, vhsum8, vload_f, vload_f16, vload_i,
                    vload_s8, vload_u8, vmul_f, vmul_i, vor_i, vsll_i, vsplat_f, vsplat_i, vsra_i, vsrl_i,
                    vstore_f, vstore_i, vsub_f, vsub_i, vzero_f, vzero_i)
 
@@ -312,8 +312,9 @@ def _q4_pair(gemm, w, scales, mins, dv, dminv, slot, xq, xd, sums32, xo, tb, xo_
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _many_q4_K(qs, sc, d, dmin, xq, xd, sums32, n_tok, n, n_groups, split, out):
-    """Tokens before ``split``: the q4_K_8x8 gemm's order; from ``split`` on: the gemv's."""
+def _many_q4_K(qs, sc, d, dmin, xq, xd, sums32, n_tok, n, n_groups, split, repacked, out):
+    """Repacked weights: tokens before ``split`` in the q4_K_8x8 gemm's order, the rest in the
+    gemv's; other weights: the tiled kernel's."""
     nb = n // QK_K
     width = n_groups * GROUP
     n_chunks_t = (n_tok + TOKEN_CHUNK - 1) // TOKEN_CHUNK
@@ -329,6 +330,12 @@ def _many_q4_K(qs, sc, d, dmin, xq, xd, sums32, n_tok, n, n_groups, split, out):
             _widen_q4_K_block(qs, sc, d, dmin, g * nb + b, b, w, scales, mins, dv, dminv)
         t_end = min(n_tok, t0 + TOKEN_CHUNK)
         t = t0
+        while not repacked and t < t_end:
+            acc = vzero_f()
+            for b in range(nb):
+                acc = _q4_tiled_block(w, scales, mins, dv, dminv, b, xq, xd, sums32, t * n + b * QK_K, t * nb + b, acc)
+            vstore_f(out, t * width + g * GROUP, acc)
+            t += 1
         while t < t_end:
             if t + 1 < t_end and (t + 1 < split or t >= split):  # a pair in the same kernel (gemm or gemv)
                 acc = vzero_f()
@@ -353,25 +360,78 @@ def _many_q4_K(qs, sc, d, dmin, xq, xd, sums32, n_tok, n, n_groups, split, out):
 
 
 @njit(cache=True, inline="always")
-def _few_q4_K_group(qs, sc, d, dmin, xq, xd, sums32, n_tok, n, nb, width, split, g, w, scales, mins, dv, dminv,
-                    acc, out):
-    """Group ``g`` for every token, through the buffers given."""
+def _q4_tiled_block(w, scales, mins, dv, dminv, slot, xq, xd, sums32, xo, tb, acc):
+    """The tiled kernel (Q4_K not repacked, 8 tokens or more): exact S1 = Σ scale·dot and
+    S2 = Σ min·sum, then ``fma(fma(-dmin_w, S2, float(S1)·d_w), d_x, acc)``."""
+    s1 = vzero_i()
+    s2 = vzero_f()
+    for s in range(8):
+        s1 = vadd_i(s1, vmul_i(_q4_sub(w, xq, slot, s, xo), vload_i(scales, (slot * 8 + s) * GROUP)))
+        # integers below 2^24: exact in float32
+        s2 = vfma(vload_f(mins, (slot * 8 + s) * GROUP), vsplat_f(sums32[tb * 8 + s]), s2)
+    res = vfma(vsub_f(vzero_f(), vload_f(dminv, slot * GROUP)), s2, vmul_f(vcvt(s1), vload_f(dv, slot * GROUP)))
+    return vfma(res, vsplat_f(xd[tb]), acc)
+
+
+@njit(cache=True, inline="always")
+def _q4_vec_block(w, scales, mins, dv, dminv, slot, xq, xd, sums32, xo, tb, acc, o):
+    """ggml_vec_dot_q4_K_q8_K (Q4_K not repacked, fewer than 8 tokens), one block: eight lanes
+    ``fma(d_x·d_w, float(Σ scale·(4 products)), lane)`` and four minimum lanes, kept in ``acc[o:]``."""
+    d = vmul_f(vsplat_f(xd[tb]), vload_f(dv, slot * GROUP))
+    dmin = vmul_f(vsplat_f(-xd[tb]), vload_f(dminv, slot * GROUP))
+    for i in range(4):
+        s0 = 2 * i
+        prod = vfma(vload_f(mins, (slot * 8 + s0 + 1) * GROUP), vsplat_f(sums32[tb * 8 + s0 + 1]),
+                    vmul_f(vload_f(mins, (slot * 8 + s0) * GROUP), vsplat_f(sums32[tb * 8 + s0])))
+        a = o + (8 + i) * GROUP
+        vstore_f(acc, a, vfma(dmin, prod, vload_f(acc, a)))
+    for k in range(8):
+        lane = vzero_i()
+        for s in range(8):
+            p = vdpbusd(vzero_i(), vload_i(w, (slot * LANES + 8 * s + k) * LANE_BYTES), vbcast_i(xq, xo + 32 * s + 4 * k))
+            # |p| < 2^15: a 16-bit multiply-add (vpmaddwd)
+            lane = vadd_i(lane, vmul_i(vsra_i(vsll_i(p, 16), 16), vload_i(scales, (slot * 8 + s) * GROUP)))
+        a = o + k * GROUP
+        vstore_f(acc, a, vfma(d, vcvt(lane), vload_f(acc, a)))
+
+
+@njit(cache=True, inline="always")
+def _q4_vec_result(acc, o):
+    """hsum_float_8 of the eight lanes plus the minimum lanes folded as (m0+m2) + (m1+m3)."""
+    y = vhsum8(vload_f(acc, o), vload_f(acc, o + 16), vload_f(acc, o + 32), vload_f(acc, o + 48),
+               vload_f(acc, o + 64), vload_f(acc, o + 80), vload_f(acc, o + 96), vload_f(acc, o + 112))
+    m = vadd_f(vadd_f(vload_f(acc, o + 128), vload_f(acc, o + 160)), vadd_f(vload_f(acc, o + 144), vload_f(acc, o + 176)))
+    return vadd_f(y, m)
+
+
+@njit(cache=True, inline="always")
+def _few_q4_K_group(qs, sc, d, dmin, xq, xd, sums32, n_tok, n, nb, width, split, repacked, g, w, scales, mins, dv,
+                    dminv, acc, out):
+    """Group ``g`` for every token, through the buffers given (per token: 2 sums for the repacked
+    gemm/gemv, 12 lanes for the vec_dot)."""
     acc[:] = 0
     for b in range(nb):
         _widen_q4_K_block(qs, sc, d, dmin, g * nb + b, 0, w, scales, mins, dv, dminv)
         for t in range(n_tok):
-            o = t * 2 * GROUP
-            a, am = _q4_block(t < split, w, scales, mins, dv, dminv, 0, xq, xd, sums32, t * n + b * QK_K,
-                              t * nb + b, vload_f(acc, o), vload_f(acc, o + GROUP))
-            vstore_f(acc, o, a)
-            vstore_f(acc, o + GROUP, am)
+            if repacked:
+                o = t * 2 * GROUP
+                a, am = _q4_block(t < split, w, scales, mins, dv, dminv, 0, xq, xd, sums32, t * n + b * QK_K,
+                                  t * nb + b, vload_f(acc, o), vload_f(acc, o + GROUP))
+                vstore_f(acc, o, a)
+                vstore_f(acc, o + GROUP, am)
+            else:
+                _q4_vec_block(w, scales, mins, dv, dminv, 0, xq, xd, sums32, t * n + b * QK_K, t * nb + b, acc,
+                              t * 12 * GROUP)
     for t in range(n_tok):
-        o = t * 2 * GROUP
-        vstore_f(out, t * width + g * GROUP, vsub_f(vload_f(acc, o), vload_f(acc, o + GROUP)))
+        if repacked:
+            o = t * 2 * GROUP
+            vstore_f(out, t * width + g * GROUP, vsub_f(vload_f(acc, o), vload_f(acc, o + GROUP)))
+        else:
+            vstore_f(out, t * width + g * GROUP, _q4_vec_result(acc, t * 12 * GROUP))
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _few_q4_K(qs, sc, d, dmin, xq, xd, sums32, n_tok, n, n_groups, split, w_all, i_all, f_all, out):
+def _few_q4_K(qs, sc, d, dmin, xq, xd, sums32, n_tok, n, n_groups, split, repacked, w_all, i_all, f_all, out):
     """A few tokens: block by block through a small buffer per task, sums kept per token between blocks."""
     nb = n // QK_K
     width = n_groups * GROUP
@@ -383,8 +443,8 @@ def _few_q4_K(qs, sc, d, dmin, xq, xd, sums32, n_tok, n, n_groups, split, w_all,
         dminv = fl[9 * GROUP:10 * GROUP]
         acc = fl[10 * GROUP:]
         for g in range(task * n_groups // n_tasks, (task + 1) * n_groups // n_tasks):
-            _few_q4_K_group(qs, sc, d, dmin, xq, xd, sums32, n_tok, n, nb, width, split, g, w, scales, mins, dv,
-                            dminv, acc, out)
+            _few_q4_K_group(qs, sc, d, dmin, xq, xd, sums32, n_tok, n, nb, width, split, repacked, g, w, scales,
+                            mins, dv, dminv, acc, out)
 
 
 # -- Q5_K (not yet exact): the earlier matrix-vector kernel and dequantize + BLAS -----------------------
@@ -557,8 +617,8 @@ def _deinterleave_q6_K(p):
 
 
 class PackedQ4_K:
-    """Q4_K in the 16-row layout. Row counts divisible by 8 (every real model): ggml's q4_K_8x8
-    gemm/gemv order; others: the reference statement of vec_dot / tiled (slow)."""
+    """Q4_K in the 16-row layout. Row counts divisible by 8: ggml's q4_K_8x8 gemm/gemv order;
+    others: its vec_dot (fewer than 8 tokens) or tiled kernel."""
 
     activation = "q8_K"
 
@@ -579,21 +639,19 @@ class PackedQ4_K:
         return np.ascontiguousarray(np.concatenate(parts, axis=2)).reshape(self.rows, -1)
 
     def matmul(self, x):
-        if not self.repacked:
-            from .ggml_reference import reference_matmul
-
-            return reference_matmul("Q4_K", self._raw(), x)
         a = KActivations(x)
         out = np.empty((a.n_tok, self.n_groups * GROUP), np.float32)
         split = a.n_tok - a.n_tok % REPACK_GROUP
         if a.n_tok < TILED_MIN_TOKENS:
             tasks = min(self.n_groups, FEW_TASKS)
+            per_token = 2 if self.repacked else 12
             _few_q4_K(self.qs, self.sc, self.d, self.dmin, a.xq, a.xd, a.sums32(), a.n_tok, self.n, self.n_groups,
-                      split, np.empty((tasks, BLOCK_SCRATCH), np.uint8), np.empty((tasks, 8 * GROUP), np.int32),
-                      np.empty((tasks, (10 + 2 * a.n_tok) * GROUP), np.float32), out.reshape(-1))
+                      split, self.repacked, np.empty((tasks, BLOCK_SCRATCH), np.uint8),
+                      np.empty((tasks, 8 * GROUP), np.int32),
+                      np.empty((tasks, (10 + per_token * a.n_tok) * GROUP), np.float32), out.reshape(-1))
         else:
             _many_q4_K(self.qs, self.sc, self.d, self.dmin, a.xq, a.xd, a.sums32(), a.n_tok, self.n, self.n_groups,
-                       split, out.reshape(-1))
+                       split, self.repacked, out.reshape(-1))
         return out if out.shape[1] == self.rows else np.ascontiguousarray(out[:, :self.rows])
 
     def dequantize(self, r0, out):
