@@ -97,6 +97,14 @@ def test_fused_layers_are_their_parts_and_keep_ggml_repacking_apart():
     parts = fused.split(fused(x))
     for part, raw in zip(parts, (rq, rk, rv)):
         assert same_bits(np.ascontiguousarray(part), reference_matmul("Q5_0", raw, x))
+    # mixed legacy types: runs fused, one quantized activation shared (with and without Q8_1 sums)
+    mixed = [weight(t, 16 + 8 * i, 320, 10 + i) for i, t in enumerate(["Q4_1", "Q5_0", "Q5_0", "Q8_0", "Q4_1"])]
+    stack = fused_linear([w for w, _ in mixed], [None] * 5)
+    assert [type(p).__name__ for p in stack.parts] == ["Linear"] * 4  # Q5_0 + Q5_0 fused
+    for n_tok in (1, 9):
+        x = activations(n_tok, 320)
+        for part, (info, raw) in zip(stack.split(stack(x)), mixed):
+            assert same_bits(np.ascontiguousarray(part), reference_matmul(info.type, raw, x))
     # 40 rows are repacked by ggml (q4_K_8x8), 36 are not: one kernel call cannot serve both
     (a, ra), (b, rb) = weight("Q4_K", 40, 256, 4), weight("Q4_K", 36, 256, 5)
     stack = fused_linear([a, b], [None, None])

@@ -98,18 +98,32 @@ def _prepare_few(x, offset, with_sum, xq, xd, xs, corr):
 
 
 class Activations:
-    """An activation batch quantized for one offset: flat arrays the kernel indexes directly."""
+    """An activation batch quantized to Q8_0 (and Q8_1's sums, ``with_sum``): flat arrays the kernels
+    index directly. The lane corrections are made for one weight offset; :meth:`for_offset` gives
+    them for another (several weight types sharing one quantized activation)."""
 
     def __init__(self, x: np.ndarray, offset: int, with_sum: bool):
         n_tok, n = x.shape
         nb = n // 32
-        self.n_tok, self.n = n_tok, n
+        self.n_tok, self.n, self.offset, self.with_sum = n_tok, n, offset, with_sum
         self.xq = np.empty(n_tok * n, np.int8)
         self.xd = np.empty(n_tok * nb, np.float32)
         self.xs = np.empty(n_tok * nb if with_sum else 1, np.float32)
         self.corr = np.empty(n_tok * nb * 8, np.int32)
         prepare = _prepare_few if n_tok <= FEW_TOKENS else _prepare_many
-        prepare(x, np.int32(offset), with_sum, self.xq, self.xd, self.xs, self.corr)
+        prepare(x, np.int32(offset if offset else -1), with_sum, self.xq, self.xd, self.xs, self.corr)
+        self._lane_sums = None if offset else self.corr  # offset 0 needs no correction: keep Σ of each lane
+        if not offset:
+            self.corr = np.zeros_like(self.corr)
+
+    def for_offset(self, offset: int) -> Activations:
+        if offset == self.offset:
+            return self
+        other = Activations.__new__(Activations)
+        other.__dict__.update(self.__dict__)
+        lanes = self._lane_sums if self._lane_sums is not None else self.corr // np.int32(-self.offset)
+        other.offset, other.corr = offset, lanes * np.int32(-offset)
+        return other
 
 
 # -- the kernel -------------------------------------------------------------------------------------
@@ -426,7 +440,8 @@ class PackedLegacy:
         return Activations(x, self.offset, self.kind in HAS_MIN)
 
     def matmul(self, x: np.ndarray, prepared: Activations | None = None) -> np.ndarray:
-        a = prepared if prepared is not None else self.prepare(x)
+        """``x @ W.T`` (x: (N, n) float32), or from ``prepared`` activations (see :meth:`prepare`)."""
+        a = prepared.for_offset(self.offset) if prepared is not None else self.prepare(x)
         out = np.empty((a.n_tok, self.n_groups * GROUP), np.float32)
         kernel = _matmul_few if a.n_tok <= FEW_TOKENS else _matmul
         kernel(self.kind, self.per_block, self.qs, self.qh, self.d, self.m, a.xq.view(np.uint8), a.xd, a.xs,

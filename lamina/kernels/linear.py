@@ -24,6 +24,7 @@ from .activations import round_activations
 from .generic import PackedBlocks, PackedFloat
 from .kquants import PACKERS as KQUANT_PACKERS
 from .legacy import PACKERS as LEGACY_PACKERS
+from .legacy import Activations, PackedLegacy
 
 PACKERS = {**LEGACY_PACKERS, **KQUANT_PACKERS}
 FLOAT_TYPES = ("F32", "F16", "BF16")
@@ -119,11 +120,14 @@ class Linear:
         self.packed.dequantize(0, out)
         return out
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray, prepared=None) -> np.ndarray:
+        """``x @ W.T + b``; ``prepared``: the activation already quantized for this weight's kernel."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.shape[0] == 0:
             return np.zeros((0, self.out_features), np.float32)
-        if hasattr(self.packed, "matmul"):
+        if prepared is not None:
+            y = self.packed.matmul(x, prepared)
+        elif hasattr(self.packed, "matmul"):
             y = self.packed.matmul(x)  # llama.cpp's exact arithmetic, any number of rows
         elif x.shape[0] <= SMALL_BATCH:
             y = self.packed.matvec(x)  # rounds the activation itself, in the same compiled call
@@ -154,16 +158,26 @@ def split_columns(y: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
 
 
 class LinearStack:
-    """Weights that cannot share one kernel (different types) behind :class:`Linear`'s interface."""
+    """Weights that cannot share one kernel (different types) behind :class:`Linear`'s interface.
+    Parts that read the activation quantized the same way (the Q8_0/Q8_1 formats) share one
+    quantization of it."""
 
     def __init__(self, parts: list[Linear]):
         self.parts = parts
-        self.out_sizes = [p.out_features for p in parts]
+        self.out_sizes = [n for p in parts for n in p.out_sizes]  # one per weight, fused parts included
         self.out_features = sum(self.out_sizes)
         self.owns_copy = all(p.owns_copy for p in parts)
+        legacy = [p for p in parts if isinstance(p.packed, PackedLegacy)]
+        self._shared = len(legacy) > 1
+        self._with_sum = any(p.packed.activation == "q8_1" for p in legacy)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return np.concatenate([p(x) for p in self.parts], axis=1)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        prepared = None
+        if self._shared and x.shape[0]:
+            prepared = Activations(x, 0, self._with_sum)
+        return np.concatenate([p(x, prepared if isinstance(p.packed, PackedLegacy) else None) for p in self.parts],
+                              axis=1)
 
     def split(self, y: np.ndarray) -> list[np.ndarray]:
         return split_columns(y, self.out_sizes)
@@ -182,10 +196,17 @@ REPACKED_BY_ROWS = ("Q4_0", "Q4_K")
 
 
 def fused_linear(weights: list[TensorInfo], biases: list[np.ndarray | None]) -> Linear | LinearStack:
-    """One layer computing several projections of the same input (q/k/v, or gate/up)."""
-    if all(_same_kernel(w, weights[0]) for w in weights):
+    """One layer computing several projections of the same input (q/k/v, or gate/up): consecutive
+    weights that can share a kernel are fused, the runs stacked."""
+    runs: list[list[int]] = []
+    for i, w in enumerate(weights):
+        if runs and _same_kernel(weights[runs[-1][0]], w):
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    if len(runs) == 1:
         return Linear(weights, biases)
-    return LinearStack([Linear(w, b) for w, b in zip(weights, biases)])
+    return LinearStack([Linear([weights[i] for i in run], [biases[i] for i in run]) for run in runs])
 
 
 def embedding_rows(weight: TensorInfo, ids: np.ndarray) -> np.ndarray:
