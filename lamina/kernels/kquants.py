@@ -563,25 +563,20 @@ class PackedQ5_K:
 # -- the exact packed weights ------------------------------------------------------------------------
 
 
-def _blocks(raws, n, size):
-    nb = n // QK_K
-    parts = [r.reshape(-1, nb, size) for r in raws]
-    return np.concatenate(parts) if len(parts) > 1 else parts[0]
-
-
 class PackedQ6_K:
     """Q6_K in the 16-row layout; ggml's vec_dot below 8 tokens, its tiled kernel from 8 on."""
 
     activation = "q8_K"
 
     def __init__(self, raws, n):
-        blocks = _blocks(raws, n, 210)
-        self.n, self.rows = n, blocks.shape[0]
+        raws = [r.reshape(r.shape[0], -1) for r in raws]
+        nb = n // QK_K
+        self.n, self.rows = n, sum(r.shape[0] for r in raws)
         self.n_groups = g = (self.rows + GROUP - 1) // GROUP
-        self.ql = _interleave(blocks[:, :, 0:128], g, 4)
-        self.qh = _interleave(blocks[:, :, 128:192], g, 4)
-        self.sc = _interleave(blocks[:, :, 192:208], g, 1)
-        self.d = _interleave(blocks[:, :, 208:210], g, 2).view(np.uint16)
+        self.ql = _interleave(raws, g, nb, 210, 0, 128, 4)
+        self.qh = _interleave(raws, g, nb, 210, 128, 192, 4)
+        self.sc = _interleave(raws, g, nb, 210, 192, 208, 1)
+        self.d = _interleave(raws, g, nb, 210, 208, 210, 2).view(np.uint16)
 
     def matmul(self, x):
         a = KActivations(x)
@@ -623,14 +618,15 @@ class PackedQ4_K:
     activation = "q8_K"
 
     def __init__(self, raws, n):
-        blocks = _blocks(raws, n, 144)
-        self.n, self.rows = n, blocks.shape[0]
-        self.repacked = all(r.reshape(-1, n // QK_K * 144).shape[0] % 8 == 0 for r in raws)
+        raws = [r.reshape(r.shape[0], -1) for r in raws]
+        nb = n // QK_K
+        self.n, self.rows = n, sum(r.shape[0] for r in raws)
+        self.repacked = all(r.shape[0] % 8 == 0 for r in raws)
         self.n_groups = g = (self.rows + GROUP - 1) // GROUP
-        self.qs = _interleave(blocks[:, :, 16:144], g, 4)
-        self.sc = _interleave(blocks[:, :, 4:16], g, 1)
-        self.d = _interleave(blocks[:, :, 0:2], g, 2).view(np.uint16)
-        self.dmin = _interleave(blocks[:, :, 2:4], g, 2).view(np.uint16)
+        self.qs = _interleave(raws, g, nb, 144, 16, 144, 4)
+        self.sc = _interleave(raws, g, nb, 144, 4, 16, 1)
+        self.d = _interleave(raws, g, nb, 144, 0, 2, 2).view(np.uint16)
+        self.dmin = _interleave(raws, g, nb, 144, 2, 4, 2).view(np.uint16)
 
     def _raw(self):
         nb = self.n // QK_K

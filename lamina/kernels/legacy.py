@@ -399,13 +399,41 @@ OFFSET_ARR = np.array([OFFSET[k] for k in range(5)], np.int32)
 # -- packing ------------------------------------------------------------------------------------------
 
 
-def _interleave(field: np.ndarray, n_groups: int, word: int) -> np.ndarray:
-    """(rows, nb, bytes) → flat [group][block][bytes // word][16 rows][word]."""
-    rows, nb, size = field.shape
-    padded = np.zeros((n_groups * GROUP, nb, size), field.dtype)
-    padded[:rows] = field
-    x = padded.reshape(n_groups, GROUP, nb, size // word, word).transpose(0, 2, 3, 1, 4)
-    return np.ascontiguousarray(x).reshape(-1)
+INTERLEAVE_GROUPS = 256  # row groups rearranged per step at load time (bounds the temporary copies)
+
+
+def _row_range(raws: list[np.ndarray], r0: int, r1: int) -> np.ndarray:
+    """Rows r0..r1 of the stacked ``raws`` (zero rows past the end), as one (r1-r0, row bytes) array."""
+    pieces, start = [], 0
+    for raw in raws:
+        lo, hi = max(r0, start), min(r1, start + raw.shape[0])
+        if lo < hi:
+            pieces.append(raw[lo - start:hi - start])
+        start += raw.shape[0]
+    have = sum(p.shape[0] for p in pieces)
+    if have < r1 - r0:
+        pieces.append(np.zeros((r1 - r0 - have, raws[0].shape[1]), np.uint8))
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+
+def _interleave(raws: list[np.ndarray], n_groups: int, nb: int, size: int, lo: int, hi: int, word: int,
+                flip: int = 0) -> np.ndarray:
+    """Bytes lo..hi of each block of the weights ``raws`` (rows × row bytes each, stacked) as the flat
+    [group][block][(hi-lo)/word][16 rows][word] layout; rows past the last are zero. Done a few
+    hundred row groups at a time, so loading a weight costs its own size, not copies of it."""
+    n_words = (hi - lo) // word
+    unit = {1: np.uint8, 2: np.uint16, 4: np.uint32}[word]  # move whole words (numpy copes with misalignment)
+    out = np.empty((n_groups, nb, n_words, GROUP), unit)
+    mask = unit(int.from_bytes(bytes([flip]) * word, "little"))
+    for g0 in range(0, n_groups, INTERLEAVE_GROUPS):
+        g1 = min(n_groups, g0 + INTERLEAVE_GROUPS)
+        rows = _row_range(raws, g0 * GROUP, g1 * GROUP).reshape(g1 - g0, GROUP, nb, size)[:, :, :, lo:hi]
+        words = rows.view(unit).transpose(0, 2, 3, 1)
+        if flip:
+            np.bitwise_xor(words, mask, out=out[g0:g1])
+        else:
+            out[g0:g1] = words
+    return out.reshape(-1).view(np.uint8)
 
 
 class PackedLegacy:
@@ -416,20 +444,19 @@ class PackedLegacy:
         size = BLOCK_BYTES[kind]
         self.kind, self.n, self.type = kind, n, type_name
         nb = n // 32
-        blocks = np.concatenate([r.reshape(-1, nb, size) for r in raws]) if len(raws) > 1 else raws[0].reshape(-1, nb, size)
-        self.rows = blocks.shape[0]
-        self.n_groups = (self.rows + GROUP - 1) // GROUP
-        g = self.n_groups
-        self.d = _interleave(blocks[:, :, 0:2], g, 2).view(np.uint16)
+        raws = [r.reshape(r.shape[0], -1) for r in raws]
+        self.rows = sum(r.shape[0] for r in raws)
+        self.n_groups = g = (self.rows + GROUP - 1) // GROUP
+        self.d = _interleave(raws, g, nb, size, 0, 2, 2).view(np.uint16)
         has_min = kind in HAS_MIN
-        self.m = _interleave(blocks[:, :, 2:4], g, 2).view(np.uint16) if has_min else self.d
+        self.m = _interleave(raws, g, nb, size, 2, 4, 2).view(np.uint16) if has_min else self.d
         qh_at = {Q5_0: 2, Q5_1: 4}.get(kind)
-        self.qh = _interleave(blocks[:, :, qh_at:qh_at + 4], g, 4).view(np.uint32) if qh_at else np.zeros(1, np.uint32)
+        self.qh = (_interleave(raws, g, nb, size, qh_at, qh_at + 4, 4).view(np.uint32) if qh_at
+                   else np.zeros(1, np.uint32))
         if kind == Q8_0:
-            self.qs = _interleave(blocks[:, :, 2:34] ^ np.uint8(0x80), g, 4)
+            self.qs = _interleave(raws, g, nb, size, 2, 34, 4, flip=0x80)
         else:
-            start = size - 16
-            self.qs = _interleave(blocks[:, :, start:size], g, 4)
+            self.qs = _interleave(raws, g, nb, size, size - 16, size, 4)
         # ggml repacks Q4_0 (rows divisible by 8) and then adds one float per block, not eight lanes;
         # a fused Q4_0 layer is only built from parts that agree (see linear.fused_linear)
         self.per_block = kind == Q4_0 and all(r.shape[0] % 8 == 0 for r in raws)
@@ -448,7 +475,6 @@ class PackedLegacy:
                 a.corr, a.n_tok, self.n, self.n_groups, out.reshape(-1))
         return out if self.rows == out.shape[1] else np.ascontiguousarray(out[:, :self.rows])
 
-    matvec = matmul
 
     def dequantize(self, r0: int, out: np.ndarray) -> None:
         full = np.empty((self.rows, self.n), np.float32)
