@@ -1,10 +1,12 @@
-"""Activation rounding that mirrors llama.cpp's dot products.
+"""Activation quantization as llama.cpp's dot products do it.
 
 ggml multiplies a quantized weight by an activation that it first quantizes to 8 bits
-(``vec_dot_type``: Q8_0 per 32 values for the legacy formats, Q8_K per 256 for the
-k-quants) or rounds to the weight's float type (F16, BF16). lamina's kernels compute in
-float32, so they give the same products when they are fed the activation as ggml sees
-it: quantized and dequantized again. That keeps lamina's logits close to llama.cpp's.
+(``vec_dot_type``: Q8_0 per 32 values for most legacy formats, Q8_1 — Q8_0 plus a float16
+block sum — for Q4_1/Q5_1, Q8_K per 256 for the k-quants) or rounds to the weight's float
+type (F16, BF16). The exact kernels take the integers and scales themselves
+(:func:`quantize_q8_0`, :func:`quantize_q8_1`, :func:`quantize_q8_K`, bit-exact with ggml's
+x86 quantizers); the float kernels of the other types are fed the activation quantized and
+dequantized again (:func:`round_activations`), which keeps them close to llama.cpp.
 """
 
 from __future__ import annotations

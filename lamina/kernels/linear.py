@@ -3,14 +3,19 @@
 A :class:`Linear` repacks its weight once, at load time, into the layout its type's
 kernel wants (same size as the file's blocks). Then:
 
-* a few input rows (generation) go through the type's matrix-vector kernel, which
-  reads the packed weight once per call — the memory-bound case;
-* many input rows (prompt processing) dequantize the weight into float32 tiles and
-  use the BLAS matrix product — the compute-bound case.
+* the types the real models use — Q8_0, Q5_0, Q5_1, Q4_0, Q4_1 (:mod:`.legacy`), Q4_K and
+  Q6_K (:mod:`.kquants`) — go through kernels that compute exactly what llama.cpp's CPU
+  backend computes, bit for bit, for any number of input rows: the activation quantized to
+  8 bits as ggml quantizes it, integer dot products, and ggml's float steps in ggml's order
+  (which depends on the batch size where ggml's kernel does; see :mod:`.ggml_reference`).
+  A few input rows (generation) read the packed weight once, widening it in registers;
+  many rows (prompt processing) widen each group of rows once and stream the tokens past it;
+* other types: a few input rows through a matrix-vector kernel, many rows by dequantizing
+  the weight into float32 tiles for the BLAS matrix product, with the activation rounded as
+  ggml's dot product rounds it (:mod:`.activations`) — close to llama.cpp, not identical.
 
-Either way the activation is first rounded as ggml's dot product rounds it
-(:mod:`.activations`), so results stay close to llama.cpp's. Several weights of the
-same type can be fused into one layer (q/k/v, gate/up) so they share one pass.
+Several weights of the same input can be fused into one layer (q/k/v, gate/up) so they
+share one pass; those that cannot share a kernel are stacked, sharing the quantized activation.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from .legacy import Activations, PackedLegacy
 PACKERS = {**LEGACY_PACKERS, **KQUANT_PACKERS}
 FLOAT_TYPES = ("F32", "F16", "BF16")
 
-# At or below this many input rows the matrix-vector kernels beat dequantize + BLAS.
+# At or below this many input rows the (inexact types') matrix-vector kernels beat dequantize + BLAS.
 SMALL_BATCH = 4
 # Largest float32 tile dequantized for one BLAS product in prompt processing.
 TILE_BYTES = 32 << 20
