@@ -14,7 +14,6 @@ import json
 import math
 import os
 import sys
-from collections import Counter
 from typing import Any
 
 import numpy as np

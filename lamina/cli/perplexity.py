@@ -16,7 +16,7 @@ from lamina.cli.options import add_model_options
 
 DEFAULT_CTX = 512
 
-_KLD_EPILOG = f"""\
+_KLD_EPILOG = """\
 KL-divergence against a base model (e.g. the F16 file) takes two runs:
   lamina perplexity -m base-f16.gguf -f text.txt -c 512 --kl-divergence-base base.kld
   lamina perplexity -m model-q4_k_m.gguf --kl-divergence-base base.kld --kl-divergence

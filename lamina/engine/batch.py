@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
 from lamina.kernels.attention import TILE as ATTENTION_TILE
@@ -80,5 +81,6 @@ class ForwardState:
             self.kv.store(layer, g.seq, g.positions, k[g.rows], v[g.rows])
             # ggml chooses its attention kernel by the size of the whole micro-batch
             out[g.rows] = attention(q[g.rows], self.kv.k[layer][g.seq], self.kv.v[layer][g.seq], g.positions,
-                                    scale, window, softcap, tiled=len(self.positions) >= ATTENTION_TILE)
+                                    scale, window, softcap, tiled=len(self.positions) >= ATTENTION_TILE,
+                                    n_threads=numba.get_num_threads())
         return out

@@ -7,10 +7,10 @@ default — operation for operation, so the result matches llama.cpp's to the bi
   the query rounded to float16, an online softmax over the keys in cache order, the weighted
   values accumulated in a float16 buffer;
 * larger batches take ggml's tiled kernel: float32 queries, keys and values in tiles of 64,
-  a per-tile softmax with ggml's vectorized exp, float32 accumulation.
-
-(llama.cpp splits a single query's keys between threads once the cache holds 512 or more;
-lamina keeps the per-query kernel there, which differs from it only in the last bits.)
+  a per-tile softmax with ggml's vectorized exp, float32 accumulation;
+* a single query whose cache view reaches 512 cells is split over the threads as ggml splits it,
+  and the partial results merged in the same order (so, like llama.cpp's, the result depends on
+  the thread count).
 """
 
 from __future__ import annotations
@@ -20,41 +20,13 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from lamina.quants.common import bits_f32
-
 from .common import F32, fma32
 from .elementwise import f2h_round, h2f
+from .glu import v_expf
 
 TILE = 64  # GGML_FA_TILE_Q and GGML_FA_TILE_KV
-
-_LOG2E = F32(float.fromhex("0x1.715476p+0"))
-_LN2_HI = F32(float.fromhex("0x1.62e4p-1"))
-_LN2_LO = F32(float.fromhex("0x1.7f7d1cp-20"))
-_C5 = F32(float.fromhex("0x1.0e4020p-7"))
-_C4 = F32(float.fromhex("0x1.573e2ep-5"))
-_C3 = F32(float.fromhex("0x1.555e66p-3"))
-_C2 = F32(float.fromhex("0x1.fffdb6p-2"))
-_C1 = F32(float.fromhex("0x1.ffffecp-1"))
-_SHIFT = F32(float.fromhex("0x1.8p23"))
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def v_expf(x):
-    """ggml_v_expf (the AVX-512 version): exp through a degree-5 polynomial, as its softmax uses."""
-    z = fma32(x, _LOG2E, _SHIFT)
-    n = z - _SHIFT
-    b = fma32(-n, _LN2_LO, fma32(-n, _LN2_HI, x))
-    if abs(n) > 192 or n != n:
-        return F32(0.0) if n <= 0 else F32(np.inf)
-    u = b * b
-    j = fma32(fma32(fma32(_C5, b, _C4), u, fma32(_C3, b, _C2)), u, fma32(_C1, b, F32(1.0)))
-    e = np.int32(n)
-    if e > 127:
-        return j * bits_f32(np.int32(254) << 23) * bits_f32((e - 127 + 127) << 23)
-    if e < -126:
-        return j * bits_f32(np.int32(1) << 23) * bits_f32((e + 126 + 127) << 23)
-    return j * bits_f32((e + 127) << 23)
-
+KV_PAD = 256  # llama.cpp's KV cache view grows in steps of 256 cells
+SPLIT_KV = 512  # from this many cells, one query's keys are split across threads
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _reduce16(v, o):
@@ -85,6 +57,43 @@ def _dot_f16(qq, key_bits, kh, j, lanes):
     return F32(s)
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _vec_keys(qq, key_bits, value_bits, kh, pos, window, j0, j1, scale, softcap, lanes, acc):
+    """The per-query loop of ggml_compute_forward_flash_attn_ext_f16_one_chunk over the cells
+    [j0, j1): visible keys (at most ``pos``, inside the window) in order, an online softmax, the
+    weighted values accumulated in float16. ``acc`` starts at zero; returns (max, sum)."""
+    best = F32(-np.inf)
+    total = F32(0.0)
+    d_v = acc.shape[0]
+    for d in range(d_v):
+        acc[d] = 0
+    first = max(j0, pos - window + 1) if window > 0 else j0
+    for j in range(first, min(j1, pos + 1)):
+        s = _dot_f16(qq, key_bits, kh, j, lanes) * F32(scale)
+        if softcap > 0:
+            s = F32(softcap) * math.tanh(s)
+        ms = F32(1.0)
+        vs = F32(1.0)
+        if s > best:
+            old = best
+            best = s
+            ms = math.exp(old - best)
+            for d in range(d_v):
+                acc[d] = f2h_round(acc[d] * ms)
+        else:
+            vs = math.exp(s - best)
+        for d in range(d_v):
+            acc[d] = f2h_round(fma32(h2f(value_bits[kh, j, d]), vs, acc[d]))
+        total = fma32(total, ms, vs)  # GCC contracts ggml's S = S*ms + vs
+    return best, total
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _round_query(q, t, h, qq):
+    for d in range(qq.shape[0]):
+        qq[d] = f2h_round(q[t, h, d])
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def _attention_vec(q, key_bits, value_bits, q_pos, scale, window, softcap, out):
     """ggml_compute_forward_flash_attn_ext_f16_one_chunk, one (query, head) per task."""
@@ -96,36 +105,55 @@ def _attention_vec(q, key_bits, value_bits, q_pos, scale, window, softcap, out):
     for th in prange(n_tok * n_head):
         t = th // n_head
         h = th % n_head
-        kh = h // group
         qq = np.empty(d_k, F32)
-        for d in range(d_k):
-            qq[d] = f2h_round(q[t, h, d])
+        _round_query(q, t, h, qq)
         lanes = np.empty(64, F32)
-        acc = np.zeros(d_v, F32)
-        best = F32(-np.inf)
-        total = F32(0.0)
+        acc = np.empty(d_v, F32)
         pos = q_pos[t]
-        first = max(0, pos - window + 1) if window > 0 else 0
-        for j in range(first, pos + 1):
-            s = _dot_f16(qq, key_bits, kh, j, lanes) * F32(scale)
-            if softcap > 0:
-                s = F32(softcap) * math.tanh(s)
-            ms = F32(1.0)
-            vs = F32(1.0)
-            if s > best:
-                old = best
-                best = s
-                ms = math.exp(old - best)
-                for d in range(d_v):
-                    acc[d] = f2h_round(acc[d] * ms)
-            else:
-                vs = math.exp(s - best)
-            for d in range(d_v):
-                acc[d] = f2h_round(fma32(h2f(value_bits[kh, j, d]), vs, acc[d]))
-            total = total * ms + vs
+        _, total = _vec_keys(qq, key_bits, value_bits, h // group, pos, window, 0, pos + 1, scale, softcap,
+                             lanes, acc)
         inv = F32(1.0) / total if total != 0 else F32(0.0)
         for d in range(d_v):
             out[t, h * d_v + d] = acc[d] * inv
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _attention_split(q, key_bits, value_bits, pos, n_kv, n_chunks, scale, window, softcap, out):
+    """One query whose cache view holds 512 or more cells: ggml splits the cells into ``n_chunks``
+    (its thread count) ranges, runs the per-query kernel on each, then merges the partial results
+    in order (ggml_flash_attn_ext_reduce_partials)."""
+    _, n_head, d_k = q.shape
+    n_kv_head, _, d_v = value_bits.shape
+    group = n_head // n_kv_head
+    if softcap > 0:
+        scale = scale / softcap
+    chunk = (n_kv + n_chunks - 1) // n_chunks
+    for h in prange(n_head):
+        qq = np.empty(d_k, F32)
+        _round_query(q, 0, h, qq)
+        lanes = np.empty(64, F32)
+        acc = np.empty(d_v, F32)
+        merged = np.zeros(d_v, F32)
+        best = F32(-np.inf)
+        total = F32(0.0)
+        for c in range(n_chunks):
+            j0 = c * chunk
+            if j0 >= n_kv:
+                continue
+            m_c, s_c = _vec_keys(qq, key_bits, value_bits, h // group, pos, window, j0, min(j0 + chunk, n_kv),
+                                 scale, softcap, lanes, acc)
+            if s_c == 0:
+                continue
+            new = max(best, m_c)
+            scale_old = math.exp(best - new)
+            scale_new = math.exp(m_c - new)
+            for d in range(d_v):
+                merged[d] = fma32(merged[d], scale_old, acc[d] * scale_new)
+            total = fma32(total, scale_old, s_c * scale_new)
+            best = new
+        inv = F32(1.0) / total if total != 0 else F32(0.0)
+        for d in range(d_v):
+            out[0, h * d_v + d] = merged[d] * inv
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -207,20 +235,30 @@ def _attention_tiled(q, key_bits, value_bits, q_pos, scale, window, softcap, out
 
 
 def attention(q: np.ndarray, keys: np.ndarray, values: np.ndarray, q_pos: np.ndarray, scale: float,
-              window: int = 0, softcap: float = 0.0, tiled: bool | None = None) -> np.ndarray:
+              window: int = 0, softcap: float = 0.0, tiled: bool | None = None, n_threads: int = 1) -> np.ndarray:
     """softmax(q·Kᵀ·scale + mask)·V for queries ``q`` (tokens, n_head, head_dim_k) at positions ``q_pos``.
 
     ``keys``/``values`` are the float16 cache of one sequence, (n_kv_head, n_cells, head_dim), the
     cell index equal to the position; query head ``h`` reads key/value head ``h // (n_head //
     n_kv_head)``, as ggml broadcasts. A key is visible when its position is at most the query's
     and, with a sliding ``window``, less than ``window`` positions behind it. ``tiled`` picks
-    ggml's kernel (default: tiled for 64 queries or more, as ggml decides per batch).
+    ggml's kernel (default: tiled for 64 queries or more, as ggml decides per batch). A single
+    query whose cache view (llama.cpp pads it to a multiple of 256 cells) reaches 512 cells is
+    split over ``n_threads`` ranges as llama.cpp splits it over its threads.
     Returns (tokens, n_head * head_dim_v).
     """
     out = np.empty((q.shape[0], q.shape[1] * values.shape[2]), np.float32)
     if tiled is None:
         tiled = q.shape[0] >= TILE
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    key_bits, value_bits = keys.view(np.uint16), values.view(np.uint16)
+    if q.shape[0] == 1:
+        n_kv = min(keys.shape[1], max(KV_PAD, -(-(int(q_pos[0]) + 1) // KV_PAD) * KV_PAD))
+        if n_kv >= SPLIT_KV:
+            _attention_split(q, key_bits, value_bits, int(q_pos[0]), n_kv, max(1, int(n_threads)), float(scale),
+                             int(window), float(softcap), out)
+            return out
     kernel = _attention_tiled if tiled else _attention_vec
-    kernel(np.ascontiguousarray(q, dtype=np.float32), keys.view(np.uint16), values.view(np.uint16),
-           np.ascontiguousarray(q_pos, dtype=np.int64), float(scale), int(window), float(softcap), out)
+    kernel(q, key_bits, value_bits, np.ascontiguousarray(q_pos, dtype=np.int64), float(scale), int(window),
+           float(softcap), out)
     return out

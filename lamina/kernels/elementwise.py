@@ -1,5 +1,5 @@
-"""Compiled element-wise steps of a transformer layer: RMS norm, gated activations, rotary
-embeddings, float16 conversions.
+"""Compiled element-wise steps of a transformer layer: RMS norm, rotary embeddings, float16
+conversions (the gated activations are in :mod:`.glu`).
 
 Generating one token runs a few hundred of these per step; as NumPy expressions each costs
 several array passes and allocations, which for a small model adds up to more than the
@@ -14,9 +14,9 @@ import math
 import numpy as np
 from numba import njit
 
-from lamina.quants.common import bits_f32, f32_bits32, fp32_to_fp16
+from lamina.quants.common import bits_f32, f32_bits32
 
-from .common import F32, FAST, add32, and32, fma32, shl32, shr32
+from .common import F32, add32, and32, fma32, shl32, shr32
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -50,29 +50,6 @@ def rms_norm_rows(x, weight, eps, out):
         scale = F32(1.0) / np.sqrt(F32(s / n) + F32(eps))
         for j in range(n):
             out[i, j] = x[i, j] * scale * weight[j]
-
-
-@njit(cache=True, fastmath=FAST, error_model="numpy")
-def swiglu_rows(gate, up, out):
-    for i in range(gate.shape[0]):
-        for j in range(gate.shape[1]):
-            g = gate[i, j]
-            out[i, j] = g / (F32(1.0) + np.exp(-g)) * up[i, j]
-
-
-@njit(cache=True, error_model="numpy")
-def geglu_rows(gate, up, table, out):
-    """GELU through ggml's float16 table (``table`` maps float16 bits to float16 bits), times up."""
-    for i in range(gate.shape[0]):
-        for j in range(gate.shape[1]):
-            g = gate[i, j]
-            if g <= F32(-10.0):
-                y = F32(0.0)
-            elif g >= F32(10.0):
-                y = g
-            else:
-                y = h2f(table[fp32_to_fp16(g)])
-            out[i, j] = y * up[i, j]
 
 
 @njit(cache=True, error_model="numpy")

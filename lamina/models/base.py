@@ -161,7 +161,7 @@ class DecoderModel:
 
 
 def rope_from_metadata(hp: HParams, n_rot: int, neox: bool, base: float | None = None,
-                       freq_factors: np.ndarray | None = None) -> "RopeConfig":
+                       freq_factors: np.ndarray | None = None):
     """Rotary settings from ``<arch>.rope.*``: base frequency, linear or YaRN scaling."""
     from .layers import RopeConfig
 

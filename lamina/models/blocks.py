@@ -24,7 +24,8 @@ class Attention:
     q/k RMS norms, rotary embeddings, attention over the KV cache, output projection."""
 
     def __init__(self, w: Weights, prefix: str, shape: AttentionShape, rope: RopeConfig, scale: float,
-                 window: int = 0, qk_norm_eps: float | None = None, biases: bool = True):
+                 window: int = 0, qk_norm_eps: float | None = None, biases: bool = True,
+                 scale_queries: bool = False):
         self.shape = shape
         s = shape
         self.wqkv = w.fused([f"{prefix}.attn_q", f"{prefix}.attn_k", f"{prefix}.attn_v"], s.n_embd,
@@ -38,6 +39,7 @@ class Attention:
         self.qk_norm_eps = qk_norm_eps
         self.rope = rope
         self.scale = scale
+        self.scale_queries = scale_queries  # scale the queries first (gemma) rather than the scores
         self.window = window
 
     def __call__(self, x: np.ndarray, state, layer: int) -> np.ndarray:
@@ -52,7 +54,11 @@ class Attention:
             k = rms_norm(k, self.k_norm, self.qk_norm_eps)
         state.rope(self.rope, q)
         state.rope(self.rope, k)
-        out = state.attend(layer, q, k, v, self.scale, self.window)
+        scale = self.scale
+        if self.scale_queries:
+            q *= np.float32(scale)
+            scale = 1.0
+        out = state.attend(layer, q, k, v, scale, self.window)
         return self.wo(out)
 
 

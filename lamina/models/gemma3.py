@@ -31,7 +31,8 @@ class Gemma3Block:
         local = model.is_local[i]
         self.attn_norm = w.vector(f"{p}.attn_norm.weight", n)
         self.attn = Attention(w, p, model.attn_shape, model.rope_local if local else model.rope_global,
-                              model.attention_scale, window=model.n_swa if local else 0, qk_norm_eps=model.eps)
+                              model.attention_scale, window=model.n_swa if local else 0, qk_norm_eps=model.eps,
+                              scale_queries=True)
         self.attn_post_norm = w.vector(f"{p}.post_attention_norm.weight", n)
         self.ffn_norm = w.vector(f"{p}.ffn_norm.weight", n)
         self.ffn = GatedFeedForward(w, p, n, model.n_ff, "gelu")

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lamina.kernels.elementwise import geglu_rows, rms_norm_rows, rope_cache, rope_rows, swiglu_rows
+from lamina.kernels.elementwise import rms_norm_rows, rope_cache, rope_rows
+from lamina.kernels.glu import geglu_rows, swiglu_rows
 
 
 def rms_norm(x: np.ndarray, weight: np.ndarray | None, eps: float) -> np.ndarray:
@@ -46,32 +47,10 @@ def swiglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
     return out
 
 
-def _gelu_tanh(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float32)
-    inner = np.float32(0.7978845608028654) * x * (np.float32(1.0) + np.float32(0.044715) * x * x)
-    return np.float32(0.5) * x * (np.float32(1.0) + np.tanh(inner))
-
-
-# ggml evaluates GELU through a float16 lookup table: gelu(x) = f16(gelu_tanh(f16(x))) for |x| < 10.
-with np.errstate(invalid="ignore", over="ignore"):  # the table's inf/NaN entries are never looked up
-    _GELU_F16_TABLE = _gelu_tanh(np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)).astype(np.float16)
-
-
-_GELU_F16_BITS = _GELU_F16_TABLE.view(np.uint16)
-
-
-def gelu(x: np.ndarray) -> np.ndarray:
-    """ggml_gelu: tanh-approximated GELU looked up through float16, identity above 10, zero below -10."""
-    idx = x.astype(np.float16).view(np.uint16)
-    y = _GELU_F16_TABLE[idx].astype(np.float32)
-    y = np.where(x >= 10.0, x, y)
-    return np.where(x <= -10.0, np.float32(0.0), y).astype(np.float32)
-
-
 def geglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """GELU-gated feed-forward activation (gemma): ``gelu(gate) * up``, GELU as :func:`gelu`."""
+    """GELU-gated feed-forward activation (gemma): ``gelu(gate) * up``, as ggml_vec_geglu_f32."""
     out = np.empty(gate.shape, np.float32)
-    geglu_rows(gate, up, _GELU_F16_BITS, out)
+    geglu_rows(gate, up, out)
     return out
 
 
