@@ -1,7 +1,8 @@
 """Peak memory of a generation run, and the start-up time of a second run (cached kernels).
 
 * ``lamina -m MODEL -p PROMPT -n 128``: peak resident memory against the budget
-  model file + KV cache + 150 MB (the KV cache of the default 4096-token context, f16).
+  model file + KV cache + 150 MB, with the default context (the model's training context, as
+  llama.cpp's default; its KV cache is allocated lazily) and with ``-c 4096``.
 * ``lamina -m smollm2 -p Hello -n 1`` run twice: the second run's wall time (target < 3 s).
 
     python benchmarks/bench_memory_startup.py
@@ -31,17 +32,20 @@ def main() -> int:
 
     lamina = [sys.executable, "-m", "lamina.cli"]
     paths = ensure_models()
-    print("| model | file | KV cache (4096) | budget | peak RSS | within |")
-    print("| --- | ---: | ---: | ---: | ---: | --- |")
+    print("| model | file | context | KV cache | budget | peak RSS | within |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
     for name, path in paths.items():
         model = load_model(read(path))
-        kv = KVCache.bytes_needed(model.kv_shapes(), 4096, 1)
+        shapes, n_train = model.kv_shapes(), model.n_ctx_train
         del model
         size = os.path.getsize(path)
-        budget = size + kv + 150 * 2**20
-        _, rss = peak_rss(lamina + ["-m", str(path), "-p", PROMPT, "-n", "128", "-t", "2", "--temp", "0"])
-        print(f"| {name} | {size / 2**20:.0f} MiB | {kv / 2**20:.0f} MiB | {budget / 2**20:.0f} MiB | "
-              f"{rss / 2**20:.0f} MiB | {'yes' if rss <= budget else 'NO'} |", flush=True)
+        for n_ctx in (n_train, 4096):
+            kv = KVCache.bytes_needed(shapes, n_ctx, 1)
+            budget = size + kv + 150 * 2**20
+            _, rss = peak_rss(lamina + ["-m", str(path), "-p", PROMPT, "-n", "128", "-t", "2", "--temp", "0",
+                                        "-c", str(n_ctx)])
+            print(f"| {name} | {size / 2**20:.0f} MiB | {n_ctx} | {kv / 2**20:.0f} MiB | {budget / 2**20:.0f} MiB | "
+                  f"{rss / 2**20:.0f} MiB | {'yes' if rss <= budget else 'NO'} |", flush=True)
     cmd = lamina + ["-m", str(paths["smollm2"]), "-p", "Hello", "-n", "1"]
     first, _ = peak_rss(cmd)
     second, _ = peak_rss(cmd)

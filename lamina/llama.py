@@ -24,6 +24,7 @@ from lamina.engine.batch import Batch
 from lamina.engine.perf import PerfCounters
 
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF
+FIT_MIN_CTX = 4096  # llama.cpp's fit_params_min_ctx
 
 
 def default_threads() -> int:
@@ -64,6 +65,7 @@ class Llama:
         chat_format: str | None = None,
         chat_template: str | None = None,
         n_seq_max: int = 1,
+        fit_ctx: bool = False,
         verbose: bool = True,
         **kwargs,
     ):
@@ -90,7 +92,6 @@ class Llama:
             self._n_ctx = 0
             self.input_ids = np.zeros(0, dtype=np.intc)
         else:
-            from lamina.engine.context import Context
             from lamina.kernels import set_num_threads
             from lamina.models import load_model
 
@@ -100,7 +101,7 @@ class Llama:
                 raise gguf.GGUFError(f"the output layer has {self._model.n_vocab} rows but the vocabulary has "
                                      f"{self.tokenizer_.n_vocab} tokens", self.model_path)
             self._n_ctx = int(n_ctx) if n_ctx and n_ctx > 0 else self._model.n_ctx_train
-            self._ctx = Context(self._model, self._n_ctx * n_seq_max, self.n_batch, n_ubatch, n_seq_max)
+            self._ctx = self._make_context(n_ubatch, n_seq_max, fit_ctx)
             self.input_ids = np.zeros(self._n_ctx, dtype=np.intc)
         self._scores: np.ndarray | None = None  # allocated on first use (n_ctx × n_vocab can be large)
         self._last_logits: np.ndarray | None = None
@@ -108,6 +109,22 @@ class Llama:
         self.perf.reset()
         if verbose and kwargs:
             print(f"lamina: ignoring unsupported Llama arguments: {', '.join(sorted(kwargs))}", file=sys.stderr)
+
+    def _make_context(self, n_ubatch: int, n_seq_max: int, fit: bool):
+        """The engine context; with ``fit``, a context whose KV cache does not fit in memory is halved
+        (down to 4096 tokens, as llama.cpp's parameter fitting does) instead of refused."""
+        from lamina.engine.context import Context
+        from lamina.engine.kv_cache import KVCacheMemoryError
+
+        while True:
+            try:
+                return Context(self._model, self._n_ctx * n_seq_max, self.n_batch, n_ubatch, n_seq_max)
+            except KVCacheMemoryError:
+                if not fit or self._n_ctx // 2 < FIT_MIN_CTX:
+                    raise
+                self._n_ctx //= 2
+                print(f"lamina: the KV cache does not fit in memory: context reduced to {self._n_ctx}",
+                      file=sys.stderr)
 
     # -- model facts ---------------------------------------------------------------------------
     def n_ctx(self) -> int:

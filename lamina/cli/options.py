@@ -6,11 +6,13 @@ import argparse
 import re
 
 
-def add_model_options(p: argparse.ArgumentParser, ctx_default: int = 4096) -> None:
+def add_model_options(p: argparse.ArgumentParser, ctx_default: int = 0) -> None:
     g = p.add_argument_group("model and context")
     g.add_argument("-m", "--model", required=True, help="path to a GGUF model file")
     g.add_argument("-c", "--ctx-size", type=int, default=ctx_default,
-                   help=f"size of the prompt context (default: {ctx_default}, 0 = the model's training context)")
+                   help=f"size of the prompt context (default: {ctx_default}, 0 = the model's training context, "
+                        "halved down to 4096 if its KV cache does not fit in memory; the cache is allocated "
+                        "lazily, so only the tokens used cost memory)")
     g.add_argument("-b", "--batch-size", type=int, default=2048, help="logical maximum batch size (default: 2048)")
     g.add_argument("-ub", "--ubatch-size", type=int, default=512, help="physical maximum batch size (default: 512)")
     g.add_argument("-t", "--threads", type=int, default=None,

@@ -85,7 +85,7 @@ def load_llama(args):
     from lamina.llama import Llama
 
     return Llama(args.model, n_ctx=args.ctx_size, n_batch=args.batch_size, n_ubatch=args.ubatch_size,
-                 n_threads=args.threads, seed=args.seed, verbose=False)
+                 n_threads=args.threads, seed=args.seed, verbose=False, fit_ctx=args.ctx_size == 0)
 
 
 def generate_to_stdout(llm, prompt: str, args) -> int:

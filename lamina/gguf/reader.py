@@ -347,6 +347,8 @@ class GGUFFile:
         if n_tensors and self.data_offset > self.file_size:
             raise cur.error(f"data section would start at byte {self.data_offset}, past the end of the file "
                             f"({self.file_size} bytes)")
+        # the header now lives in Python objects (a big vocabulary is megabytes of it): let its pages go
+        self._release_range(0, self.data_offset)
         self._buffer = np.frombuffer(self._mmap, dtype=np.uint8)
         self.tensors: dict[str, TensorInfo] = {}
         expected = 0
@@ -476,13 +478,16 @@ class GGUFFile:
 
         Kernels that keep their own repacked copy call this so a loaded model costs its size once.
         """
-        if self._mmap is None or tensor.n_bytes == 0:
+        if tensor.n_bytes:
+            self._release_range(self.data_offset + tensor.offset, tensor.n_bytes)
+
+    def _release_range(self, start: int, length: int) -> None:
+        if self._mmap is None or length <= 0:
             return
         page = mmap.PAGESIZE
-        start = (self.data_offset + tensor.offset) // page * page
-        end = self.data_offset + tensor.offset + tensor.n_bytes
+        first = start // page * page
         try:
-            self._mmap.madvise(mmap.MADV_DONTNEED, start, end - start)
+            self._mmap.madvise(mmap.MADV_DONTNEED, first, start + length - first)
         except (AttributeError, OSError, ValueError):
             pass
 

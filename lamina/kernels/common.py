@@ -93,3 +93,38 @@ def fma32(typingctx, a, b, c):
         return builder.call(fn, args)
 
     return types.float32(types.float32, types.float32, types.float32), codegen
+
+
+# -- giving back the file's pages ----------------------------------------------------------------
+
+import ctypes  # noqa: E402
+import mmap  # noqa: E402
+
+_MADV_DONTNEED = 4
+try:
+    _madvise = ctypes.CDLL(None, use_errno=True).madvise
+    _madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+except (OSError, AttributeError):  # not Linux/glibc: keep the pages, only memory use differs
+    _madvise = None
+
+
+def _backed_by_file_map(view: np.ndarray) -> bool:
+    base = view
+    while base is not None:
+        if isinstance(base, mmap.mmap):
+            return True
+        base = getattr(base, "base", None) if isinstance(base, np.ndarray) else getattr(base, "obj", None)
+    return False
+
+
+def release_file_pages(view: np.ndarray) -> None:
+    """Let the OS drop the pages of ``view`` if it is part of a read-only file map (a model's weights):
+    once a kernel has repacked them they are not read again, and dropping them as packing goes keeps a
+    loaded model at about its file size. Whole pages inside the view only; anything else is left alone."""
+    if _madvise is None or view.size == 0 or not _backed_by_file_map(view):
+        return
+    page = mmap.PAGESIZE
+    start = -(-view.ctypes.data // page) * page
+    end = (view.ctypes.data + view.nbytes) // page * page
+    if end > start:
+        _madvise(start, end - start, _MADV_DONTNEED)

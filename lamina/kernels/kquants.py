@@ -24,7 +24,7 @@ from numba import njit, prange
 
 from .activations import quantize_q8_K, round_rows_q8_K, split_halves
 from .common import F16_TO_F32, F32, FAST, ROW_CHUNK, and32, n_chunks, or32, shl32, shr32
-from .legacy import GROUP, LANE_BYTES, _interleave
+from .legacy import GROUP, LANE_BYTES, interleave
 from .simd import (vadd_f, vadd_i, vand_i, vbcast_i, vcvt, vdpbusd, vfma, vhsum8, vload_f, vload_f16, vload_i,
                    vload_s8, vload_u8, vmul_f, vmul_i, vor_i, vsll_i, vsplat_f, vsplat_i, vsra_i, vsrl_i,
                    vstore_f, vstore_i, vsub_f, vsub_i, vzero_f, vzero_i)
@@ -573,10 +573,9 @@ class PackedQ6_K:
         nb = n // QK_K
         self.n, self.rows = n, sum(r.shape[0] for r in raws)
         self.n_groups = g = (self.rows + GROUP - 1) // GROUP
-        self.ql = _interleave(raws, g, nb, 210, 0, 128, 4)
-        self.qh = _interleave(raws, g, nb, 210, 128, 192, 4)
-        self.sc = _interleave(raws, g, nb, 210, 192, 208, 1)
-        self.d = _interleave(raws, g, nb, 210, 208, 210, 2).view(np.uint16)
+        self.ql, self.qh, self.sc, d = interleave(raws, g, nb, 210, [(0, 128, 4, 0), (128, 192, 4, 0),
+                                                                    (192, 208, 1, 0), (208, 210, 2, 0)])
+        self.d = d.view(np.uint16)
 
     def matmul(self, x):
         a = KActivations(x)
@@ -623,10 +622,9 @@ class PackedQ4_K:
         self.n, self.rows = n, sum(r.shape[0] for r in raws)
         self.repacked = all(r.shape[0] % 8 == 0 for r in raws)
         self.n_groups = g = (self.rows + GROUP - 1) // GROUP
-        self.qs = _interleave(raws, g, nb, 144, 16, 144, 4)
-        self.sc = _interleave(raws, g, nb, 144, 4, 16, 1)
-        self.d = _interleave(raws, g, nb, 144, 0, 2, 2).view(np.uint16)
-        self.dmin = _interleave(raws, g, nb, 144, 2, 4, 2).view(np.uint16)
+        self.qs, self.sc, d, dmin = interleave(raws, g, nb, 144, [(16, 144, 4, 0), (4, 16, 1, 0), (0, 2, 2, 0),
+                                                                  (2, 4, 2, 0)])
+        self.d, self.dmin = d.view(np.uint16), dmin.view(np.uint16)
 
     def _raw(self):
         nb = self.n // QK_K

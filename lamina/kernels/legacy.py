@@ -22,11 +22,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .common import F16_TO_F32, F32
+from .common import F16_TO_F32, F32, release_file_pages
 from .simd import (round_f16, vabs_f, vadd_f, vadd_i, vand_i, vbcast_i, vcvt, vdpbusd, vfma, vhmax_f, vhsum8, vlane_i, vload_f,
                    vload_f16, vload_i, vmax_f, vmul_f, vmul_i, vor_i, vrint_f, vsll_i, vsplat_f, vsplat_i, vsrl_i,
                    vstore_f, vstore_i, vstore_i8, vsum4_i, vtoi, vzero_f, vzero_i)
-from lamina.quants.common import fp16_to_fp32, fp32_to_fp16
 
 GROUP = 16  # rows per vector
 LANE_BYTES = 64  # one lane of one block for 16 rows
@@ -402,38 +401,45 @@ OFFSET_ARR = np.array([OFFSET[k] for k in range(5)], np.int32)
 INTERLEAVE_GROUPS = 256  # row groups rearranged per step at load time (bounds the temporary copies)
 
 
-def _row_range(raws: list[np.ndarray], r0: int, r1: int) -> np.ndarray:
-    """Rows r0..r1 of the stacked ``raws`` (zero rows past the end), as one (r1-r0, row bytes) array."""
+def _row_range(raws: list[np.ndarray], r0: int, r1: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Rows r0..r1 of the stacked ``raws`` (zero rows past the end), as one (r1-r0, row bytes) array,
+    and the pieces of ``raws`` they came from."""
     pieces, start = [], 0
     for raw in raws:
         lo, hi = max(r0, start), min(r1, start + raw.shape[0])
         if lo < hi:
             pieces.append(raw[lo - start:hi - start])
         start += raw.shape[0]
+    sources = list(pieces)
     have = sum(p.shape[0] for p in pieces)
     if have < r1 - r0:
         pieces.append(np.zeros((r1 - r0 - have, raws[0].shape[1]), np.uint8))
-    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+    return (pieces[0] if len(pieces) == 1 else np.concatenate(pieces)), sources
 
 
-def _interleave(raws: list[np.ndarray], n_groups: int, nb: int, size: int, lo: int, hi: int, word: int,
-                flip: int = 0) -> np.ndarray:
+def interleave(raws: list[np.ndarray], n_groups: int, nb: int, size: int,
+               fields: list[tuple[int, int, int, int]]) -> list[np.ndarray]:
     """Bytes lo..hi of each block of the weights ``raws`` (rows × row bytes each, stacked) as the flat
-    [group][block][(hi-lo)/word][16 rows][word] layout; rows past the last are zero. Done a few
-    hundred row groups at a time, so loading a weight costs its own size, not copies of it."""
-    n_words = (hi - lo) // word
-    unit = {1: np.uint8, 2: np.uint16, 4: np.uint32}[word]  # move whole words (numpy copes with misalignment)
-    out = np.empty((n_groups, nb, n_words, GROUP), unit)
-    mask = unit(int.from_bytes(bytes([flip]) * word, "little"))
+    [group][block][(hi-lo)/word][16 rows][word] layout, for each (lo, hi, word, flip) in ``fields``;
+    rows past the last are zero, ``flip`` is XORed into every byte. One pass over the rows, a few
+    hundred row groups at a time, giving each chunk's file pages back as soon as it is copied: loading
+    a weight costs its own size, not copies of it."""
+    units = {1: np.uint8, 2: np.uint16, 4: np.uint32}  # move whole words (numpy copes with misalignment)
+    outs = [np.empty((n_groups, nb, (hi - lo) // word, GROUP), units[word]) for lo, hi, word, _ in fields]
     for g0 in range(0, n_groups, INTERLEAVE_GROUPS):
         g1 = min(n_groups, g0 + INTERLEAVE_GROUPS)
-        rows = _row_range(raws, g0 * GROUP, g1 * GROUP).reshape(g1 - g0, GROUP, nb, size)[:, :, :, lo:hi]
-        words = rows.view(unit).transpose(0, 2, 3, 1)
-        if flip:
-            np.bitwise_xor(words, mask, out=out[g0:g1])
-        else:
-            out[g0:g1] = words
-    return out.reshape(-1).view(np.uint8)
+        chunk, sources = _row_range(raws, g0 * GROUP, g1 * GROUP)
+        blocks = chunk.reshape(g1 - g0, GROUP, nb, size)
+        for out, (lo, hi, word, flip) in zip(outs, fields):
+            unit = units[word]
+            words = blocks[:, :, :, lo:hi].view(unit).transpose(0, 2, 3, 1)
+            if flip:
+                np.bitwise_xor(words, unit(int.from_bytes(bytes([flip]) * word, "little")), out=out[g0:g1])
+            else:
+                out[g0:g1] = words
+        for piece in sources:
+            release_file_pages(piece)
+    return [out.reshape(-1).view(np.uint8) for out in outs]
 
 
 class PackedLegacy:
@@ -447,16 +453,15 @@ class PackedLegacy:
         raws = [r.reshape(r.shape[0], -1) for r in raws]
         self.rows = sum(r.shape[0] for r in raws)
         self.n_groups = g = (self.rows + GROUP - 1) // GROUP
-        self.d = _interleave(raws, g, nb, size, 0, 2, 2).view(np.uint16)
         has_min = kind in HAS_MIN
-        self.m = _interleave(raws, g, nb, size, 2, 4, 2).view(np.uint16) if has_min else self.d
         qh_at = {Q5_0: 2, Q5_1: 4}.get(kind)
-        self.qh = (_interleave(raws, g, nb, size, qh_at, qh_at + 4, 4).view(np.uint32) if qh_at
-                   else np.zeros(1, np.uint32))
-        if kind == Q8_0:
-            self.qs = _interleave(raws, g, nb, size, 2, 34, 4, flip=0x80)
-        else:
-            self.qs = _interleave(raws, g, nb, size, size - 16, size, 4)
+        fields = [(0, 2, 2, 0), (2, 34, 4, 0x80) if kind == Q8_0 else (size - 16, size, 4, 0)]
+        fields += [(2, 4, 2, 0)] if has_min else []
+        fields += [(qh_at, qh_at + 4, 4, 0)] if qh_at else []
+        packed = interleave(raws, g, nb, size, fields)
+        self.d, self.qs = packed[0].view(np.uint16), packed[1]
+        self.m = packed[2].view(np.uint16) if has_min else self.d
+        self.qh = packed[-1].view(np.uint32) if qh_at else np.zeros(1, np.uint32)
         # ggml repacks Q4_0 (rows divisible by 8) and then adds one float per block, not eight lanes;
         # a fused Q4_0 layer is only built from parts that agree (see linear.fused_linear)
         self.per_block = kind == Q4_0 and all(r.shape[0] % 8 == 0 for r in raws)
