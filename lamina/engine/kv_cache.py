@@ -8,6 +8,7 @@ one batch (the server's concurrent requests), each in its own stream.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +40,23 @@ def _available_memory() -> int | None:
     return None
 
 
+@contextlib.contextmanager
+def _small_pages():
+    """Allocate without NumPy's transparent-huge-page hint: the cache is filled a position at a time
+    from the start of every head's block, and 2 MiB pages would make an unused long context cost
+    memory up front. (Lazily zeroed 4 KiB pages cost only what is written.)"""
+    core = getattr(np, "_core", None) or np.core  # NumPy 2 / 1.26
+    set_hint = getattr(core.multiarray, "_set_madvise_hugepage", None)
+    if set_hint is None:
+        yield
+        return
+    previous = set_hint(False)
+    try:
+        yield
+    finally:
+        set_hint(previous)
+
+
 class KVCache:
     """Per layer: ``k[layer]`` of shape (n_seq, n_kv_head, n_ctx_seq, head_dim_k), ``v[layer]`` likewise, float16."""
 
@@ -55,8 +73,9 @@ class KVCache:
         self.shapes = shapes
         self.n_ctx_seq = n_ctx_seq
         self.n_seq = n_seq
-        self.k = [np.zeros((n_seq, s.n_kv_head, n_ctx_seq, s.head_dim_k), self.dtype) for s in shapes]
-        self.v = [np.zeros((n_seq, s.n_kv_head, n_ctx_seq, s.head_dim_v), self.dtype) for s in shapes]
+        with _small_pages():
+            self.k = [np.zeros((n_seq, s.n_kv_head, n_ctx_seq, s.head_dim_k), self.dtype) for s in shapes]
+            self.v = [np.zeros((n_seq, s.n_kv_head, n_ctx_seq, s.head_dim_v), self.dtype) for s in shapes]
         self.seq_len = np.zeros(n_seq, dtype=np.int64)  # positions [0, seq_len) hold valid cells
 
     @staticmethod
