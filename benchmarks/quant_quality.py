@@ -10,7 +10,7 @@ lamina's own tools, exactly as llama.cpp's were made:
 
 and prints a Markdown table: type, file size, bits per weight, PPL, PPL ratio, mean
 KLD and same-top-token %, lamina's value beside llama.cpp's for each. CPU-heavy (eleven
-passes over 7.5k tokens): about 15-30 minutes with 2 threads.
+passes over 7.6k tokens): about 5 minutes with 2 threads.
 
     python benchmarks/quant_quality.py [-t 2] [--keep DIR] [--json results.json]
 """

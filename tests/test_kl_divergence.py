@@ -1,11 +1,13 @@
 """KL-divergence against a base model, as llama-perplexity's --kl-divergence-base / --kl-divergence compute it.
 
-The real-model checks use smollm2 with -c 128 and two chunks (126 scored tokens); the
-quantized model compared with it is a Q4_0 requantization made once per module.
+Most real-model checks use smollm2 with -c 128 and two chunks (126 scored tokens); the
+quantized model compared with it is a Q4_0 requantization made once per module. One check
+repeats a row of llama-quantize's table in full (all of GPL-3.txt at -c 512, about 1.5 minutes).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import stat
@@ -16,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lamina.kl_divergence import (KLDivergence, check_base_fits, kl_divergence, mean_and_uncertainty, median,
-                                  open_base_log_probs, percentile, save_base_log_probs)
+from lamina.kl_divergence import (Estimate, KLDivergence, check_base_fits, kl_divergence, mean_and_uncertainty,
+                                  median, open_base_log_probs, percentile, save_base_log_probs)
 from lamina.llama import Llama
 from lamina.log_prob_file import (MAGIC, LogProbFileError, LogProbReader, LogProbWriter, compress_log_probs,
                                   decompress_log_probs, file_bytes, row_width, scored_per_chunk)
@@ -370,3 +372,32 @@ def test_a_chunk_limit_of_zero_is_a_clear_error(smollm2, refdata, tmp_path):
                 "--kl-divergence-base", str(tmp_path / "b.kld"))
     assert done.returncode == 1 and "no chunks to evaluate" in done.stderr and "Traceback" not in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def _quantize(src: Path, dst: Path, type_name: str, *options: str) -> Path:
+    done = subprocess.run([sys.executable, "-m", "lamina.cli", "quantize", *options, str(src), str(dst), type_name, "2"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return dst
+
+
+def test_quality_columns_reproduce_llamacpp_quantize_table(smollm2, gpl3_tokens, refdata, tmp_path):
+    """quantize-smollm2.json's Q4_0 row, made as llama.cpp made it: Q4_1 -> F16 -> Q4_0, then the
+    KL-divergence of Q4_0 against F16 over all of GPL-3.txt at -c 512. Each quality column must lie
+    within the uncertainty lamina reports for it (Q4_0's kernel is ggml's to the bit; F16's is not)."""
+    expected = json.loads((refdata / "llamacpp" / "quantize-smollm2.json").read_text())["outputs"]["Q4_0"]["vs_F16"]
+    f16 = _quantize(smollm2, tmp_path / "f16.gguf", "F16", "--allow-requantize")
+    q4_0 = _quantize(f16, tmp_path / "q4_0.gguf", "Q4_0")
+    n_ctx = 512
+    base_path = str(tmp_path / "f16.kld")
+    base = Llama(str(f16), n_ctx=n_ctx, n_batch=2048, n_seq_max=4, verbose=False)
+    save_base_log_probs(base._ctx, gpl3_tokens, n_ctx, base.token_bos(), base.n_vocab(), base_path)
+    del base
+    quant = Llama(str(q4_0), n_ctx=n_ctx, n_batch=2048, n_seq_max=4, verbose=False)
+    with open_base_log_probs(base_path, quant.n_vocab(), n_ctx) as reader:
+        s = kl_divergence(quant._ctx, reader, quant.token_bos())
+    assert s.count == 14 * scored_per_chunk(n_ctx)
+    measured = {"ppl": s.ppl(), "ppl_ratio": s.ppl_ratio(), "mean_kld": s.kld(),
+                "same_top_p_percent": Estimate(100 * s.same_top().value, 100 * s.same_top().uncertainty)}
+    for column, estimate in measured.items():
+        assert abs(estimate.value - expected[column]) <= estimate.uncertainty, (column, estimate, expected[column])
