@@ -134,3 +134,17 @@ def test_attention_matches_a_naive_loop(window, tiled):
     # the per-query kernel rounds its running sum to float16 after every key, as ggml's does
     tolerance = 2e-3 if tiled else 1e-2
     np.testing.assert_allclose(got, _naive_attention(q, keys, values, q_pos, 0.35, window), atol=tolerance)
+
+
+@pytest.mark.parametrize("tiled", [False, True])
+def test_attention_reads_a_cache_view_as_it_reads_a_compact_copy(tiled):
+    """The KV cache hands attention a view of its first cells (rows strided by the full context);
+    the result is the same, bit for bit, as for a compact copy of those cells."""
+    rng = np.random.default_rng(8)
+    cache_k = rng.standard_normal((2, 300, 64)).astype(np.float16)
+    cache_v = rng.standard_normal((2, 300, 48)).astype(np.float16)
+    keys, values = cache_k[:, :130], cache_v[:, :130]
+    q_pos = np.array([5, 64, 129])
+    q = rng.standard_normal((len(q_pos), 4, 64)).astype(np.float32)
+    got = attention(q, keys, values, q_pos, 0.125, 0, tiled=tiled)
+    np.testing.assert_array_equal(got, attention(q, keys.copy(), values.copy(), q_pos, 0.125, 0, tiled=tiled))

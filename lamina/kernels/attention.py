@@ -23,6 +23,8 @@ from numba import njit, prange
 from .common import F32, fma32
 from .elementwise import f2h_round, h2f
 from .glu import v_expf
+from .simd import (load_f16, round_f16, vadd_f, vfma, vload_f, vload_f16, vmul_f, vreduce_add_f, vround_f16, vsplat_f,
+                   vstore_f, vzero_f)
 
 TILE = 64  # GGML_FA_TILE_Q and GGML_FA_TILE_KV
 KV_PAD = 256  # llama.cpp's KV cache view grows in steps of 256 cells
@@ -39,26 +41,53 @@ def _reduce16(v, o):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _dot_f16(qq, key_bits, kh, j, lanes):
+def _dot_f16(qq, key_bits, k0):
     """ggml_vec_dot_f16 as built for AVX-512: four 16-lane accumulators over steps of 64, summed
-    in the fixed order of GGML_F32x16_REDUCE and _mm512_reduce_add_ps, leftovers added in double."""
+    in the fixed order of GGML_F32x16_REDUCE and _mm512_reduce_add_ps, leftovers added in double.
+    The key is the row of ``head_dim`` float16 values starting at flat element ``k0``."""
     d_k = qq.shape[0]
     main = d_k - d_k % 64
-    for i in range(64):
-        lanes[i] = 0
+    a0 = vzero_f()
+    a1 = vzero_f()
+    a2 = vzero_f()
+    a3 = vzero_f()
     for i in range(0, main, 64):
-        for a in range(64):
-            lanes[a] = fma32(qq[i + a], h2f(key_bits[kh, j, i + a]), lanes[a])
-    for i in range(16):
-        lanes[i] = (lanes[i] + lanes[32 + i]) + (lanes[16 + i] + lanes[48 + i])
-    s = np.float64(_reduce16(lanes, 0))
+        a0 = vfma(vload_f(qq, i), vload_f16(key_bits, k0 + i), a0)
+        a1 = vfma(vload_f(qq, i + 16), vload_f16(key_bits, k0 + i + 16), a1)
+        a2 = vfma(vload_f(qq, i + 32), vload_f16(key_bits, k0 + i + 32), a2)
+        a3 = vfma(vload_f(qq, i + 48), vload_f16(key_bits, k0 + i + 48), a3)
+    s = np.float64(vreduce_add_f(vadd_f(vadd_f(a0, a2), vadd_f(a1, a3))))
     for i in range(main, d_k):
-        s += np.float64(qq[i] * h2f(key_bits[kh, j, i]))
+        s += np.float64(qq[i] * load_f16(key_bits, k0 + i))
     return F32(s)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _vec_keys(qq, key_bits, value_bits, kh, pos, window, j0, j1, scale, softcap, lanes, acc):
+def _scale_f16(acc, ms):
+    """acc = float16(acc · ms), the VKQ16 rescale when a new maximum arrives."""
+    d_v = acc.shape[0]
+    main = d_v - d_v % 16
+    m = vsplat_f(ms)
+    for d in range(0, main, 16):
+        vstore_f(acc, d, vround_f16(vmul_f(vload_f(acc, d), m)))
+    for d in range(main, d_v):
+        acc[d] = round_f16(acc[d] * ms)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _mad_f16(acc, value_bits, v0, vs):
+    """acc = float16(value · vs + acc) per element (ggml_vec_mad_f16 into the float16 VKQ16)."""
+    d_v = acc.shape[0]
+    main = d_v - d_v % 16
+    w = vsplat_f(vs)
+    for d in range(0, main, 16):
+        vstore_f(acc, d, vround_f16(vfma(vload_f16(value_bits, v0 + d), w, vload_f(acc, d))))
+    for d in range(main, d_v):
+        acc[d] = round_f16(fma32(load_f16(value_bits, v0 + d), vs, acc[d]))
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _vec_keys(qq, key_bits, value_bits, kh, pos, window, j0, j1, scale, softcap, acc):
     """The per-query loop of ggml_compute_forward_flash_attn_ext_f16_one_chunk over the cells
     [j0, j1): visible keys (at most ``pos``, inside the window) in order, an online softmax, the
     weighted values accumulated in float16. ``acc`` starts at zero; returns (max, sum)."""
@@ -67,9 +96,11 @@ def _vec_keys(qq, key_bits, value_bits, kh, pos, window, j0, j1, scale, softcap,
     d_v = acc.shape[0]
     for d in range(d_v):
         acc[d] = 0
+    ks0, ks1 = key_bits.strides[0] // 2, key_bits.strides[1] // 2  # float16 elements per head, per cell
+    vs0, vs1 = value_bits.strides[0] // 2, value_bits.strides[1] // 2
     first = max(j0, pos - window + 1) if window > 0 else j0
     for j in range(first, min(j1, pos + 1)):
-        s = _dot_f16(qq, key_bits, kh, j, lanes) * F32(scale)
+        s = _dot_f16(qq, key_bits, kh * ks0 + j * ks1) * F32(scale)
         if softcap > 0:
             s = F32(softcap) * math.tanh(s)
         ms = F32(1.0)
@@ -78,12 +109,10 @@ def _vec_keys(qq, key_bits, value_bits, kh, pos, window, j0, j1, scale, softcap,
             old = best
             best = s
             ms = math.exp(old - best)
-            for d in range(d_v):
-                acc[d] = f2h_round(acc[d] * ms)
+            _scale_f16(acc, ms)
         else:
             vs = math.exp(s - best)
-        for d in range(d_v):
-            acc[d] = f2h_round(fma32(h2f(value_bits[kh, j, d]), vs, acc[d]))
+        _mad_f16(acc, value_bits, kh * vs0 + j * vs1, vs)
         total = fma32(total, ms, vs)  # GCC contracts ggml's S = S*ms + vs
     return best, total
 
@@ -107,11 +136,9 @@ def _attention_vec(q, key_bits, value_bits, q_pos, scale, window, softcap, out):
         h = th % n_head
         qq = np.empty(d_k, F32)
         _round_query(q, t, h, qq)
-        lanes = np.empty(64, F32)
         acc = np.empty(d_v, F32)
         pos = q_pos[t]
-        _, total = _vec_keys(qq, key_bits, value_bits, h // group, pos, window, 0, pos + 1, scale, softcap,
-                             lanes, acc)
+        _, total = _vec_keys(qq, key_bits, value_bits, h // group, pos, window, 0, pos + 1, scale, softcap, acc)
         inv = F32(1.0) / total if total != 0 else F32(0.0)
         for d in range(d_v):
             out[t, h * d_v + d] = acc[d] * inv
@@ -131,7 +158,6 @@ def _attention_split(q, key_bits, value_bits, pos, n_kv, n_chunks, scale, window
     for h in prange(n_head):
         qq = np.empty(d_k, F32)
         _round_query(q, 0, h, qq)
-        lanes = np.empty(64, F32)
         acc = np.empty(d_v, F32)
         merged = np.zeros(d_v, F32)
         best = F32(-np.inf)
@@ -141,7 +167,7 @@ def _attention_split(q, key_bits, value_bits, pos, n_kv, n_chunks, scale, window
             if j0 >= n_kv:
                 continue
             m_c, s_c = _vec_keys(qq, key_bits, value_bits, h // group, pos, window, j0, min(j0 + chunk, n_kv),
-                                 scale, softcap, lanes, acc)
+                                 scale, softcap, acc)
             if s_c == 0:
                 continue
             new = max(best, m_c)

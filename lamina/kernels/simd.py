@@ -134,6 +134,19 @@ def vload_f16(typingctx, arr, idx):
     return v16f(arr, idx), codegen
 
 
+@intrinsic
+def load_f16(typingctx, arr, idx):
+    """The float16 (uint16 array) at element ``idx``, widened exactly to a float32."""
+    if not (_is_array(arr) and arr.dtype == types.uint16 and isinstance(idx, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        h = builder.load(_element_ptr(context, builder, sig.args[0], args[0], args[1], ir.HalfType()), align=2)
+        return builder.fpext(h, _F32)
+
+    return types.float32(arr, idx), codegen
+
+
 def _small_load(extend):
     @intrinsic
     def impl(typingctx, arr, idx):
@@ -257,6 +270,18 @@ def round_f16(typingctx, x):
         return builder.fpext(builder.fptrunc(args[0], ir.HalfType()), _F32)
 
     return types.float32(x), codegen
+
+
+@intrinsic
+def vround_f16(typingctx, a):
+    """Each lane rounded to float16 (to nearest, ties to even; vcvtps2ph) and widened back."""
+    if a != v16f:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fpext(builder.fptrunc(args[0], ir.VectorType(ir.HalfType(), 16)), _VF)
+
+    return v16f(a), codegen
 
 
 @intrinsic
@@ -390,6 +415,24 @@ def vhmax_f(typingctx, a):
         for step in (8, 4, 2, 1):
             other = builder.shuffle_vector(v, und, ir.Constant(_VI, [(i + step) % 16 for i in range(16)]))
             v = _select(builder, ">", v, other)
+        return builder.extract_element(v, ir.Constant(_I32, 0))
+
+    return types.float32(a), codegen
+
+
+@intrinsic
+def vreduce_add_f(typingctx, a):
+    """The sum of the 16 float32 lanes in the order of GCC's _mm512_reduce_add_ps: halves, then
+    quarters, then pairs, then the last two ((v[i] + v[i+8]) + (v[i+4] + v[i+12]), …)."""
+    if a != v16f:
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = args[0]
+        und = ir.Constant(_VF, ir.Undefined)
+        for step in (8, 4, 2, 1):
+            other = builder.shuffle_vector(v, und, ir.Constant(_VI, [(i + step) % 16 for i in range(16)]))
+            v = builder.fadd(v, other)
         return builder.extract_element(v, ir.Constant(_I32, 0))
 
     return types.float32(a), codegen
