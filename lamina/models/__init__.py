@@ -10,6 +10,12 @@ ARCHITECTURES = {
     "llama": ("lamina.models.llama", "LlamaModel"),
     "qwen2": ("lamina.models.qwen2", "Qwen2Model"),
     "gemma3": ("lamina.models.gemma3", "Gemma3Model"),
+    "qwen3": ("lamina.models.qwen3", "Qwen3Model"),
+    "qwen3moe": ("lamina.models.qwen3", "Qwen3MoeModel"),
+    "granite": ("lamina.models.granite", "GraniteModel"),
+    "olmo2": ("lamina.models.olmo2", "Olmo2Model"),
+    "stablelm": ("lamina.models.layer_norm_models", "StableLMModel"),
+    "starcoder2": ("lamina.models.layer_norm_models", "StarCoder2Model"),
 }
 
 

@@ -91,11 +91,23 @@ class Weights:
         weights = [self.get(f"{name}.weight", (n_in, n_out)) for name, n_out in zip(names, n_outs)]
         biases = [self.vector(f"{name}.bias", n_out, required=False) if bias else None
                   for name, n_out in zip(names, n_outs)]
+        return self.fused_tensors(weights, biases)
+
+    def fused_tensors(self, weights: list[TensorInfo], biases: list[np.ndarray | None]):
+        """:meth:`fused` for tensors already looked up (expert slices among them)."""
         layer = fused_linear(weights, biases)
         if layer.owns_copy:  # the kernels keep their own copy: let the file's pages go
             for w in weights:
                 self.gguf.release(w)
         return layer
+
+
+    def expert_slices(self, name: str, n_in: int, n_out: int, n_expert: int) -> list[TensorInfo]:
+        """A mixture-of-experts tensor (n_in, n_out, n_expert) as one 2-D weight per expert."""
+        t = self.get(name, (n_in, n_out, n_expert))
+        size = t.n_bytes // n_expert
+        return [TensorInfo(f"{name}[{e}]", (n_in, n_out), t.type, t.offset + e * size, t.data[e])
+                for e in range(n_expert)]
 
 
 class DecoderModel:

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lamina.gguf import GGUFError
+
 from .base import Weights
-from .layers import RopeConfig, geglu, rms_norm, swiglu
+from .layers import RopeConfig, geglu, gelu, rms_norm, swiglu
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,7 @@ class Attention:
 
     def __init__(self, w: Weights, prefix: str, shape: AttentionShape, rope: RopeConfig, scale: float,
                  window: int = 0, qk_norm_eps: float | None = None, biases: bool = True,
-                 scale_queries: bool = False):
+                 scale_queries: bool = False, qk_norm_per_head: bool = True):
         self.shape = shape
         s = shape
         self.wqkv = w.fused([f"{prefix}.attn_q", f"{prefix}.attn_k", f"{prefix}.attn_v"], s.n_embd,
@@ -33,10 +35,12 @@ class Attention:
                             bias=biases)
         self.wo = w.linear(f"{prefix}.attn_output", s.n_head * s.head_dim_v, s.n_embd, bias=biases)
         self.q_norm = self.k_norm = None
-        if qk_norm_eps is not None:
-            self.q_norm = w.vector(f"{prefix}.attn_q_norm.weight", s.head_dim_k)
-            self.k_norm = w.vector(f"{prefix}.attn_k_norm.weight", s.head_dim_k)
+        if qk_norm_eps is not None:  # RMS norms of each head's query and key, or of the whole projections
+            self.q_norm = w.vector(f"{prefix}.attn_q_norm.weight", s.head_dim_k * (1 if qk_norm_per_head else s.n_head))
+            self.k_norm = w.vector(f"{prefix}.attn_k_norm.weight",
+                                   s.head_dim_k * (1 if qk_norm_per_head else s.n_head_kv))
         self.qk_norm_eps = qk_norm_eps
+        self.qk_norm_per_head = qk_norm_per_head
         self.rope = rope
         self.scale = scale
         self.scale_queries = scale_queries  # scale the queries first (gemma) rather than the scores
@@ -46,10 +50,13 @@ class Attention:
         s = self.shape
         n = x.shape[0]
         q, k, v = self.wqkv.split(self.wqkv(x))
+        if self.q_norm is not None and not self.qk_norm_per_head:
+            q = rms_norm(q, self.q_norm, self.qk_norm_eps)
+            k = rms_norm(k, self.k_norm, self.qk_norm_eps)
         q = q.reshape(n, s.n_head, s.head_dim_k)
         k = k.reshape(n, s.n_head_kv, s.head_dim_k)
         v = v.reshape(n, s.n_head_kv, s.head_dim_v)
-        if self.q_norm is not None:
+        if self.q_norm is not None and self.qk_norm_per_head:
             q = rms_norm(q, self.q_norm, self.qk_norm_eps)
             k = rms_norm(k, self.k_norm, self.qk_norm_eps)
         state.rope(self.rope, q)
@@ -73,3 +80,61 @@ class GatedFeedForward:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         gate, up = self.gate_up.split(self.gate_up(x))
         return self.down(self.act(gate, up))
+
+
+class FeedForward:
+    """``down(gelu(up(x)))`` with biases, no gate (starcoder2's MLP)."""
+
+    def __init__(self, w: Weights, prefix: str, n_embd: int, n_ff: int):
+        self.up = w.linear(f"{prefix}.ffn_up", n_embd, n_ff, bias=True)
+        self.down = w.linear(f"{prefix}.ffn_down", n_ff, n_embd, bias=True)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.down(gelu(self.up(x)))
+
+
+class MixtureOfExperts:
+    """A routed feed-forward (Mixtral, Qwen3-MoE), as llama.cpp's build_moe_ffn computes it: the
+    router's softmax over ``n_expert`` experts, the ``n_used`` most probable kept and their
+    probabilities renormalised to sum to one, each kept expert's SwiGLU feed-forward weighted by
+    its probability, and the weighted outputs summed.
+
+    The expert weights are 3-D tensors (n_embd, n_ff, n_expert); each expert is one slice of
+    them, with its own kernel. Tokens are grouped by expert, so an expert runs once per batch
+    on the rows that chose it.
+    """
+
+    def __init__(self, w: Weights, prefix: str, n_embd: int, n_ff: int, n_expert: int, n_used: int,
+                 weights_scale: float = 0.0):
+        if not 0 < n_used <= n_expert:
+            raise GGUFError(f"{n_used} experts used per token out of {n_expert} is impossible", w.gguf.path)
+        self.router = w.linear(f"{prefix}.ffn_gate_inp", n_embd, n_expert)
+        self.n_used = n_used
+        self.weights_scale = weights_scale
+        gates = w.expert_slices(f"{prefix}.ffn_gate_exps.weight", n_embd, n_ff, n_expert)
+        ups = w.expert_slices(f"{prefix}.ffn_up_exps.weight", n_embd, n_ff, n_expert)
+        downs = w.expert_slices(f"{prefix}.ffn_down_exps.weight", n_ff, n_embd, n_expert)
+        self.experts = [(w.fused_tensors([g, u], [None, None]), w.fused_tensors([d], [None]))
+                        for g, u, d in zip(gates, ups, downs)]
+
+    def route(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each token, the chosen experts (most probable first) and their weights."""
+        logits = self.router(x)
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        chosen = np.argsort(-probs, axis=1, kind="stable")[:, :self.n_used]
+        weights = np.take_along_axis(probs, chosen, axis=1)
+        weights /= np.maximum(weights.sum(axis=1, keepdims=True), np.float32(6.103515625e-5))
+        if self.weights_scale not in (0.0, 1.0):
+            weights *= np.float32(self.weights_scale)
+        return chosen, weights.astype(np.float32)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        chosen, weights = self.route(x)
+        out = np.zeros_like(x, dtype=np.float32)
+        for e in np.unique(chosen):
+            rows, slot = np.nonzero(chosen == e)
+            gate_up, down = self.experts[int(e)]
+            gate, up = gate_up.split(gate_up(x[rows]))
+            out[rows] += down(swiglu(gate, up)) * weights[rows, slot][:, None]
+        return out

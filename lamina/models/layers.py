@@ -47,6 +47,11 @@ def swiglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
     return out
 
 
+def gelu(x: np.ndarray) -> np.ndarray:
+    """ggml_gelu (float16 table, as ggml_vec_gelu_f32): ``gelu(x)``, i.e. GELU-gated by ones."""
+    return geglu(x, np.ones_like(x, dtype=np.float32))
+
+
 def geglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
     """GELU-gated feed-forward activation (gemma): ``gelu(gate) * up``, as ggml_vec_geglu_f32."""
     out = np.empty(gate.shape, np.float32)

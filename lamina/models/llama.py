@@ -1,8 +1,10 @@
-"""Llama (Llama 2/3, Mistral, TinyLlama, SmolLM2): pre-norm blocks of grouped-query attention
-with rotary embeddings in the adjacent-pair layout, and a SwiGLU feed-forward.
+"""Llama (Llama 2/3, Mistral, Mixtral, TinyLlama, SmolLM2): pre-norm blocks of grouped-query
+attention with rotary embeddings in the adjacent-pair layout, and a SwiGLU feed-forward (or, when
+the file has experts, a mixture of SwiGLU experts).
 
 Llama 3's rope-frequency scaling arrives as the ``rope_freqs.weight`` tensor, which
-divides each rotary frequency.
+divides each rotary frequency. Architectures that differ from llama only in a few switches
+(qwen2, qwen3, granite) subclass :class:`LlamaModel` and set them.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 from lamina.engine.kv_cache import LayerKVShape
 
 from .base import DecoderModel, rope_from_metadata
-from .blocks import Attention, AttentionShape, GatedFeedForward
+from .blocks import Attention, AttentionShape, GatedFeedForward, MixtureOfExperts
 from .layers import rms_norm
 
 
@@ -24,29 +26,37 @@ class LlamaBlock:
         w = model.weights
         self.eps = model.eps
         self.attn_norm = w.vector(f"{p}.attn_norm.weight", model.n_embd)
-        self.attn = Attention(w, p, model.attn_shapes[i], model.rope, model.kq_scale)
+        self.attn = Attention(w, p, model.attn_shapes[i], model.rope, model.kq_scale,
+                              qk_norm_eps=model.eps if model.qk_norm else None)
         self.ffn_norm = w.vector(f"{p}.ffn_norm.weight", model.n_embd)
-        self.ffn = GatedFeedForward(w, p, model.n_embd, model.n_ff, "silu")
+        self.ffn = model.feed_forward(p)
+        self.residual_scale = model.residual_scale
 
     def __call__(self, x: np.ndarray, state, layer: int, output_rows=None) -> np.ndarray:
         h = self.attn(rms_norm(x, self.attn_norm, self.eps), state, layer)
         if output_rows is not None:
             h, x = h[output_rows], x[output_rows]
+        if self.residual_scale:
+            h *= np.float32(self.residual_scale)
         x = x + h
-        return x + self.ffn(rms_norm(x, self.ffn_norm, self.eps))
+        h = self.ffn(rms_norm(x, self.ffn_norm, self.eps))
+        if self.residual_scale:
+            h *= np.float32(self.residual_scale)
+        return x + h
 
 
 class LlamaModel(DecoderModel):
     arch = "llama"
     rope_neox = False  # ggml's LLAMA_ROPE_TYPE_NORM: rotate adjacent pairs
+    qk_norm = False  # RMS norms on each head's query and key (qwen3)
+    residual_scale = 0.0  # granite scales each block's outputs before adding them
 
     def __init__(self, gguf):
         super().__init__(gguf)
         hp = self.hp
-        if hp.gguf.get_int(hp.key("expert_count"), 0):
-            raise NotImplementedError(f"{self.arch} with mixture-of-experts layers is not supported yet")
         self.eps = hp.float("attention.layer_norm_rms_epsilon")
-        self.n_ff = hp.int("feed_forward_length")
+        self.n_ff = hp.int("feed_forward_length", default=0, minimum=0)
+        self.n_expert = hp.int("expert_count", default=0, minimum=0)
         n_head = hp.per_layer_int("attention.head_count", self.n_layer)
         n_head_kv = hp.per_layer_int("attention.head_count_kv", self.n_layer, default=n_head[0])
         head_dim_k = hp.int("attention.key_length", default=self.n_embd // n_head[0])
@@ -60,8 +70,21 @@ class LlamaModel(DecoderModel):
         factors = self.weights.get("rope_freqs.weight", (n_rot // 2,), required=False)
         self.rope = rope_from_metadata(hp, n_rot, self.rope_neox,
                                        freq_factors=None if factors is None else np.asarray(factors.data, np.float32))
-        self.kq_scale = 1.0 / math.sqrt(head_dim_k)
+        self.kq_scale = self.attention_scale(head_dim_k)
         self.blocks = [LlamaBlock(self, i) for i in range(self.n_layer)]
+
+    def attention_scale(self, head_dim: int) -> float:
+        return 1.0 / math.sqrt(head_dim)
+
+    def feed_forward(self, prefix: str):
+        """The block's feed-forward: SwiGLU, or a mixture of SwiGLU experts when the file has them."""
+        hp = self.hp
+        if self.n_expert:
+            n_ff = hp.int("expert_feed_forward_length", default=self.n_ff or None)
+            return MixtureOfExperts(self.weights, prefix, self.n_embd, n_ff, self.n_expert,
+                                    hp.int("expert_used_count"),
+                                    hp.gguf.get_float(hp.key("expert_weights_scale"), 0.0) or 0.0)
+        return GatedFeedForward(self.weights, prefix, self.n_embd, hp.int("feed_forward_length"), "silu")
 
     def kv_shapes(self) -> list[LayerKVShape]:
         return [LayerKVShape(s.n_head_kv, s.head_dim_k, s.head_dim_v) for s in self.attn_shapes]
