@@ -75,12 +75,16 @@ class ForwardState:
     def attend(self, layer: int, q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
                window: int = 0, softcap: float = 0.0) -> np.ndarray:
         """Store this batch's k/v for ``layer`` and attend each sequence's queries over its cache."""
-        n_head, head_dim_v = q.shape[1], v.shape[2]
-        out = np.empty((q.shape[0], n_head * head_dim_v), dtype=np.float32)
+        tiled = len(self.positions) >= ATTENTION_TILE  # ggml picks its kernel by the whole micro-batch's size
+        n_threads = numba.get_num_threads()
+        if len(self.groups) == 1:  # one sequence (every CLI batch): no gathering of its rows
+            g = self.groups[0]
+            self.kv.store(layer, g.seq, g.positions, k, v)
+            return attention(q, self.kv.k[layer][g.seq], self.kv.v[layer][g.seq], g.positions, scale, window,
+                             softcap, tiled=tiled, n_threads=n_threads)
+        out = np.empty((q.shape[0], q.shape[1] * v.shape[2]), dtype=np.float32)
         for g in self.groups:
             self.kv.store(layer, g.seq, g.positions, k[g.rows], v[g.rows])
-            # ggml chooses its attention kernel by the size of the whole micro-batch
             out[g.rows] = attention(q[g.rows], self.kv.k[layer][g.seq], self.kv.v[layer][g.seq], g.positions,
-                                    scale, window, softcap, tiled=len(self.positions) >= ATTENTION_TILE,
-                                    n_threads=numba.get_num_threads())
+                                    scale, window, softcap, tiled=tiled, n_threads=n_threads)
         return out

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .activations import quantize_q8_K, round_rows_q8_K, split_halves
+from .activations import _q8_K_block, quantize_q8_K, round_rows_q8_K, split_halves
 from .common import F16_TO_F32, F32, FAST, ROW_CHUNK, and32, n_chunks, or32, shl32, shr32
 from .legacy import GROUP, LANE_BYTES, interleave
 from .simd import (vadd_f, vadd_i, vand_i, vbcast_i, vcvt, vdpbusd, vfma, vhsum8, vload_f, vload_f16, vload_i,
@@ -64,6 +64,21 @@ class KActivations:
     def sums32(self) -> np.ndarray:
         """Each 32-value sum, as float32 (exact), for the Q4_K minimums."""
         return (self.bsums[:, 0::2] + self.bsums[:, 1::2]).astype(np.float32).reshape(-1)
+
+
+@njit(cache=True, error_model="numpy")
+def _q8_K_few(x):
+    """Q8_K activations of a few tokens, quantized serially inside the caller's compiled call, as the
+    flat arrays the few-token kernels index: quants (as bytes), scales, 16-value sums."""
+    n_tok, n = x.shape
+    nb = n // QK_K
+    xq = np.empty(n_tok * n, np.int8)
+    xd = np.empty(n_tok * nb, F32)
+    bs16 = np.empty(n_tok * (n // 16), np.int32)
+    xf = x.reshape(-1)
+    for t in range(n_tok * nb):
+        _q8_K_block(xf, xq, xd, bs16, t, n)
+    return xq.view(np.uint8), xd, bs16
 
 
 # -- Q6_K -------------------------------------------------------------------------------------------
@@ -182,12 +197,18 @@ def _few_q6_K_group(ql, qh, sc, d, xq, xd, bs16, n_tok, n, nb, width, g, w, scal
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _few_q6_K(ql, qh, sc, d, xq, xd, bs16, n_tok, n, n_groups, w_all, i_all, f_all, out):
-    """Fewer than 8 tokens (vec_dot): block by block through a small buffer per task (a row of the
-    ``*_all`` arrays); each token's eight lane sums kept in it between blocks."""
+def _few_q6_K(ql, qh, sc, d, x, n_groups, n_tasks, out):
+    """Fewer than 8 tokens (vec_dot), from float activations quantized here: block by block through
+    a small buffer per task (a row of the ``*_all`` arrays), each token's eight lane sums kept in it
+    between blocks. Quantizing and allocating inside the compiled call leaves a generation step one
+    dispatch and one parallel launch per weight."""
+    n_tok, n = x.shape
+    xq, xd, bs16 = _q8_K_few(x)
+    w_all = np.empty((n_tasks, BLOCK_SCRATCH), np.uint8)
+    i_all = np.empty((n_tasks, 16 * GROUP), np.int32)
+    f_all = np.empty((n_tasks, (1 + 8 * n_tok) * GROUP), F32)
     nb = n // QK_K
     width = n_groups * GROUP
-    n_tasks = w_all.shape[0]
     for task in prange(n_tasks):
         w, scales, fl = w_all[task], i_all[task], f_all[task]
         dv = fl[:GROUP]
@@ -431,11 +452,21 @@ def _few_q4_K_group(qs, sc, d, dmin, xq, xd, sums32, n_tok, n, nb, width, split,
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _few_q4_K(qs, sc, d, dmin, xq, xd, sums32, n_tok, n, n_groups, split, repacked, w_all, i_all, f_all, out):
-    """A few tokens: block by block through a small buffer per task, sums kept per token between blocks."""
+def _few_q4_K(qs, sc, d, dmin, x, n_groups, repacked, n_tasks, out):
+    """A few tokens, from float activations quantized here (with their 32-value sums): block by
+    block through a small buffer per task, sums kept per token between blocks; one dispatch and
+    one parallel launch per weight."""
+    n_tok, n = x.shape
+    xq, xd, bs16 = _q8_K_few(x)
+    sums32 = np.empty(bs16.shape[0] // 2, F32)
+    for i in range(sums32.shape[0]):
+        sums32[i] = F32(bs16[2 * i] + bs16[2 * i + 1])
+    split = n_tok - n_tok % REPACK_GROUP
+    w_all = np.empty((n_tasks, BLOCK_SCRATCH), np.uint8)
+    i_all = np.empty((n_tasks, 8 * GROUP), np.int32)
+    f_all = np.empty((n_tasks, (10 + (2 if repacked else 12) * n_tok) * GROUP), F32)
     nb = n // QK_K
     width = n_groups * GROUP
-    n_tasks = w_all.shape[0]
     for task in prange(n_tasks):
         w, scales, fl = w_all[task], i_all[task], f_all[task]
         mins = fl[:8 * GROUP]
@@ -578,16 +609,14 @@ class PackedQ6_K:
         self.d = d.view(np.uint16)
 
     def matmul(self, x):
-        a = KActivations(x)
-        out = np.empty((a.n_tok, self.n_groups * GROUP), np.float32)
-        if a.n_tok >= TILED_MIN_TOKENS:
+        out = np.empty((x.shape[0], self.n_groups * GROUP), np.float32)
+        if x.shape[0] >= TILED_MIN_TOKENS:
+            a = KActivations(x)
             _many_q6_K(self.ql, self.qh, self.sc, self.d, a.xq, a.xd, a.bias32(), a.n_tok, self.n, self.n_groups,
                        out.reshape(-1))
         else:
-            tasks = min(self.n_groups, FEW_TASKS)
-            _few_q6_K(self.ql, self.qh, self.sc, self.d, a.xq, a.xd, a.bs16, a.n_tok, self.n, self.n_groups,
-                      np.empty((tasks, BLOCK_SCRATCH), np.uint8), np.empty((tasks, 16 * GROUP), np.int32),
-                      np.empty((tasks, (1 + 8 * a.n_tok) * GROUP), np.float32), out.reshape(-1))
+            _few_q6_K(self.ql, self.qh, self.sc, self.d, x, self.n_groups, min(self.n_groups, FEW_TASKS),
+                             out.reshape(-1))
         return out if out.shape[1] == self.rows else np.ascontiguousarray(out[:, :self.rows])
 
     def dequantize(self, r0, out):
@@ -633,19 +662,14 @@ class PackedQ4_K:
         return np.ascontiguousarray(np.concatenate(parts, axis=2)).reshape(self.rows, -1)
 
     def matmul(self, x):
-        a = KActivations(x)
-        out = np.empty((a.n_tok, self.n_groups * GROUP), np.float32)
-        split = a.n_tok - a.n_tok % REPACK_GROUP
-        if a.n_tok < TILED_MIN_TOKENS:
-            tasks = min(self.n_groups, FEW_TASKS)
-            per_token = 2 if self.repacked else 12
-            _few_q4_K(self.qs, self.sc, self.d, self.dmin, a.xq, a.xd, a.sums32(), a.n_tok, self.n, self.n_groups,
-                      split, self.repacked, np.empty((tasks, BLOCK_SCRATCH), np.uint8),
-                      np.empty((tasks, 8 * GROUP), np.int32),
-                      np.empty((tasks, (10 + per_token * a.n_tok) * GROUP), np.float32), out.reshape(-1))
+        out = np.empty((x.shape[0], self.n_groups * GROUP), np.float32)
+        if x.shape[0] < TILED_MIN_TOKENS:
+            _few_q4_K(self.qs, self.sc, self.d, self.dmin, x, self.n_groups, self.repacked,
+                             min(self.n_groups, FEW_TASKS), out.reshape(-1))
         else:
+            a = KActivations(x)
             _many_q4_K(self.qs, self.sc, self.d, self.dmin, a.xq, a.xd, a.sums32(), a.n_tok, self.n, self.n_groups,
-                       split, self.repacked, out.reshape(-1))
+                       a.n_tok - a.n_tok % REPACK_GROUP, self.repacked, out.reshape(-1))
         return out if out.shape[1] == self.rows else np.ascontiguousarray(out[:, :self.rows])
 
     def dequantize(self, r0, out):

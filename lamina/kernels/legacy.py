@@ -240,6 +240,26 @@ def _matmul_few(kind, per_block, qs, qh, d, m, xq, xd, xs, corr, n_tok, n, n_gro
                      _token_from_registers(kind, per_block, qs, qh, d, m, xq, xd, xs, corr, t, n, g))
 
 
+@njit(cache=True, parallel=True, error_model="numpy")
+def _matmul_few_floats(kind, per_block, qs, qh, d, m, x, offset, with_sum, n, n_groups, out):
+    """:func:`_matmul_few` from float activations, quantized first in the same compiled call: a
+    generation step then pays one dispatch and no Python-side buffers per weight (calling
+    :func:`_matmul_few` from here instead would cost a second parallel launch)."""
+    n_tok = x.shape[0]
+    nb = n // 32
+    xq = np.empty(n_tok * n, np.int8)
+    xd = np.empty(n_tok * nb, F32)
+    xs = np.empty(n_tok * nb if with_sum else 1, F32)
+    corr = np.empty(n_tok * nb * 8, np.int32)
+    _prepare_few(x, offset, with_sum, xq, xd, xs, corr)  # offset 0: every correction is 0
+    xqu = xq.view(np.uint8)
+    width = n_groups * GROUP
+    for g in prange(n_groups):
+        for t in range(n_tok):
+            vstore_f(out, t * width + g * GROUP,
+                     _token_from_registers(kind, per_block, qs, qh, d, m, xqu, xd, xs, corr, t, n, g))
+
+
 @njit(cache=True, inline="always")
 def _block_sums(w, wbase, dv, xd, xq, corr, t, nb, n):
     """Repacked Q4_0 (ggml's q4_0_8x8): one ``fma(float(Σ of 32 products), d_w·d_x, acc)`` per block."""
@@ -473,6 +493,11 @@ class PackedLegacy:
 
     def matmul(self, x: np.ndarray, prepared: Activations | None = None) -> np.ndarray:
         """``x @ W.T`` (x: (N, n) float32), or from ``prepared`` activations (see :meth:`prepare`)."""
+        if prepared is None and x.shape[0] <= FEW_TOKENS:
+            out = np.empty((x.shape[0], self.n_groups * GROUP), np.float32)
+            _matmul_few_floats(self.kind, self.per_block, self.qs, self.qh, self.d, self.m, x, self.offset,
+                               self.kind in HAS_MIN, self.n, self.n_groups, out.reshape(-1))
+            return out if self.rows == out.shape[1] else np.ascontiguousarray(out[:, :self.rows])
         a = prepared.for_offset(self.offset) if prepared is not None else self.prepare(x)
         out = np.empty((a.n_tok, self.n_groups * GROUP), np.float32)
         kernel = _matmul_few if a.n_tok <= FEW_TOKENS else _matmul
