@@ -58,20 +58,6 @@ def round_block_q8_K(x, i, o, out):
         out[i, o + j] = F32(q) * d
 
 
-@njit(cache=True, error_model="numpy")
-def round_rows_q8_0(x, out):
-    for i in range(x.shape[0]):
-        for o in range(0, x.shape[1], 32):
-            round_block_q8_0(x, i, o, out)
-
-
-@njit(cache=True, error_model="numpy")
-def round_rows_q8_K(x, out):
-    for i in range(x.shape[0]):
-        for o in range(0, x.shape[1], 256):
-            round_block_q8_K(x, i, o, out)
-
-
 @njit(cache=True, parallel=True, error_model="numpy")
 def _round_q8_0(x, out):
     nb = x.shape[1] // 32
@@ -195,26 +181,3 @@ def round_activations(x: np.ndarray, kind: str | None) -> np.ndarray:
     else:
         return x
     return out
-
-
-@njit(cache=True, error_model="numpy")
-def split_halves(x, span, sum_span):
-    """Pair each byte of a nibble-packed row with its two activations.
-
-    In every ``span`` values, byte ``l`` of the row's quants holds value ``l`` in its low nibble
-    and ``l + span/2`` in its high nibble (span 32 for Q4_0/Q4_1/Q5_x, 64 for Q4_K/Q5_K, 128 for
-    Q6_K). Returns the low and high partners, (N, n/2) each, and sums over ``sum_span`` values.
-    """
-    n_rows, n = x.shape
-    half = span // 2
-    lo = np.empty((n_rows, n // 2), F32)
-    hi = np.empty((n_rows, n // 2), F32)
-    sums = np.zeros((n_rows, n // sum_span), F32)
-    for i in range(n_rows):
-        for b in range(n // span):
-            for l in range(half):
-                lo[i, b * half + l] = x[i, b * span + l]
-                hi[i, b * half + l] = x[i, b * span + half + l]
-        for j in range(n):
-            sums[i, j // sum_span] += x[i, j]
-    return lo, hi, sums

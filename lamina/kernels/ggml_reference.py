@@ -32,6 +32,10 @@ The kernels, by weight type (activations quantized as in :mod:`.activations`):
   last ``N % 4`` tokens through ``ggml_gemv_q4_K_8x8_q8_K`` (the same per whole 256-value
   block). Other row counts: ``ggml_vec_dot_q4_K_q8_K`` below 8 tokens (lanes, plus four
   minimum lanes), the tiled kernel from 8 on.
+* Q5_K with Q8_K activations (never repacked on x86): ``ggml_vec_dot_q5_K_q8_K`` below 8 tokens
+  (Q4_K's eight lanes over the 5-bit values; the minimums as one scalar
+  ``summs = fma(-d_x·dmin_w, float(Σ m·s), summs)``, added after the lane sum), the tiled kernel
+  (Q4_K's) from 8 on.
 
 ``I`` and ``S`` are integers that can exceed 2^24, so their conversion to float32 rounds;
 everything here converts int32 to float32 exactly as the hardware does (round to nearest).
@@ -130,6 +134,35 @@ def decode_q4_K(raw):
                     v = np.int64(raw[r, o + 16 + c * 32 + l])
                     q[r, b * 256 + c * 64 + l] = v & 15
                     q[r, b * 256 + c * 64 + 32 + l] = v >> 4
+    return q, d, dmin, sc, mn
+
+
+@njit(cache=True, error_model="numpy")
+def decode_q5_K(raw):
+    """Q5_K rows as :func:`decode_q4_K` gives Q4_K's: the nibbles with their fifth bits (bit 2c of
+    ``qh[l]`` for the low nibbles of 64-value chunk c, bit 2c+1 for the high ones)."""
+    rows = raw.shape[0]
+    nb = raw.shape[1] // 176
+    q = np.empty((rows, nb * 256), np.int16)
+    d = np.empty((rows, nb), np.float32)
+    dmin = np.empty((rows, nb), np.float32)
+    sc = np.empty((rows, nb * 8), np.int16)
+    mn = np.empty((rows, nb * 8), np.int16)
+    for r in range(rows):
+        for b in range(nb):
+            o = b * 176
+            d[r, b] = _f16(raw, r, o)
+            dmin[r, b] = _f16(raw, r, o + 2)
+            for j in range(8):
+                s, m = _scale_min_k4(raw, r, o + 4, j)
+                sc[r, b * 8 + j] = s
+                mn[r, b * 8 + j] = m
+            for c in range(4):
+                for l in range(32):
+                    v = np.int64(raw[r, o + 48 + c * 32 + l])
+                    h = np.int64(raw[r, o + 16 + l])
+                    q[r, b * 256 + c * 64 + l] = (v & 15) | (((h >> (2 * c)) & 1) << 4)
+                    q[r, b * 256 + c * 64 + 32 + l] = (v >> 4) | (((h >> (2 * c + 1)) & 1) << 4)
     return q, d, dmin, sc, mn
 
 
@@ -347,6 +380,35 @@ def ref_q4_K_vec(q, wd, wdmin, sc, mn, xq, xd, bsums, out):
 
 
 @njit(cache=True, error_model="numpy")
+def ref_q5_K_vec(q, wd, wdmin, sc, mn, xq, xd, bsums, out):
+    """ggml_vec_dot_q5_K_q8_K (fewer than 8 tokens): the lanes as Q4_K's, the minimums as one
+    running scalar (``summs += dmin * sum``, contracted to an FMA by GCC)."""
+    rows, n = q.shape
+    acc = np.zeros(8, np.float32)
+    for t in range(xq.shape[0]):
+        for r in range(rows):
+            acc[:] = 0
+            summs = F32(0)
+            for b in range(n // 256):
+                d = xd[t, b] * wd[r, b]
+                dmin = -xd[t, b] * wdmin[r, b]
+                msum = 0
+                for s in range(b * 8, b * 8 + 8):
+                    msum += np.int32(mn[r, s]) * (np.int32(bsums[t, 2 * s]) + np.int32(bsums[t, 2 * s + 1]))
+                summs = fma32(dmin, F32(msum), summs)
+                for k in range(8):
+                    lane = 0
+                    for sub in range(b * 8, b * 8 + 8):
+                        p = 0
+                        for i in range(4):
+                            j = sub * 32 + 4 * k + i
+                            p += np.int32(q[r, j]) * np.int32(xq[t, j])
+                        lane += np.int32(sc[r, sub]) * p
+                    acc[k] = fma32(d, F32(lane), acc[k])
+            out[t, r] = hsum8(acc) + summs
+
+
+@njit(cache=True, error_model="numpy")
 def ref_q4_K_tiled(q, wd, wdmin, sc, mn, xq, xd, bsums, out):
     """The tiled kernel for Q4_K weights that ggml does not repack (8 tokens or more)."""
     rows, n = q.shape
@@ -412,5 +474,10 @@ def reference_matmul(type_name: str, raw: np.ndarray, x: np.ndarray) -> np.ndarr
             ref_q4_K_tiled(q, wd, wdmin, sc, mn, xq, xd, bsums, out)
         else:
             ref_q4_K_vec(q, wd, wdmin, sc, mn, xq, xd, bsums, out)
+        return out
+    if type_name == "Q5_K":
+        q, wd, wdmin, sc, mn = decode_q5_K(raw)
+        (ref_q4_K_tiled(q, wd, wdmin, sc, mn, xq, xd, bsums, out) if n_tok >= TILED_MIN_TOKENS
+         else ref_q5_K_vec(q, wd, wdmin, sc, mn, xq, xd, bsums, out))
         return out
     raise ValueError(f"no reference for {type_name}")

@@ -1,4 +1,4 @@
-"""Kernels for the k-quant formats Q4_K and Q6_K exact to llama.cpp; Q5_K (approximate) as before.
+"""Kernels for the k-quant formats Q4_K, Q5_K and Q6_K, exact to llama.cpp.
 
 What llama.cpp computes for these (see :mod:`.ggml_reference`) depends on the batch:
 
@@ -7,8 +7,9 @@ What llama.cpp computes for these (see :mod:`.ggml_reference`) depends on the ba
   kernel (one exact integer per 256-value block, ``fma(float(S)·d_w, d_x, acc)``).
 * Q4_K with a row count divisible by 8 (ggml repacks it to q4_K_8x8): tokens in groups of four
   take the gemm (one float step per 64 values), the last ``N % 4`` tokens the gemv (one per 256).
-  Other row counts use the vec_dot (below 8 tokens) or the tiled kernel, stated in
-  :mod:`.ggml_reference` and computed there (slow; no real model has such a Q4_K weight).
+  Other row counts use the vec_dot (below 8 tokens) or the tiled kernel.
+* Q5_K (never repacked on x86): the vec_dot below 8 tokens (Q4_K's, but with one scalar running
+  sum of the minimums), the tiled kernel from 8 on (Q4_K's, with 5-bit values).
 
 Layout, as for the legacy formats: 16 rows per group, and per 256-value block each run of 4
 values ("lane") of the 16 rows as 64 contiguous bytes, so one ``vdpbusd`` (:mod:`.simd`) forms
@@ -22,8 +23,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .activations import _q8_K_block, quantize_q8_K, round_rows_q8_K, split_halves
-from .common import F16_TO_F32, F32, FAST, ROW_CHUNK, and32, n_chunks, or32, shl32, shr32
+from .activations import _q8_K_block, quantize_q8_K
+from .common import F32
 from .legacy import GROUP, LANE_BYTES, interleave
 from .simd import (vadd_f, vadd_i, vand_i, vbcast_i, vcvt, vdpbusd, vfma, vhsum8, vload_f, vload_f16, vload_i,
                    vload_s8, vload_u8, vmul_f, vmul_i, vor_i, vsll_i, vsplat_f, vsplat_i, vsra_i, vsrl_i,
@@ -221,16 +222,25 @@ def _few_q6_K(ql, qh, sc, d, x, n_groups, n_tasks, out):
 
 
 @njit(cache=True, inline="always")
-def _widen_q4_K_block(qs, sc, d, dmin, gb, slot, w, scales, mins, dv, dminv):
-    """Block ``gb`` into buffer slot ``slot``: nibbles to bytes in ``w`` ([slot][lane][16][4]); 6-bit
-    scales as int32 and minimums as float32 lanes ([slot][sub-block][16]); d and dmin as float32."""
+def _widen_q4_K_block(qs, qh, five, sc, d, dmin, gb, slot, w, scales, mins, dv, dminv):
+    """Block ``gb`` into buffer slot ``slot``: nibbles to bytes in ``w`` ([slot][lane][16][4]), with
+    Q5_K's fifth bits (``five``: bit 2c of ``qh`` for the low nibbles of 64-value chunk c, bit
+    2c+1 for the high ones); 6-bit scales as int32 and minimums as float32 lanes
+    ([slot][sub-block][16]); d and dmin as float32."""
     low = vsplat_i(0x0F0F0F0F)
+    one = vsplat_i(0x01010101)
     m63 = vsplat_i(63)
     for c in range(4):
         for i in range(8):
             v = vload_i(qs, (gb * 32 + 8 * c + i) * LANE_BYTES)
-            vstore_i(w, (slot * LANES + 16 * c + i) * LANE_BYTES, vand_i(v, low))
-            vstore_i(w, (slot * LANES + 16 * c + 8 + i) * LANE_BYTES, vand_i(vsrl_i(v, 4), low))
+            lo = vand_i(v, low)
+            hi = vand_i(vsrl_i(v, 4), low)
+            if five:
+                h = vload_i(qh, (gb * 8 + i) * LANE_BYTES)
+                lo = vor_i(lo, vsll_i(vand_i(vsrl_i(h, 2 * c), one), 4))
+                hi = vor_i(hi, vsll_i(vand_i(vsrl_i(h, 2 * c + 1), one), 4))
+            vstore_i(w, (slot * LANES + 16 * c + i) * LANE_BYTES, lo)
+            vstore_i(w, (slot * LANES + 16 * c + 8 + i) * LANE_BYTES, hi)
     so = gb * 12
     for j in range(8):
         if j < 4:
@@ -333,7 +343,7 @@ def _q4_pair(gemm, w, scales, mins, dv, dminv, slot, xq, xd, sums32, xo, tb, xo_
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _many_q4_K(qs, sc, d, dmin, xq, xd, sums32, n_tok, n, n_groups, split, repacked, out):
+def _many_q4_K(qs, qh, five, sc, d, dmin, xq, xd, sums32, n_tok, n, n_groups, split, repacked, out):
     """Repacked weights: tokens before ``split`` in the q4_K_8x8 gemm's order, the rest in the
     gemv's; other weights: the tiled kernel's."""
     nb = n // QK_K
@@ -348,7 +358,7 @@ def _many_q4_K(qs, sc, d, dmin, xq, xd, sums32, n_tok, n, n_groups, split, repac
         dv = np.empty(nb * GROUP, np.float32)
         dminv = np.empty(nb * GROUP, np.float32)
         for b in range(nb):
-            _widen_q4_K_block(qs, sc, d, dmin, g * nb + b, b, w, scales, mins, dv, dminv)
+            _widen_q4_K_block(qs, qh, five, sc, d, dmin, g * nb + b, b, w, scales, mins, dv, dminv)
         t_end = min(n_tok, t0 + TOKEN_CHUNK)
         t = t0
         while not repacked and t < t_end:
@@ -395,17 +405,26 @@ def _q4_tiled_block(w, scales, mins, dv, dminv, slot, xq, xd, sums32, xo, tb, ac
 
 
 @njit(cache=True, inline="always")
-def _q4_vec_block(w, scales, mins, dv, dminv, slot, xq, xd, sums32, xo, tb, acc, o):
-    """ggml_vec_dot_q4_K_q8_K (Q4_K not repacked, fewer than 8 tokens), one block: eight lanes
-    ``fma(d_x·d_w, float(Σ scale·(4 products)), lane)`` and four minimum lanes, kept in ``acc[o:]``."""
+def _q4_vec_block(five, w, scales, mins, dv, dminv, slot, xq, xd, sums32, xo, tb, acc, o):
+    """ggml_vec_dot_q4_K_q8_K / ggml_vec_dot_q5_K_q8_K (not repacked, fewer than 8 tokens), one
+    block: eight lanes ``fma(d_x·d_w, float(Σ scale·(4 products)), lane)`` kept in ``acc[o:]``, and
+    the minimums: Q4_K's four lanes ``fma(dmin, m·s of two sub-blocks, lane)``, or Q5_K's single
+    running ``summs = fma(dmin, Σ m·s, summs)`` (its scalar ``summs += dmin * sum``, contracted)."""
     d = vmul_f(vsplat_f(xd[tb]), vload_f(dv, slot * GROUP))
     dmin = vmul_f(vsplat_f(-xd[tb]), vload_f(dminv, slot * GROUP))
-    for i in range(4):
-        s0 = 2 * i
-        prod = vfma(vload_f(mins, (slot * 8 + s0 + 1) * GROUP), vsplat_f(sums32[tb * 8 + s0 + 1]),
-                    vmul_f(vload_f(mins, (slot * 8 + s0) * GROUP), vsplat_f(sums32[tb * 8 + s0])))
-        a = o + (8 + i) * GROUP
+    if five:
+        prod = vzero_f()
+        for s in range(8):  # integers below 2^24: exact in float32, in any order
+            prod = vfma(vload_f(mins, (slot * 8 + s) * GROUP), vsplat_f(sums32[tb * 8 + s]), prod)
+        a = o + 8 * GROUP
         vstore_f(acc, a, vfma(dmin, prod, vload_f(acc, a)))
+    else:
+        for i in range(4):
+            s0 = 2 * i
+            prod = vfma(vload_f(mins, (slot * 8 + s0 + 1) * GROUP), vsplat_f(sums32[tb * 8 + s0 + 1]),
+                        vmul_f(vload_f(mins, (slot * 8 + s0) * GROUP), vsplat_f(sums32[tb * 8 + s0])))
+            a = o + (8 + i) * GROUP
+            vstore_f(acc, a, vfma(dmin, prod, vload_f(acc, a)))
     for k in range(8):
         lane = vzero_i()
         for s in range(8):
@@ -417,22 +436,25 @@ def _q4_vec_block(w, scales, mins, dv, dminv, slot, xq, xd, sums32, xo, tb, acc,
 
 
 @njit(cache=True, inline="always")
-def _q4_vec_result(acc, o):
-    """hsum_float_8 of the eight lanes plus the minimum lanes folded as (m0+m2) + (m1+m3)."""
+def _q4_vec_result(five, acc, o):
+    """hsum_float_8 of the eight lanes plus the minimums: Q4_K's lanes folded as (m0+m2) + (m1+m3),
+    Q5_K's summs."""
     y = vhsum8(vload_f(acc, o), vload_f(acc, o + 16), vload_f(acc, o + 32), vload_f(acc, o + 48),
                vload_f(acc, o + 64), vload_f(acc, o + 80), vload_f(acc, o + 96), vload_f(acc, o + 112))
+    if five:
+        return vadd_f(y, vload_f(acc, o + 128))
     m = vadd_f(vadd_f(vload_f(acc, o + 128), vload_f(acc, o + 160)), vadd_f(vload_f(acc, o + 144), vload_f(acc, o + 176)))
     return vadd_f(y, m)
 
 
 @njit(cache=True, inline="always")
-def _few_q4_K_group(qs, sc, d, dmin, xq, xd, sums32, n_tok, n, nb, width, split, repacked, g, w, scales, mins, dv,
-                    dminv, acc, out):
+def _few_q4_K_group(qs, qh, five, sc, d, dmin, xq, xd, sums32, n_tok, n, nb, width, split, repacked, g, w, scales,
+                    mins, dv, dminv, acc, out):
     """Group ``g`` for every token, through the buffers given (per token: 2 sums for the repacked
     gemm/gemv, 12 lanes for the vec_dot)."""
     acc[:] = 0
     for b in range(nb):
-        _widen_q4_K_block(qs, sc, d, dmin, g * nb + b, 0, w, scales, mins, dv, dminv)
+        _widen_q4_K_block(qs, qh, five, sc, d, dmin, g * nb + b, 0, w, scales, mins, dv, dminv)
         for t in range(n_tok):
             if repacked:
                 o = t * 2 * GROUP
@@ -441,18 +463,18 @@ def _few_q4_K_group(qs, sc, d, dmin, xq, xd, sums32, n_tok, n, nb, width, split,
                 vstore_f(acc, o, a)
                 vstore_f(acc, o + GROUP, am)
             else:
-                _q4_vec_block(w, scales, mins, dv, dminv, 0, xq, xd, sums32, t * n + b * QK_K, t * nb + b, acc,
+                _q4_vec_block(five, w, scales, mins, dv, dminv, 0, xq, xd, sums32, t * n + b * QK_K, t * nb + b, acc,
                               t * 12 * GROUP)
     for t in range(n_tok):
         if repacked:
             o = t * 2 * GROUP
             vstore_f(out, t * width + g * GROUP, vsub_f(vload_f(acc, o), vload_f(acc, o + GROUP)))
         else:
-            vstore_f(out, t * width + g * GROUP, _q4_vec_result(acc, t * 12 * GROUP))
+            vstore_f(out, t * width + g * GROUP, _q4_vec_result(five, acc, t * 12 * GROUP))
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _few_q4_K(qs, sc, d, dmin, x, n_groups, repacked, n_tasks, out):
+def _few_q4_K(qs, qh, five, sc, d, dmin, x, n_groups, repacked, n_tasks, out):
     """A few tokens, from float activations quantized here (with their 32-value sums): block by
     block through a small buffer per task, sums kept per token between blocks; one dispatch and
     one parallel launch per weight."""
@@ -474,121 +496,8 @@ def _few_q4_K(qs, sc, d, dmin, x, n_groups, repacked, n_tasks, out):
         dminv = fl[9 * GROUP:10 * GROUP]
         acc = fl[10 * GROUP:]
         for g in range(task * n_groups // n_tasks, (task + 1) * n_groups // n_tasks):
-            _few_q4_K_group(qs, sc, d, dmin, xq, xd, sums32, n_tok, n, nb, width, split, repacked, g, w, scales,
-                            mins, dv, dminv, acc, out)
-
-
-# -- Q5_K (not yet exact): the earlier matrix-vector kernel and dequantize + BLAS -----------------------
-
-
-@njit(cache=True, error_model="numpy", inline="always")
-def _scale_min_k4(sc, r, base, j):
-    if j < 4:
-        return np.int32(sc[r, base + j] & 63), np.int32(sc[r, base + j + 4] & 63)
-    s = np.int32(sc[r, base + j + 4] & 0xF) | (np.int32(sc[r, base + j - 4] >> 6) << 4)
-    m = np.int32(sc[r, base + j + 4] >> 4) | (np.int32(sc[r, base + j] >> 6) << 4)
-    return s, m
-
-
-@njit(cache=True, error_model="numpy", inline="always")
-def _row_scales_k4(d, dmin, sc, r, slo, shi, mins):
-    for sb in range(d.shape[1]):
-        dd = F16_TO_F32[d[r, sb]]
-        dm = F16_TO_F32[dmin[r, sb]]
-        for c in range(4):
-            s0, m0 = _scale_min_k4(sc, r, sb * 12, 2 * c)
-            s1, m1 = _scale_min_k4(sc, r, sb * 12, 2 * c + 1)
-            slo[sb * 4 + c] = dd * F32(s0)
-            shi[sb * 4 + c] = dd * F32(s1)
-            mins[sb * 8 + 2 * c] = dm * F32(m0)
-            mins[sb * 8 + 2 * c + 1] = dm * F32(m1)
-
-
-@njit(cache=True, parallel=True, fastmath=FAST, error_model="numpy")
-def _mv_q5_K(qs, qh, d, dmin, sc, x, out):
-    xr = np.empty_like(x)
-    round_rows_q8_K(x, xr)
-    xlo, xhi, xsum = split_halves(xr, 64, 32)
-    rows, half = qs.shape
-    nsb = d.shape[1]
-    for c in prange(n_chunks(rows)):
-        slo = np.empty(nsb * 4, F32)
-        shi = np.empty(nsb * 4, F32)
-        mins = np.empty(nsb * 8, F32)
-        for r in range(c * ROW_CHUNK, min(rows, (c + 1) * ROW_CHUNK)):
-            _row_scales_k4(d, dmin, sc, r, slo, shi, mins)
-            for i in range(xlo.shape[0]):
-                macc = F32(0.0)
-                for g in range(nsb * 8):
-                    macc += mins[g] * xsum[i, g]
-                acc = F32(0.0)
-                for j in range(half):
-                    q = qs[r, j]
-                    h = qh[r, (j >> 7) * 32 + (j & 31)]
-                    s = shl32(and32(shr32(j, 5), 3), 1)
-                    lo = or32(and32(q, 15), shl32(and32(shr32(h, s), 1), 4))
-                    hi = or32(shr32(q, 4), shl32(and32(shr32(h, s + 1), 1), 4))
-                    acc += slo[j >> 5] * F32(lo) * xlo[i, j] + shi[j >> 5] * F32(hi) * xhi[i, j]
-                out[i, r] = acc - macc
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def _deq_q5_K(qs, qh, d, dmin, sc, r0, out):
-    n_rows = out.shape[0]
-    nsb = d.shape[1]
-    for t in prange(n_rows * nsb):
-        i = t // nsb
-        sb = t % nsb
-        r = r0 + i
-        dd = F16_TO_F32[d[r, sb]]
-        dm = F16_TO_F32[dmin[r, sb]]
-        for c in range(4):
-            s0, m0 = _scale_min_k4(sc, r, sb * 12, 2 * c)
-            s1, m1 = _scale_min_k4(sc, r, sb * 12, 2 * c + 1)
-            d0 = dd * F32(s0)
-            d1 = dd * F32(s1)
-            n0 = dm * F32(m0)
-            n1 = dm * F32(m1)
-            for l in range(32):
-                q = np.uint32(qs[r, sb * 128 + c * 32 + l])
-                h = np.uint32(qh[r, sb * 32 + l])
-                lo = (q & 15) | (((h >> np.uint32(2 * c)) & 1) << 4)
-                hi = (q >> 4) | (((h >> np.uint32(2 * c + 1)) & 1) << 4)
-                out[i, sb * 256 + c * 64 + l] = d0 * F32(lo) - n0
-                out[i, sb * 256 + c * 64 + 32 + l] = d1 * F32(hi) - n1
-
-
-def _fields(raws, n, block_bytes, spans):
-    nb = n // QK_K
-    blocks = [r.reshape(-1, nb, block_bytes) for r in raws]
-    out = {}
-    for name, (lo, hi) in spans.items():
-        parts = [b[:, :, lo:hi] for b in blocks]
-        joined = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        out[name] = np.ascontiguousarray(joined).reshape(joined.shape[0], -1)
-    return out
-
-
-class PackedQ5_K:
-    """Q5_K rows (matrix-vector kernel over float-rounded activations; dequantize + BLAS for batches)."""
-
-    activation = "q8_K"
-
-    def __init__(self, raws, n):
-        self.n = n
-        f = _fields(raws, n, 176, {"d": (0, 2), "dmin": (2, 4), "sc": (4, 16), "qh": (16, 48), "qs": (48, 176)})
-        self.qs, self.qh, self.sc = f["qs"], f["qh"], f["sc"]
-        self.d = f["d"].view(np.uint16)
-        self.dmin = f["dmin"].view(np.uint16)
-        self.rows = self.qs.shape[0]
-
-    def matvec(self, x):
-        out = np.empty((x.shape[0], self.rows), np.float32)
-        _mv_q5_K(self.qs, self.qh, self.d, self.dmin, self.sc, x, out)
-        return out
-
-    def dequantize(self, r0, out):
-        _deq_q5_K(self.qs, self.qh, self.d, self.dmin, self.sc, r0, out)
+            _few_q4_K_group(qs, qh, five, sc, d, dmin, xq, xd, sums32, n_tok, n, nb, width, split, repacked, g, w,
+                            scales, mins, dv, dminv, acc, out)
 
 
 # -- the exact packed weights ------------------------------------------------------------------------
@@ -644,38 +553,64 @@ class PackedQ4_K:
     others: its vec_dot (fewer than 8 tokens) or tiled kernel."""
 
     activation = "q8_K"
+    type_name = "Q4_K"
+    five = False  # Q5_K's fifth bits
+    block_bytes = 144
+    # (first byte, end, word size) of each field in the file's block, in _raw()'s order
+    fields = {"d": (0, 2, 2), "dmin": (2, 4, 2), "sc": (4, 16, 1), "qs": (16, 144, 4)}
 
     def __init__(self, raws, n):
         raws = [r.reshape(r.shape[0], -1) for r in raws]
-        nb = n // QK_K
         self.n, self.rows = n, sum(r.shape[0] for r in raws)
-        self.repacked = all(r.shape[0] % 8 == 0 for r in raws)
+        self.repacked = self._repacked_by_ggml(raws)
         self.n_groups = g = (self.rows + GROUP - 1) // GROUP
-        self.qs, self.sc, d, dmin = interleave(raws, g, nb, 144, [(16, 144, 4, 0), (4, 16, 1, 0), (0, 2, 2, 0),
-                                                                  (2, 4, 2, 0)])
-        self.d, self.dmin = d.view(np.uint16), dmin.view(np.uint16)
+        names = list(self.fields)
+        packed = dict(zip(names, interleave(raws, g, n // QK_K, self.block_bytes,
+                                            [(lo, hi, word, 0) for lo, hi, word in self.fields.values()])))
+        self.qs, self.sc = packed["qs"], packed["sc"]
+        self.qh = packed.get("qh", np.zeros(1, np.uint8))
+        self.d, self.dmin = packed["d"].view(np.uint16), packed["dmin"].view(np.uint16)
+
+    @staticmethod
+    def _repacked_by_ggml(raws) -> bool:
+        return all(r.shape[0] % 8 == 0 for r in raws)
 
     def _raw(self):
         nb = self.n // QK_K
-        parts = [_deinterleave(self.d, self.rows, nb, 2, 2), _deinterleave(self.dmin, self.rows, nb, 2, 2),
-                 _deinterleave(self.sc, self.rows, nb, 12, 1), _deinterleave(self.qs, self.rows, nb, 128, 4)]
+        parts = [_deinterleave(getattr(self, name), self.rows, nb, hi - lo, word)
+                 for name, (lo, hi, word) in self.fields.items()]
         return np.ascontiguousarray(np.concatenate(parts, axis=2)).reshape(self.rows, -1)
 
     def matmul(self, x):
         out = np.empty((x.shape[0], self.n_groups * GROUP), np.float32)
         if x.shape[0] < TILED_MIN_TOKENS:
-            _few_q4_K(self.qs, self.sc, self.d, self.dmin, x, self.n_groups, self.repacked,
-                             min(self.n_groups, FEW_TASKS), out.reshape(-1))
+            _few_q4_K(self.qs, self.qh, self.five, self.sc, self.d, self.dmin, x, self.n_groups, self.repacked,
+                      min(self.n_groups, FEW_TASKS), out.reshape(-1))
         else:
             a = KActivations(x)
-            _many_q4_K(self.qs, self.sc, self.d, self.dmin, a.xq, a.xd, a.sums32(), a.n_tok, self.n, self.n_groups,
-                       a.n_tok - a.n_tok % REPACK_GROUP, self.repacked, out.reshape(-1))
+            _many_q4_K(self.qs, self.qh, self.five, self.sc, self.d, self.dmin, a.xq, a.xd, a.sums32(), a.n_tok,
+                       self.n, self.n_groups, a.n_tok - a.n_tok % REPACK_GROUP, self.repacked, out.reshape(-1))
         return out if out.shape[1] == self.rows else np.ascontiguousarray(out[:, :self.rows])
 
     def dequantize(self, r0, out):
         from lamina.quants import dequantize
 
-        out[...] = dequantize(self._raw()[r0:r0 + out.shape[0]], "Q4_K", out.shape)
+        out[...] = dequantize(self._raw()[r0:r0 + out.shape[0]], self.type_name, out.shape)
+
+
+class PackedQ5_K(PackedQ4_K):
+    """Q5_K: Q4_K's kernels with the fifth bit of each value; ggml never repacks it on x86, so its
+    vec_dot (fewer than 8 tokens, with a scalar running sum of the minimums) or the tiled kernel
+    (the same as Q4_K's)."""
+
+    type_name = "Q5_K"
+    five = True
+    block_bytes = 176
+    fields = {"d": (0, 2, 2), "dmin": (2, 4, 2), "sc": (4, 16, 1), "qh": (16, 48, 4), "qs": (48, 176, 4)}
+
+    @staticmethod
+    def _repacked_by_ggml(raws) -> bool:
+        return False
 
 
 PACKERS = {
