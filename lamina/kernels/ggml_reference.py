@@ -111,10 +111,12 @@ def _scale_min_k4(raw, r, o, j):
 
 
 @njit(cache=True, error_model="numpy")
-def decode_q4_K(raw):
-    """Q4_K rows: nibbles (rows, n), d and dmin per 256 values, 6-bit scales and mins per 32."""
+def _decode_k4(raw, block, qs_at, qh_at):
+    """Q4_K/Q5_K rows: values (rows, n), d and dmin per 256 values, 6-bit scales and mins per 32.
+    With ``qh_at`` >= 0 (Q5_K) each nibble gets its fifth bit: bit 2c of ``qh[l]`` for the low
+    nibbles of 64-value chunk c, bit 2c+1 for the high ones."""
     rows = raw.shape[0]
-    nb = raw.shape[1] // 144
+    nb = raw.shape[1] // block
     q = np.empty((rows, nb * 256), np.int16)
     d = np.empty((rows, nb), np.float32)
     dmin = np.empty((rows, nb), np.float32)
@@ -122,7 +124,7 @@ def decode_q4_K(raw):
     mn = np.empty((rows, nb * 8), np.int16)
     for r in range(rows):
         for b in range(nb):
-            o = b * 144
+            o = b * block
             d[r, b] = _f16(raw, r, o)
             dmin[r, b] = _f16(raw, r, o + 2)
             for j in range(8):
@@ -131,39 +133,19 @@ def decode_q4_K(raw):
                 mn[r, b * 8 + j] = m
             for c in range(4):
                 for l in range(32):
-                    v = np.int64(raw[r, o + 16 + c * 32 + l])
-                    q[r, b * 256 + c * 64 + l] = v & 15
-                    q[r, b * 256 + c * 64 + 32 + l] = v >> 4
-    return q, d, dmin, sc, mn
-
-
-@njit(cache=True, error_model="numpy")
-def decode_q5_K(raw):
-    """Q5_K rows as :func:`decode_q4_K` gives Q4_K's: the nibbles with their fifth bits (bit 2c of
-    ``qh[l]`` for the low nibbles of 64-value chunk c, bit 2c+1 for the high ones)."""
-    rows = raw.shape[0]
-    nb = raw.shape[1] // 176
-    q = np.empty((rows, nb * 256), np.int16)
-    d = np.empty((rows, nb), np.float32)
-    dmin = np.empty((rows, nb), np.float32)
-    sc = np.empty((rows, nb * 8), np.int16)
-    mn = np.empty((rows, nb * 8), np.int16)
-    for r in range(rows):
-        for b in range(nb):
-            o = b * 176
-            d[r, b] = _f16(raw, r, o)
-            dmin[r, b] = _f16(raw, r, o + 2)
-            for j in range(8):
-                s, m = _scale_min_k4(raw, r, o + 4, j)
-                sc[r, b * 8 + j] = s
-                mn[r, b * 8 + j] = m
-            for c in range(4):
-                for l in range(32):
-                    v = np.int64(raw[r, o + 48 + c * 32 + l])
-                    h = np.int64(raw[r, o + 16 + l])
+                    v = np.int64(raw[r, o + qs_at + c * 32 + l])
+                    h = np.int64(raw[r, o + qh_at + l]) if qh_at >= 0 else np.int64(0)
                     q[r, b * 256 + c * 64 + l] = (v & 15) | (((h >> (2 * c)) & 1) << 4)
                     q[r, b * 256 + c * 64 + 32 + l] = (v >> 4) | (((h >> (2 * c + 1)) & 1) << 4)
     return q, d, dmin, sc, mn
+
+
+def decode_q4_K(raw):
+    return _decode_k4(raw, 144, 16, -1)
+
+
+def decode_q5_K(raw):
+    return _decode_k4(raw, 176, 48, 16)
 
 
 @njit(cache=True, error_model="numpy")
