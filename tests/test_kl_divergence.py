@@ -375,8 +375,8 @@ def test_a_chunk_limit_of_zero_is_a_clear_error(smollm2, refdata, tmp_path):
 
 
 def _quantize(src: Path, dst: Path, type_name: str, *options: str) -> Path:
-    done = subprocess.run([sys.executable, "-m", "lamina.cli", "quantize", *options, str(src), str(dst), type_name, "2"],
-                          capture_output=True, text=True, timeout=600)
+    command = [sys.executable, "-m", "lamina.cli", "quantize", *options, str(src), str(dst), type_name, "2"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     return dst
 

@@ -101,7 +101,6 @@ class Weights:
                 self.gguf.release(w)
         return layer
 
-
     def expert_slices(self, name: str, n_in: int, n_out: int, n_expert: int) -> list[TensorInfo]:
         """A mixture-of-experts tensor (n_in, n_out, n_expert) as one 2-D weight per expert."""
         t = self.get(name, (n_in, n_out, n_expert))

@@ -36,7 +36,8 @@ class Attention:
         self.wo = w.linear(f"{prefix}.attn_output", s.n_head * s.head_dim_v, s.n_embd, bias=biases)
         self.q_norm = self.k_norm = None
         if qk_norm_eps is not None:  # RMS norms of each head's query and key, or of the whole projections
-            self.q_norm = w.vector(f"{prefix}.attn_q_norm.weight", s.head_dim_k * (1 if qk_norm_per_head else s.n_head))
+            self.q_norm = w.vector(f"{prefix}.attn_q_norm.weight",
+                                   s.head_dim_k * (1 if qk_norm_per_head else s.n_head))
             self.k_norm = w.vector(f"{prefix}.attn_k_norm.weight",
                                    s.head_dim_k * (1 if qk_norm_per_head else s.n_head_kv))
         self.qk_norm_eps = qk_norm_eps
