@@ -36,7 +36,7 @@ from lamina.kernels.glu import gelu_f16_table, geglu_rows, swiglu_rows
 from lamina.kernels.legacy import Activations
 from lamina.quants import dequantize, quantize
 
-EXACT_TYPES = ["Q8_0", "Q5_0", "Q5_1", "Q4_0", "Q4_1", "Q4_K", "Q5_K", "Q6_K"]
+EXACT_TYPES = ["Q8_0", "Q5_0", "Q5_1", "Q4_0", "Q4_1", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
 BATCHES = [1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 70]  # few/many switch at 8, q4_K gemm groups of 4
 
 
@@ -80,7 +80,7 @@ def test_large_sums_round_when_converted_to_float():
     """Weights and activations of one sign make the integer sums exceed 2^24, where the kernels'
     int32 → float32 conversions round (as the hardware's do)."""
     n = 2048
-    for type_name in ("Q6_K", "Q4_K", "Q5_K", "Q5_0", "Q4_1"):
+    for type_name in ("Q6_K", "Q3_K", "Q4_K", "Q5_K", "Q5_0", "Q4_1"):
         w = np.full((16, n), 3.0, np.float32)
         raw = quantize(w if type_name != "Q5_0" else -w, type_name).reshape(16, -1)
         layer = Linear(TensorInfo("w", (n, 16), type_name, 0, raw))

@@ -32,6 +32,8 @@ The kernels, by weight type (activations quantized as in :mod:`.activations`):
   last ``N % 4`` tokens through ``ggml_gemv_q4_K_8x8_q8_K`` (the same per whole 256-value
   block). Other row counts: ``ggml_vec_dot_q4_K_q8_K`` below 8 tokens (lanes, plus four
   minimum lanes), the tiled kernel from 8 on.
+* Q3_K with Q8_K activations: ``ggml_vec_dot_q3_K_q8_K`` below 8 tokens (Q6_K's lanes, over
+  values -4..3 with 6-bit scales minus 32), the tiled kernel (Q6_K's) from 8 on.
 * Q5_K with Q8_K activations (never repacked on x86): ``ggml_vec_dot_q5_K_q8_K`` below 8 tokens
   (Q4_K's eight lanes over the 5-bit values; the minimums as one scalar
   ``summs = fma(-d_x·dmin_w, float(Σ m·s), summs)``, added after the lane sum), the tiled kernel
@@ -146,6 +148,36 @@ def decode_q4_K(raw):
 
 def decode_q5_K(raw):
     return _decode_k4(raw, 176, 48, 16)
+
+
+@njit(cache=True, error_model="numpy")
+def decode_q3_K(raw):
+    """Q3_K rows: signed values -4..3 (rows, n) (two low bits, minus 4 unless the high bit is set),
+    d per 256 values, scales per 16 (6 bits, minus 32)."""
+    rows = raw.shape[0]
+    nb = raw.shape[1] // 110
+    q = np.empty((rows, nb * 256), np.int16)
+    d = np.empty((rows, nb), np.float32)
+    sc = np.empty((rows, nb * 16), np.int16)
+    for r in range(rows):
+        for b in range(nb):
+            o = b * 110
+            d[r, b] = _f16(raw, r, o + 108)
+            for i in range(4):
+                b0 = np.int64(raw[r, o + 96 + i])
+                b1 = np.int64(raw[r, o + 100 + i])
+                top = np.int64(raw[r, o + 104 + i])
+                sc[r, b * 16 + i] = ((b0 & 15) | ((top & 3) << 4)) - 32
+                sc[r, b * 16 + 4 + i] = ((b1 & 15) | (((top >> 2) & 3) << 4)) - 32
+                sc[r, b * 16 + 8 + i] = ((b0 >> 4) | (((top >> 4) & 3) << 4)) - 32
+                sc[r, b * 16 + 12 + i] = ((b1 >> 4) | (((top >> 6) & 3) << 4)) - 32
+            for j in range(2):
+                for si in range(4):
+                    for l in range(32):
+                        low = (np.int64(raw[r, o + 32 + 32 * j + l]) >> (2 * si)) & 3
+                        high = (np.int64(raw[r, o + l]) >> (4 * j + si)) & 1
+                        q[r, b * 256 + 128 * j + 32 * si + l] = low - (0 if high else 4)
+    return q, d, sc
 
 
 @njit(cache=True, error_model="numpy")
@@ -272,8 +304,31 @@ def ref_q6_K_vec(q, wd, sc, xq, xd, bsums, out):
 
 
 @njit(cache=True, error_model="numpy")
-def ref_q6_K_tiled(q, wd, sc, xq, xd, out):
-    """The tiled kernel for Q6_K (8 tokens or more)."""
+def ref_q3_K_vec(q, wd, sc, xq, xd, out):
+    """ggml_vec_dot_q3_K_q8_K (fewer than 8 tokens): Q6_K's lanes over the signed values."""
+    rows, n = q.shape
+    acc = np.zeros(8, np.float32)
+    for t in range(xq.shape[0]):
+        for r in range(rows):
+            acc[:] = 0
+            for b in range(n // 256):
+                d = xd[t, b] * wd[r, b]
+                for k in range(8):
+                    s = 0
+                    for v in range(8):
+                        p = 0
+                        for i in range(4):
+                            j = b * 256 + 32 * v + 4 * k + i
+                            p += np.int32(q[r, j]) * np.int32(xq[t, j])
+                        s += np.int32(sc[r, b * 16 + 2 * v + (1 if k >= 4 else 0)]) * p
+                    acc[k] = fma32(d, F32(s), acc[k])
+            out[t, r] = hsum8(acc)
+
+
+@njit(cache=True, error_model="numpy")
+def ref_q6_K_tiled(q, wd, sc, xq, xd, out, offset=32):
+    """The tiled kernel for Q6_K (values ``q - 32``) and Q3_K (``q`` signed already, ``offset`` 0),
+    8 tokens or more."""
     rows, n = q.shape
     for t in range(xq.shape[0]):
         for r in range(rows):
@@ -284,7 +339,7 @@ def ref_q6_K_tiled(q, wd, sc, xq, xd, out):
                     p = 0
                     for i in range(16):
                         j = b * 256 + 16 * g + i
-                        p += (np.int32(q[r, j]) - 32) * np.int32(xq[t, j])
+                        p += (np.int32(q[r, j]) - offset) * np.int32(xq[t, j])
                     s += np.int32(sc[r, b * 16 + g]) * p
                 acc = fma32(F32(s) * wd[r, b], xd[t, b], acc)
             out[t, r] = acc
@@ -445,6 +500,11 @@ def reference_matmul(type_name: str, raw: np.ndarray, x: np.ndarray) -> np.ndarr
         q, wd, sc = decode_q6_K(raw)
         (ref_q6_K_tiled(q, wd, sc, xq, xd, out) if n_tok >= TILED_MIN_TOKENS
          else ref_q6_K_vec(q, wd, sc, xq, xd, bsums, out))
+        return out
+    if type_name == "Q3_K":
+        q, wd, sc = decode_q3_K(raw)
+        (ref_q6_K_tiled(q, wd, sc, xq, xd, out, 0) if n_tok >= TILED_MIN_TOKENS
+         else ref_q3_K_vec(q, wd, sc, xq, xd, out))
         return out
     if type_name == "Q4_K":
         q, wd, wdmin, sc, mn = decode_q4_K(raw)

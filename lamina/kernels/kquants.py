@@ -58,9 +58,10 @@ class KActivations:
         self.bs16 = bsums.reshape(-1)
         self.bsums = bsums
 
-    def bias32(self) -> np.ndarray:
-        """-32 · (each 16-value sum): the Q6_K offset of every sub-block (tiled kernel)."""
-        return (np.int32(-32) * self.bs16).astype(np.int32)
+    def bias(self, offset: int) -> np.ndarray:
+        """-offset · (each 16-value sum): the offset of every sub-block's values, 32 for Q6_K and 4
+        for Q3_K (tiled kernel)."""
+        return (np.int32(-offset) * self.bs16).astype(np.int32)
 
     def sums32(self) -> np.ndarray:
         """Each 32-value sum, as float32 (exact), for the Q4_K minimums."""
@@ -83,6 +84,38 @@ def _q8_K_few(x):
 
 
 # -- Q6_K -------------------------------------------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def _widen_q3_K_block(qs, hm, sc, d, gb, slot, w, scales, dv):
+    """Q3_K block ``gb`` into buffer slot ``slot`` as :func:`_widen_q6_K_block` lays Q6_K out: the
+    values as 0..7 (two low bits, plus 4 for a set high bit; the value is that minus 4), the 6-bit
+    scales minus 32, d."""
+    two = vsplat_i(0x03030303)
+    one = vsplat_i(0x01010101)
+    for j in range(2):
+        for si in range(4):
+            for i in range(8):
+                v = vload_i(qs, (gb * 16 + 8 * j + i) * LANE_BYTES)
+                h = vload_i(hm, (gb * 8 + i) * LANE_BYTES)
+                code = vor_i(vand_i(vsrl_i(v, 2 * si), two), vsll_i(vand_i(vsrl_i(h, 4 * j + si), one), 2))
+                vstore_i(w, (slot * LANES + 32 * j + 8 * si + i) * LANE_BYTES, code)
+    for i in range(4):  # the 6-bit scales: low nibbles from bytes 0..7, high two bits from bytes 8..11
+        b0 = vload_u8(sc, (gb * 12 + i) * GROUP)
+        b1 = vload_u8(sc, (gb * 12 + 4 + i) * GROUP)
+        top = vload_u8(sc, (gb * 12 + 8 + i) * GROUP)
+        _store_q3_scale(scales, slot, i, vand_i(b0, vsplat_i(15)), top, 0)
+        _store_q3_scale(scales, slot, 4 + i, vand_i(b1, vsplat_i(15)), top, 2)
+        _store_q3_scale(scales, slot, 8 + i, vsrl_i(b0, 4), top, 4)
+        _store_q3_scale(scales, slot, 12 + i, vsrl_i(b1, 4), top, 6)
+    vstore_f(dv, slot * GROUP, vload_f16(d, gb * GROUP))
+
+
+@njit(cache=True, inline="always")
+def _store_q3_scale(scales, slot, s, nibble, top, shift):
+    """Scale ``s`` of a Q3_K block: its low nibble, two high bits from ``top >> shift``, minus 32."""
+    value = vor_i(nibble, vsll_i(vand_i(vsrl_i(top, shift), vsplat_i(3)), 4))
+    vstore_i(scales, (slot * 16 + s) * GROUP, vsub_i(value, vsplat_i(32)))
 
 
 @njit(cache=True, inline="always")
@@ -120,6 +153,29 @@ def _q6_vec_lane(k, w, scales, slot, xq, bs16, xo, tb):
 
 
 @njit(cache=True, inline="always")
+def _q3_vec_lane(k, w, scales, slot, xq, xo):
+    """Lane k of ggml_vec_dot_q3_K_q8_K for one block and 16 rows (exact int32): each 4-value run
+    as Σ code·x - 4·Σ x (ggml subtracts the 4 per byte, not from the block sums)."""
+    hi = 1 if k >= 4 else 0
+    four = vsplat_i(0x04040404)
+    s = vzero_i()
+    for v in range(8):
+        x4 = vbcast_i(xq, xo + 32 * v + 4 * k)
+        p = vsub_i(vdpbusd(vzero_i(), vload_i(w, (slot * LANES + 8 * v + k) * LANE_BYTES), x4),
+                   vdpbusd(vzero_i(), four, x4))
+        s = vadd_i(s, vmul_i(p, vload_i(scales, (slot * 16 + 2 * v + hi) * GROUP)))
+    return s
+
+
+@njit(cache=True, inline="always")
+def _widen_q36_K_block(three, ql, qh, sc, d, gb, slot, w, scales, dv):
+    if three:
+        _widen_q3_K_block(ql, qh, sc, d, gb, slot, w, scales, dv)
+    else:
+        _widen_q6_K_block(ql, qh, sc, d, gb, slot, w, scales, dv)
+
+
+@njit(cache=True, inline="always")
 def _q6_tiled_block(w, scales, dv, slot, xq, xd, bias32, xo, tb, acc):
     """The tiled kernel's step for one block: exact S, then fma(float(S)·d_w, d_x, acc)."""
     total = vzero_i()
@@ -152,7 +208,7 @@ def _q6_tiled_pair(w, scales, dv, slot, xq, xd, bias32, xo, tb, xo_u, tb_u, acc,
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _many_q6_K(ql, qh, sc, d, xq, xd, bias32, n_tok, n, n_groups, out):
+def _many_q6_K(three, ql, qh, sc, d, xq, xd, bias32, n_tok, n, n_groups, out):
     """8 tokens or more (tiled kernel): each group widened once per chunk of tokens."""
     nb = n // QK_K
     width = n_groups * GROUP
@@ -164,7 +220,7 @@ def _many_q6_K(ql, qh, sc, d, xq, xd, bias32, n_tok, n, n_groups, out):
         scales = np.empty(nb * 16 * GROUP, np.int32)
         dv = np.empty(nb * GROUP, np.float32)
         for b in range(nb):
-            _widen_q6_K_block(ql, qh, sc, d, g * nb + b, b, w, scales, dv)
+            _widen_q36_K_block(three, ql, qh, sc, d, g * nb + b, b, w, scales, dv)
         t_end = min(n_tok, t0 + TOKEN_CHUNK)
         for t in range(t0, t_end, 2):  # two tokens share each loaded weight lane
             u = t + 1 if t + 1 < t_end else t
@@ -178,18 +234,22 @@ def _many_q6_K(ql, qh, sc, d, xq, xd, bias32, n_tok, n, n_groups, out):
 
 
 @njit(cache=True, inline="always")
-def _few_q6_K_group(ql, qh, sc, d, xq, xd, bs16, n_tok, n, nb, width, g, w, scales, dv, acc, out):
+def _few_q6_K_group(three, ql, qh, sc, d, xq, xd, bs16, n_tok, n, nb, width, g, w, scales, dv, acc, out):
     """Group ``g`` for every token, through the buffers ``w``, ``scales``, ``dv`` and ``acc``."""
     acc[:] = 0
     for b in range(nb):
-        _widen_q6_K_block(ql, qh, sc, d, g * nb + b, 0, w, scales, dv)
+        _widen_q36_K_block(three, ql, qh, sc, d, g * nb + b, 0, w, scales, dv)
         for t in range(n_tok):
             tb = t * nb + b
             xo = t * n + b * QK_K
             dd = vmul_f(vsplat_f(xd[tb]), vload_f(dv, 0))
             for k in range(8):
                 o = (t * 8 + k) * GROUP
-                vstore_f(acc, o, vfma(dd, vcvt(_q6_vec_lane(k, w, scales, 0, xq, bs16, xo, tb)), vload_f(acc, o)))
+                if three:
+                    lane = _q3_vec_lane(k, w, scales, 0, xq, xo)
+                else:
+                    lane = _q6_vec_lane(k, w, scales, 0, xq, bs16, xo, tb)
+                vstore_f(acc, o, vfma(dd, vcvt(lane), vload_f(acc, o)))
     for t in range(n_tok):
         o = t * 8 * GROUP
         vstore_f(out, t * width + g * GROUP,
@@ -198,7 +258,7 @@ def _few_q6_K_group(ql, qh, sc, d, xq, xd, bs16, n_tok, n, nb, width, g, w, scal
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _few_q6_K(ql, qh, sc, d, x, n_groups, n_tasks, out):
+def _few_q6_K(three, ql, qh, sc, d, x, n_groups, n_tasks, out):
     """Fewer than 8 tokens (vec_dot), from float activations quantized here: block by block through
     a small buffer per task (a row of the ``*_all`` arrays), each token's eight lane sums kept in it
     between blocks. Quantizing and allocating inside the compiled call leaves a generation step one
@@ -215,7 +275,7 @@ def _few_q6_K(ql, qh, sc, d, x, n_groups, n_tasks, out):
         dv = fl[:GROUP]
         acc = fl[GROUP:]
         for g in range(task * n_groups // n_tasks, (task + 1) * n_groups // n_tasks):
-            _few_q6_K_group(ql, qh, sc, d, xq, xd, bs16, n_tok, n, nb, width, g, w, scales, dv, acc, out)
+            _few_q6_K_group(three, ql, qh, sc, d, xq, xd, bs16, n_tok, n, nb, width, g, w, scales, dv, acc, out)
 
 
 # -- Q4_K (repacked by ggml: gemm / gemv) ------------------------------------------------------------
@@ -507,45 +567,59 @@ class PackedQ6_K:
     """Q6_K in the 16-row layout; ggml's vec_dot below 8 tokens, its tiled kernel from 8 on."""
 
     activation = "q8_K"
+    type_name = "Q6_K"
+    three = False
+    offset = 32  # the value is the stored code minus this
+    block_bytes = 210
+    # (first byte, end, word size) of each field in the file's block, stored as ql, qh, sc, d
+    fields = ((0, 128, 4), (128, 192, 4), (192, 208, 1), (208, 210, 2))
 
     def __init__(self, raws, n):
         raws = [r.reshape(r.shape[0], -1) for r in raws]
-        nb = n // QK_K
         self.n, self.rows = n, sum(r.shape[0] for r in raws)
         self.n_groups = g = (self.rows + GROUP - 1) // GROUP
-        self.ql, self.qh, self.sc, d = interleave(raws, g, nb, 210, [(0, 128, 4, 0), (128, 192, 4, 0),
-                                                                    (192, 208, 1, 0), (208, 210, 2, 0)])
+        self.ql, self.qh, self.sc, d = interleave(raws, g, n // QK_K, self.block_bytes,
+                                                  [(lo, hi, word, 0) for lo, hi, word in self.fields])
         self.d = d.view(np.uint16)
 
     def matmul(self, x):
         out = np.empty((x.shape[0], self.n_groups * GROUP), np.float32)
         if x.shape[0] >= TILED_MIN_TOKENS:
             a = KActivations(x)
-            _many_q6_K(self.ql, self.qh, self.sc, self.d, a.xq, a.xd, a.bias32(), a.n_tok, self.n, self.n_groups,
-                       out.reshape(-1))
+            _many_q6_K(self.three, self.ql, self.qh, self.sc, self.d, a.xq, a.xd, a.bias(self.offset), a.n_tok,
+                       self.n, self.n_groups, out.reshape(-1))
         else:
-            _few_q6_K(self.ql, self.qh, self.sc, self.d, x, self.n_groups, min(self.n_groups, FEW_TASKS),
-                             out.reshape(-1))
+            _few_q6_K(self.three, self.ql, self.qh, self.sc, self.d, x, self.n_groups, min(self.n_groups, FEW_TASKS),
+                      out.reshape(-1))
         return out if out.shape[1] == self.rows else np.ascontiguousarray(out[:, :self.rows])
+
+    def _raw(self):
+        nb = self.n // QK_K
+        parts = {lo: _deinterleave(a, self.rows, nb, hi - lo, word)
+                 for a, (lo, hi, word) in zip((self.ql, self.qh, self.sc, self.d), self.fields)}
+        return np.ascontiguousarray(np.concatenate([parts[lo] for lo in sorted(parts)], axis=2)).reshape(self.rows, -1)
 
     def dequantize(self, r0, out):
         from lamina.quants import dequantize
 
-        raw = _deinterleave_q6_K(self)
-        out[...] = dequantize(raw[r0:r0 + out.shape[0]], "Q6_K", out.shape)
+        out[...] = dequantize(self._raw()[r0:r0 + out.shape[0]], self.type_name, out.shape)
+
+
+class PackedQ3_K(PackedQ6_K):
+    """Q3_K through Q6_K's kernels (ggml's tiled kernel treats both alike, with its bias 4 instead of
+    32); below 8 tokens ggml_vec_dot_q3_K_q8_K, whose lanes subtract the 4 per value."""
+
+    type_name = "Q3_K"
+    three = True
+    offset = 4
+    block_bytes = 110
+    fields = ((32, 96, 4), (0, 32, 4), (96, 108, 1), (108, 110, 2))  # qs, hmask, scales, d
 
 
 def _deinterleave(flat, rows, nb, size, word):
     n_groups = (rows + GROUP - 1) // GROUP
     x = flat.view(np.uint8).reshape(n_groups, nb, size // word, GROUP, word).transpose(0, 3, 1, 2, 4)
     return x.reshape(n_groups * GROUP, nb, size)[:rows]
-
-
-def _deinterleave_q6_K(p):
-    nb = p.n // QK_K
-    parts = [_deinterleave(p.ql, p.rows, nb, 128, 4), _deinterleave(p.qh, p.rows, nb, 64, 4),
-             _deinterleave(p.sc, p.rows, nb, 16, 1), _deinterleave(p.d, p.rows, nb, 2, 2)]
-    return np.ascontiguousarray(np.concatenate(parts, axis=2)).reshape(p.rows, -1)
 
 
 class PackedQ4_K:
@@ -614,6 +688,7 @@ class PackedQ5_K(PackedQ4_K):
 
 
 PACKERS = {
+    "Q3_K": PackedQ3_K,
     "Q4_K": PackedQ4_K,
     "Q5_K": PackedQ5_K,
     "Q6_K": PackedQ6_K,
