@@ -39,6 +39,11 @@ The kernels, by weight type (activations quantized as in :mod:`.activations`):
   ``summs = fma(-d_x·dmin_w, float(Σ m·s), summs)``, added after the lane sum), the tiled kernel
   (Q4_K's) from 8 on.
 
+* F16 weights: the activation rounded to float16; llamafile's tinyBLAS (one 16-lane accumulator
+  per output over steps of 16, then ``_mm512_reduce_add_ps``) from 2 tokens for weights of a
+  multiple of 4 rows and 16 columns, else ``ggml_vec_dot_f16`` (four accumulators over steps of
+  64, leftovers in double).
+
 ``I`` and ``S`` are integers that can exceed 2^24, so their conversion to float32 rounds;
 everything here converts int32 to float32 exactly as the hardware does (round to nearest).
 """
@@ -463,6 +468,43 @@ def ref_q4_K_tiled(q, wd, wdmin, sc, mn, xq, xd, bsums, out):
             out[t, r] = acc
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _reduce_add_ps(v):
+    """_mm512_reduce_add_ps of 16 floats, in GCC's order."""
+    t0 = (v[0] + v[8]) + (v[4] + v[12])
+    t1 = (v[1] + v[9]) + (v[5] + v[13])
+    t2 = (v[2] + v[10]) + (v[6] + v[14])
+    t3 = (v[3] + v[11]) + (v[7] + v[15])
+    return (t0 + t2) + (t1 + t3)
+
+
+@njit(cache=True, error_model="numpy")
+def ref_f16(w, x, tiny, out):
+    """F16 weights ``w`` (as float32) times the float16-rounded activation ``x``: llamafile's
+    tinyBLAS (``tiny``: one 16-lane accumulator, steps of 16) or ggml_vec_dot_f16 (four, steps of
+    64, folded (a0+a2)+(a1+a3), leftovers in double)."""
+    rows, n = w.shape
+    acc = np.zeros(64, np.float32)
+    for t in range(x.shape[0]):
+        for r in range(rows):
+            acc[:] = 0
+            if tiny:
+                for i in range(0, n, 16):
+                    for lane in range(16):
+                        acc[lane] = fma32(w[r, i + lane], x[t, i + lane], acc[lane])
+                out[t, r] = _reduce_add_ps(acc[:16])
+                continue
+            main = n - n % 64
+            for i in range(0, main, 64):
+                for lane in range(64):
+                    acc[lane] = fma32(w[r, i + lane], x[t, i + lane], acc[lane])
+            folded = (acc[0:16] + acc[32:48]) + (acc[16:32] + acc[48:64])
+            s = np.float64(_reduce_add_ps(folded))
+            for i in range(main, n):
+                s += np.float64(w[r, i] * x[t, i])
+            out[t, r] = F32(s)
+
+
 # -- a whole product as llama.cpp's CPU backend would compute it ----------------------------------
 
 TILED_MIN_TOKENS = 8  # ggml_tiled_min_batch
@@ -478,6 +520,10 @@ def reference_matmul(type_name: str, raw: np.ndarray, x: np.ndarray) -> np.ndarr
     n_tok, n = x.shape
     rows = raw.shape[0]
     out = np.empty((n_tok, rows), np.float32)
+    if type_name == "F16":
+        w = np.ascontiguousarray(raw).view(np.float16).reshape(rows, n).astype(np.float32)
+        ref_f16(w, x.astype(np.float16).astype(np.float32), n_tok >= 2 and rows % 4 == 0 and n % 16 == 0, out)
+        return out
     xq = np.empty((n_tok, n), np.int8)
     if type_name in LEGACY_KIND:
         w, wd, wm = decode_legacy(raw, LEGACY_KIND[type_name])

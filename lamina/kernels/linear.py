@@ -3,10 +3,11 @@
 A :class:`Linear` repacks its weight once, at load time, into the layout its type's
 kernel wants (same size as the file's blocks). Then:
 
-* the types the real models use — Q8_0, Q5_0, Q5_1, Q4_0, Q4_1 (:mod:`.legacy`), Q4_K and
-  Q6_K (:mod:`.kquants`) — go through kernels that compute exactly what llama.cpp's CPU
-  backend computes, bit for bit, for any number of input rows: the activation quantized to
-  8 bits as ggml quantizes it, integer dot products, and ggml's float steps in ggml's order
+* the common types — Q8_0, Q5_0, Q5_1, Q4_0, Q4_1 (:mod:`.legacy`), Q3_K, Q4_K, Q5_K and
+  Q6_K (:mod:`.kquants`), F16 (:mod:`.floats`) — go through kernels that compute exactly what
+  llama.cpp's CPU backend computes, bit for bit, for any number of input rows: the activation
+  quantized to 8 bits (or rounded to float16) as ggml does it, integer dot products, and ggml's
+  float steps in ggml's order
   (which depends on the batch size where ggml's kernel does; see :mod:`.ggml_reference`).
   A few input rows (generation) read the packed weight once, widening it in registers;
   many rows (prompt processing) widen each group of rows once and stream the tokens past it;
@@ -26,12 +27,13 @@ from lamina.gguf import TensorInfo
 from lamina.quants import dequantize
 
 from .activations import round_activations
+from .floats import PackedF16
 from .generic import PackedBlocks, PackedFloat
 from .kquants import PACKERS as KQUANT_PACKERS
 from .legacy import PACKERS as LEGACY_PACKERS
 from .legacy import Activations, PackedLegacy
 
-PACKERS = {**LEGACY_PACKERS, **KQUANT_PACKERS}
+PACKERS = {**LEGACY_PACKERS, **KQUANT_PACKERS, "F16": PackedF16}
 FLOAT_TYPES = ("F32", "F16", "BF16")
 
 # At or below this many input rows the (inexact types') matrix-vector kernels beat dequantize + BLAS.

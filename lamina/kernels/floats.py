@@ -1,0 +1,117 @@
+"""F16 weights exact to llama.cpp's CPU backend.
+
+ggml multiplies a float16 weight by the activation rounded to float16 (its ``vec_dot_type``),
+and how it adds the products depends on the batch:
+
+* one token, or a weight whose rows are not a multiple of 4 or whose row length is not a multiple
+  of 16: ``ggml_vec_dot_f16`` per output — four 16-lane accumulators over steps of 64 values,
+  folded ``(a0 + a2) + (a1 + a3)`` and summed in the order of ``_mm512_reduce_add_ps``, the
+  leftover values added one by one in double precision;
+* otherwise llamafile's ``tinyBLAS`` (F16 × F16 on AVX-512): one 16-lane accumulator per output
+  over steps of 16 values, then ``_mm512_reduce_add_ps``.
+
+These kernels repeat both, so an F16 model's logits are llama.cpp's bit for bit. The weight stays
+float16 (the file's size); the activation is rounded once per call, and prompt batches take four
+tokens past each loaded weight vector.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .common import F32
+from .simd import load_f16, round_f16, vadd_f, vfma, vload_f, vload_f16, vreduce_add_f, vround_f16, vstore_f, vzero_f
+
+TOKENS_PER_PASS = 4  # tokens sharing each loaded weight vector in the tinyBLAS order
+
+
+@njit(cache=True, error_model="numpy")
+def _round_to_f16(x, out):
+    """The activation as ggml's FP32_TO_FP16 leaves it (kept as float32: exact)."""
+    flat = x.reshape(-1)
+    main = flat.shape[0] - flat.shape[0] % 16
+    for i in range(0, main, 16):
+        vstore_f(out, i, vround_f16(vload_f(flat, i)))
+    for i in range(main, flat.shape[0]):
+        out[i] = round_f16(flat[i])
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _vec_dot_f16(w, wo, x, xo, n):
+    """ggml_vec_dot_f16 of weight row ``w[wo:wo+n]`` (float16 bits) and activation ``x[xo:xo+n]``."""
+    main = n - n % 64
+    a0 = vzero_f()
+    a1 = vzero_f()
+    a2 = vzero_f()
+    a3 = vzero_f()
+    for i in range(0, main, 64):
+        a0 = vfma(vload_f16(w, wo + i), vload_f(x, xo + i), a0)
+        a1 = vfma(vload_f16(w, wo + i + 16), vload_f(x, xo + i + 16), a1)
+        a2 = vfma(vload_f16(w, wo + i + 32), vload_f(x, xo + i + 32), a2)
+        a3 = vfma(vload_f16(w, wo + i + 48), vload_f(x, xo + i + 48), a3)
+    s = np.float64(vreduce_add_f(vadd_f(vadd_f(a0, a2), vadd_f(a1, a3))))
+    for i in range(main, n):
+        s += np.float64(load_f16(w, wo + i) * x[xo + i])
+    return F32(s)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _matmul_f16(w, tiny_rows, n, x, n_tok, out):
+    """out (n_tok, rows) = x @ W.T; ``tiny_rows[r]``: row r belongs to a weight tinyBLAS takes."""
+    rows = tiny_rows.shape[0]
+    for r in prange(rows):
+        wo = r * n
+        if n_tok >= 2 and tiny_rows[r]:
+            for t0 in range(0, n_tok, TOKENS_PER_PASS):
+                a0 = vzero_f()
+                a1 = vzero_f()
+                a2 = vzero_f()
+                a3 = vzero_f()
+                m = min(TOKENS_PER_PASS, n_tok - t0)
+                for i in range(0, n, 16):
+                    wv = vload_f16(w, wo + i)
+                    a0 = vfma(wv, vload_f(x, t0 * n + i), a0)
+                    if m > 1:
+                        a1 = vfma(wv, vload_f(x, (t0 + 1) * n + i), a1)
+                    if m > 2:
+                        a2 = vfma(wv, vload_f(x, (t0 + 2) * n + i), a2)
+                    if m > 3:
+                        a3 = vfma(wv, vload_f(x, (t0 + 3) * n + i), a3)
+                out[t0, r] = vreduce_add_f(a0)
+                if m > 1:
+                    out[t0 + 1, r] = vreduce_add_f(a1)
+                if m > 2:
+                    out[t0 + 2, r] = vreduce_add_f(a2)
+                if m > 3:
+                    out[t0 + 3, r] = vreduce_add_f(a3)
+        else:
+            for t in range(n_tok):
+                out[t, r] = _vec_dot_f16(w, wo, x, t * n, n)
+
+
+class PackedF16:
+    """F16 weights (several stacked, when fused), computed in ggml's order."""
+
+    activation = "f16"
+
+    def __init__(self, raws: list[np.ndarray], n: int):
+        parts = [np.ascontiguousarray(r).view(np.uint16).reshape(-1, n) for r in raws]
+        self.n = n
+        self.w = (np.concatenate(parts) if len(parts) > 1 else parts[0].copy()).reshape(-1)
+        self.rows = sum(p.shape[0] for p in parts)
+        # tinyBLAS serves a weight (ggml multiplies each separately) with rows % 4 == 0 and n % 16 == 0
+        self.tiny_rows = np.concatenate([np.full(p.shape[0], p.shape[0] % 4 == 0 and n % 16 == 0)
+                                         for p in parts])
+
+    def matmul(self, x: np.ndarray) -> np.ndarray:
+        n_tok = x.shape[0]
+        xh = np.empty(n_tok * self.n, np.float32)
+        _round_to_f16(x, xh)
+        out = np.empty((n_tok, self.rows), np.float32)
+        _matmul_f16(self.w, self.tiny_rows, self.n, xh, n_tok, out)
+        return out
+
+    def dequantize(self, r0: int, out: np.ndarray) -> None:
+        rows = out.shape[0]
+        out[...] = self.w[r0 * self.n:(r0 + rows) * self.n].view(np.float16).reshape(rows, self.n)
