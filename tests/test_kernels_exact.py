@@ -36,7 +36,7 @@ from lamina.kernels.glu import gelu_f16_table, geglu_rows, swiglu_rows
 from lamina.kernels.legacy import Activations
 from lamina.quants import dequantize, quantize
 
-EXACT_TYPES = ["Q8_0", "Q5_0", "Q5_1", "Q4_0", "Q4_1", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "F16"]
+EXACT_TYPES = ["Q8_0", "Q5_0", "Q5_1", "Q4_0", "Q4_1", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "F16", "F32"]
 BATCHES = [1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 70]  # few/many switch at 8, q4_K gemm groups of 4
 
 
@@ -53,8 +53,8 @@ def activations(n_tok: int, n: int, seed: int = 1) -> np.ndarray:
 
 
 def width(type_name: str) -> int:
-    if type_name == "F16":
-        return 336  # ggml_vec_dot_f16's leftovers past its steps of 64
+    if type_name in ("F16", "F32"):
+        return 336  # ggml_vec_dot's leftovers past its steps of 64
     return 768 if type_name.endswith("_K") else 320
 
 

@@ -1,17 +1,18 @@
-"""F16 weights exact to llama.cpp's CPU backend.
+"""F16 and F32 weights exact to llama.cpp's CPU backend.
 
-ggml multiplies a float16 weight by the activation rounded to float16 (its ``vec_dot_type``),
-and how it adds the products depends on the batch:
+ggml multiplies a float16 weight by the activation rounded to float16 (its ``vec_dot_type``), a
+float32 weight by the activation as it is, and how it adds the products depends on the batch:
 
 * one token, or a weight whose rows are not a multiple of 4 or whose row length is not a multiple
-  of 16: ``ggml_vec_dot_f16`` per output — four 16-lane accumulators over steps of 64 values,
-  folded ``(a0 + a2) + (a1 + a3)`` and summed in the order of ``_mm512_reduce_add_ps``, the
-  leftover values added one by one in double precision;
-* otherwise llamafile's ``tinyBLAS`` (F16 × F16 on AVX-512): one 16-lane accumulator per output
-  over steps of 16 values, then ``_mm512_reduce_add_ps``.
+  of 16, or an expert weight (``mul_mat_id``): ``ggml_vec_dot_f16``/``_f32`` per output — four
+  16-lane accumulators over steps of 64 values, folded ``(a0 + a2) + (a1 + a3)`` and summed in
+  the order of ``_mm512_reduce_add_ps``, the leftover values added one by one (in double for F16,
+  with float FMAs for F32);
+* otherwise llamafile's ``tinyBLAS`` (on AVX-512): one 16-lane accumulator per output over steps
+  of 16 values, then ``_mm512_reduce_add_ps``.
 
-These kernels repeat both, so an F16 model's logits are llama.cpp's bit for bit. The weight stays
-float16 (the file's size); the activation is rounded once per call, and prompt batches take four
+These kernels repeat both, so an F16 model's logits are llama.cpp's bit for bit. The weight keeps
+its type (the file's size); the activation is rounded once per call, and prompt batches take four
 tokens past each loaded weight vector.
 """
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .common import F32
+from .common import F32, fma32
 from .simd import load_f16, round_f16, vadd_f, vfma, vload_f, vload_f16, vreduce_add_f, vround_f16, vstore_f, vzero_f
 
 TOKENS_PER_PASS = 4  # tokens sharing each loaded weight vector in the tinyBLAS order
@@ -38,26 +39,37 @@ def _round_to_f16(x, out):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _vec_dot_f16(w, wo, x, xo, n):
-    """ggml_vec_dot_f16 of weight row ``w[wo:wo+n]`` (float16 bits) and activation ``x[xo:xo+n]``."""
+def _load(w16, w32, i):
+    """16 weights from element ``i``: float16 bits widened, or float32 (``w16`` empty)."""
+    return vload_f16(w16, i) if w16.shape[0] else vload_f(w32, i)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _vec_dot(w16, w32, wo, x, xo, n):
+    """ggml_vec_dot_f16 / ggml_vec_dot_f32 of weight row ``wo`` and activation ``x[xo:xo+n]``."""
     main = n - n % 64
     a0 = vzero_f()
     a1 = vzero_f()
     a2 = vzero_f()
     a3 = vzero_f()
     for i in range(0, main, 64):
-        a0 = vfma(vload_f16(w, wo + i), vload_f(x, xo + i), a0)
-        a1 = vfma(vload_f16(w, wo + i + 16), vload_f(x, xo + i + 16), a1)
-        a2 = vfma(vload_f16(w, wo + i + 32), vload_f(x, xo + i + 32), a2)
-        a3 = vfma(vload_f16(w, wo + i + 48), vload_f(x, xo + i + 48), a3)
-    s = np.float64(vreduce_add_f(vadd_f(vadd_f(a0, a2), vadd_f(a1, a3))))
-    for i in range(main, n):
-        s += np.float64(load_f16(w, wo + i) * x[xo + i])
-    return F32(s)
+        a0 = vfma(_load(w16, w32, wo + i), vload_f(x, xo + i), a0)
+        a1 = vfma(_load(w16, w32, wo + i + 16), vload_f(x, xo + i + 16), a1)
+        a2 = vfma(_load(w16, w32, wo + i + 32), vload_f(x, xo + i + 32), a2)
+        a3 = vfma(_load(w16, w32, wo + i + 48), vload_f(x, xo + i + 48), a3)
+    total = vreduce_add_f(vadd_f(vadd_f(a0, a2), vadd_f(a1, a3)))
+    if w16.shape[0]:  # ggml_vec_dot_f16 adds the leftovers in double
+        s = np.float64(total)
+        for i in range(main, n):
+            s += np.float64(load_f16(w16, wo + i) * x[xo + i])
+        return F32(s)
+    for i in range(main, n):  # ggml_vec_dot_f32's float ``sumf += x[i]*y[i]``, contracted
+        total = fma32(w32[wo + i], x[xo + i], total)
+    return total
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _matmul_f16(w, tiny_rows, n, x, n_tok, out):
+def _matmul_float(w16, w32, tiny_rows, n, x, n_tok, out):
     """out (n_tok, rows) = x @ W.T; ``tiny_rows[r]``: row r belongs to a weight tinyBLAS takes."""
     rows = tiny_rows.shape[0]
     for r in prange(rows):
@@ -70,7 +82,7 @@ def _matmul_f16(w, tiny_rows, n, x, n_tok, out):
                 a3 = vzero_f()
                 m = min(TOKENS_PER_PASS, n_tok - t0)
                 for i in range(0, n, 16):
-                    wv = vload_f16(w, wo + i)
+                    wv = _load(w16, w32, wo + i)
                     a0 = vfma(wv, vload_f(x, t0 * n + i), a0)
                     if m > 1:
                         a1 = vfma(wv, vload_f(x, (t0 + 1) * n + i), a1)
@@ -87,31 +99,42 @@ def _matmul_f16(w, tiny_rows, n, x, n_tok, out):
                     out[t0 + 3, r] = vreduce_add_f(a3)
         else:
             for t in range(n_tok):
-                out[t, r] = _vec_dot_f16(w, wo, x, t * n, n)
+                out[t, r] = _vec_dot(w16, w32, wo, x, t * n, n)
 
 
-class PackedF16:
-    """F16 weights (several stacked, when fused), computed in ggml's order."""
+class PackedFloatExact:
+    """F16 or F32 weights (several stacked, when fused), computed in ggml's order."""
 
-    activation = "f16"
-
-    def __init__(self, raws: list[np.ndarray], n: int):
-        parts = [np.ascontiguousarray(r).view(np.uint16).reshape(-1, n) for r in raws]
-        self.n = n
-        self.w = (np.concatenate(parts) if len(parts) > 1 else parts[0].copy()).reshape(-1)
+    def __init__(self, raws: list[np.ndarray], n: int, type_name: str):
+        half = type_name == "F16"
+        dtype = np.uint16 if half else np.float32
+        parts = [np.ascontiguousarray(r).view(dtype).reshape(-1, n) for r in raws]
+        self.n, self.type, self.activation = n, type_name, "f16" if half else None
+        w = (np.concatenate(parts) if len(parts) > 1 else parts[0].copy()).reshape(-1)
+        self.w16 = w if half else np.zeros(0, np.uint16)
+        self.w32 = np.zeros(0, np.float32) if half else w
         self.rows = sum(p.shape[0] for p in parts)
         # tinyBLAS serves a weight (ggml multiplies each separately) with rows % 4 == 0 and n % 16 == 0
         self.tiny_rows = np.concatenate([np.full(p.shape[0], p.shape[0] % 4 == 0 and n % 16 == 0)
                                          for p in parts])
 
+    def as_expert(self) -> None:
+        """ggml multiplies mixture-of-experts weights with mul_mat_id, which never takes tinyBLAS."""
+        self.tiny_rows[:] = False
+
     def matmul(self, x: np.ndarray) -> np.ndarray:
         n_tok = x.shape[0]
-        xh = np.empty(n_tok * self.n, np.float32)
-        _round_to_f16(x, xh)
+        if self.activation == "f16":
+            xr = np.empty(n_tok * self.n, np.float32)
+            _round_to_f16(x, xr)
+        else:
+            xr = np.ascontiguousarray(x, np.float32).reshape(-1)
         out = np.empty((n_tok, self.rows), np.float32)
-        _matmul_f16(self.w, self.tiny_rows, self.n, xh, n_tok, out)
+        _matmul_float(self.w16, self.w32, self.tiny_rows, self.n, xr, n_tok, out)
         return out
 
     def dequantize(self, r0: int, out: np.ndarray) -> None:
         rows = out.shape[0]
-        out[...] = self.w[r0 * self.n:(r0 + rows) * self.n].view(np.float16).reshape(rows, self.n)
+        part = slice(r0 * self.n, (r0 + rows) * self.n)
+        w = self.w16[part].view(np.float16) if self.w16.shape[0] else self.w32[part]
+        out[...] = w.reshape(rows, self.n)

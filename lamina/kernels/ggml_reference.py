@@ -39,10 +39,10 @@ The kernels, by weight type (activations quantized as in :mod:`.activations`):
   ``summs = fma(-d_x·dmin_w, float(Σ m·s), summs)``, added after the lane sum), the tiled kernel
   (Q4_K's) from 8 on.
 
-* F16 weights: the activation rounded to float16; llamafile's tinyBLAS (one 16-lane accumulator
-  per output over steps of 16, then ``_mm512_reduce_add_ps``) from 2 tokens for weights of a
-  multiple of 4 rows and 16 columns, else ``ggml_vec_dot_f16`` (four accumulators over steps of
-  64, leftovers in double).
+* F16 and F32 weights: the activation rounded to float16 for F16; llamafile's tinyBLAS (one
+  16-lane accumulator per output over steps of 16, then ``_mm512_reduce_add_ps``) from 2 tokens
+  for weights of a multiple of 4 rows and 16 columns, else ``ggml_vec_dot_f16``/``_f32`` (four
+  accumulators over steps of 64; leftovers in double for F16, float FMAs for F32).
 
 ``I`` and ``S`` are integers that can exceed 2^24, so their conversion to float32 rounds;
 everything here converts int32 to float32 exactly as the hardware does (round to nearest).
@@ -479,10 +479,10 @@ def _reduce_add_ps(v):
 
 
 @njit(cache=True, error_model="numpy")
-def ref_f16(w, x, tiny, out):
-    """F16 weights ``w`` (as float32) times the float16-rounded activation ``x``: llamafile's
-    tinyBLAS (``tiny``: one 16-lane accumulator, steps of 16) or ggml_vec_dot_f16 (four, steps of
-    64, folded (a0+a2)+(a1+a3), leftovers in double)."""
+def ref_float(w, x, tiny, half, out):
+    """F16 (``half``: ``w`` and ``x`` as float32 values of float16s) or F32 weights: llamafile's
+    tinyBLAS (``tiny``: one 16-lane accumulator, steps of 16) or ggml_vec_dot_f16/_f32 (four, steps
+    of 64, folded (a0+a2)+(a1+a3); leftovers in double for F16, with float FMAs for F32)."""
     rows, n = w.shape
     acc = np.zeros(64, np.float32)
     for t in range(x.shape[0]):
@@ -498,11 +498,16 @@ def ref_f16(w, x, tiny, out):
             for i in range(0, main, 64):
                 for lane in range(64):
                     acc[lane] = fma32(w[r, i + lane], x[t, i + lane], acc[lane])
-            folded = (acc[0:16] + acc[32:48]) + (acc[16:32] + acc[48:64])
-            s = np.float64(_reduce_add_ps(folded))
-            for i in range(main, n):
-                s += np.float64(w[r, i] * x[t, i])
-            out[t, r] = F32(s)
+            total = _reduce_add_ps((acc[0:16] + acc[32:48]) + (acc[16:32] + acc[48:64]))
+            if half:
+                s = np.float64(total)
+                for i in range(main, n):
+                    s += np.float64(w[r, i] * x[t, i])
+                out[t, r] = F32(s)
+            else:
+                for i in range(main, n):
+                    total = fma32(w[r, i], x[t, i], total)
+                out[t, r] = total
 
 
 # -- a whole product as llama.cpp's CPU backend would compute it ----------------------------------
@@ -520,9 +525,11 @@ def reference_matmul(type_name: str, raw: np.ndarray, x: np.ndarray) -> np.ndarr
     n_tok, n = x.shape
     rows = raw.shape[0]
     out = np.empty((n_tok, rows), np.float32)
-    if type_name == "F16":
-        w = np.ascontiguousarray(raw).view(np.float16).reshape(rows, n).astype(np.float32)
-        ref_f16(w, x.astype(np.float16).astype(np.float32), n_tok >= 2 and rows % 4 == 0 and n % 16 == 0, out)
+    if type_name in ("F16", "F32"):
+        half = type_name == "F16"
+        w = np.ascontiguousarray(raw).view(np.float16 if half else np.float32).reshape(rows, n).astype(np.float32)
+        ref_float(w, x.astype(np.float16).astype(np.float32) if half else x,
+                  n_tok >= 2 and rows % 4 == 0 and n % 16 == 0, half, out)
         return out
     xq = np.empty((n_tok, n), np.int8)
     if type_name in LEGACY_KIND:

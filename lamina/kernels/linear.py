@@ -27,13 +27,15 @@ from lamina.gguf import TensorInfo
 from lamina.quants import dequantize
 
 from .activations import round_activations
-from .floats import PackedF16
+from .floats import PackedFloatExact
 from .generic import PackedBlocks, PackedFloat
 from .kquants import PACKERS as KQUANT_PACKERS
 from .legacy import PACKERS as LEGACY_PACKERS
 from .legacy import Activations, PackedLegacy
 
-PACKERS = {**LEGACY_PACKERS, **KQUANT_PACKERS, "F16": PackedF16}
+PACKERS = {**LEGACY_PACKERS, **KQUANT_PACKERS,
+           "F16": lambda raws, n: PackedFloatExact(raws, n, "F16"),
+           "F32": lambda raws, n: PackedFloatExact(raws, n, "F32")}
 FLOAT_TYPES = ("F32", "F16", "BF16")
 
 # At or below this many input rows the (inexact types') matrix-vector kernels beat dequantize + BLAS.

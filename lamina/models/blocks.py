@@ -117,12 +117,17 @@ class MixtureOfExperts:
         downs = w.expert_slices(f"{prefix}.ffn_down_exps.weight", n_ff, n_embd, n_expert)
         self.experts = [(w.fused_tensors([g, u], [None, None]), w.fused_tensors([d], [None]))
                         for g, u, d in zip(gates, ups, downs)]
+        for layer in (part for pair in self.experts for part in pair):
+            as_expert = getattr(getattr(layer, "packed", None), "as_expert", None)
+            if as_expert is not None:  # a kernel whose order differs under ggml's mul_mat_id
+                as_expert()
 
     def route(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For each token, the chosen experts (most probable first) and their weights."""
         logits = self.router(x)
-        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs /= probs.sum(axis=1, keepdims=True)
+        # ggml_soft_max: expf of the shifted logits, their sum in double, then a multiply by 1/sum
+        probs = np.exp((logits - logits.max(axis=1, keepdims=True)).astype(np.float64)).astype(np.float32)
+        probs *= (1.0 / probs.sum(axis=1, dtype=np.float64, keepdims=True)).astype(np.float32)
         chosen = np.argsort(-probs, axis=1, kind="stable")[:, :self.n_used]
         weights = np.take_along_axis(probs, chosen, axis=1)
         weights /= np.maximum(weights.sum(axis=1, keepdims=True), np.float32(6.103515625e-5))
@@ -132,10 +137,13 @@ class MixtureOfExperts:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         chosen, weights = self.route(x)
-        out = np.zeros_like(x, dtype=np.float32)
+        per_slot = np.empty((self.n_used,) + x.shape, np.float32)
         for e in np.unique(chosen):
             rows, slot = np.nonzero(chosen == e)
             gate_up, down = self.experts[int(e)]
             gate, up = gate_up.split(gate_up(x[rows]))
-            out[rows] += down(swiglu(gate, up)) * weights[rows, slot][:, None]
+            per_slot[slot, rows] = down(swiglu(gate, up)) * weights[rows, slot][:, None]
+        out = per_slot[0]
+        for k in range(1, self.n_used):  # summed slot by slot, most probable expert first, as ggml adds them
+            out = out + per_slot[k]
         return out
