@@ -1,9 +1,10 @@
-"""Weights without a dedicated kernel, and float weights.
+"""Weights without a dedicated kernel: Q2_K, the i-quants, TQ1_0/TQ2_0, MXFP4, BF16.
 
-Every other block format (Q2_K, Q3_K, the i-quants, TQ1_0/TQ2_0, MXFP4, IQ4_NL/XS …) is
+Every such block format (Q2_K, the i-quants, TQ1_0/TQ2_0, MXFP4, IQ4_NL/XS …) is
 multiplied tile by tile (matrix-vector products round the activation first, as the
 specialised kernels do): a few hundred rows dequantized by the format's own (Numba)
-dequantizer into a float32 buffer, then a BLAS product. Float weights use BLAS directly.
+dequantizer into a float32 buffer, then a BLAS product. BF16 weights use BLAS directly
+(F16 and F32 have exact kernels in :mod:`.floats`).
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ class PackedBlocks:
 
 
 class PackedFloat:
-    """F32 weights as they are; F16/BF16 converted once to float32 (they are small in practice:
-    norms, and the occasional unquantized projection)."""
+    """Float weights converted once to float32 and multiplied by BLAS (BF16; F16 and F32 take
+    :mod:`.floats`' exact kernels instead)."""
 
     def __init__(self, raws: list[np.ndarray], n: int, type_name: str):
         self.n = n
