@@ -17,14 +17,17 @@ SUBCOMMANDS = {
     "bench": ("lamina.cli.bench", "measure prompt and generation speed, like llama-bench"),
 }
 DEFAULT_COMMAND = "lamina.cli.run"
+WITHOUT_KERNELS = ("info", "tokenize")  # never load Numba: they start in a fraction of the time
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    _initialize_numba_without_scipy()
     if argv and argv[0] in SUBCOMMANDS:
+        if argv[0] not in WITHOUT_KERNELS:
+            _initialize_numba_without_scipy()
         module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
         return module.main(argv[1:])
+    _initialize_numba_without_scipy()
     module = importlib.import_module(DEFAULT_COMMAND)
     return module.main(argv)
 
