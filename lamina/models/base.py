@@ -8,12 +8,23 @@ impossible value, or a tensor that is absent or of the wrong shape, is a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from lamina.engine.kv_cache import LayerKVShape
 from lamina.gguf import GGUFError, GGUFFile, TensorInfo
 from lamina.kernels import Linear, embedding_rows, fused_linear
 from lamina.quants import dequantize
+
+
+@dataclass(frozen=True)
+class AttentionShape:
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    head_dim_k: int
+    head_dim_v: int
 
 
 class HParams:
@@ -140,9 +151,27 @@ class DecoderModel:
             raise GGUFError(f"{self.arch}.block_count is {self.n_layer} but the file has tensors for "
                             f"{len(present)} blocks (blk.{min(present)} to blk.{max(present)})", self.gguf.path)
 
-    # -- what subclasses provide ---------------------------------------------------------
+    def read_attention_shapes(self) -> list[AttentionShape]:
+        """Each layer's attention shape, as llama.cpp's loader reads it: ``attention.head_count`` and
+        ``head_count_kv`` (one value, or one per layer), ``key_length``/``value_length`` (default
+        n_embd / n_head). Subclasses keep the result in ``self.attn_shapes``."""
+        hp = self.hp
+        n_head = hp.per_layer_int("attention.head_count", self.n_layer)
+        n_head_kv = hp.per_layer_int("attention.head_count_kv", self.n_layer, default=n_head[0])
+        head_dim_k = hp.int("attention.key_length", default=self.n_embd // n_head[0])
+        head_dim_v = hp.int("attention.value_length", default=self.n_embd // n_head[0])
+        shapes = []
+        for h, hkv in zip(n_head, n_head_kv):
+            if h % hkv:
+                raise ValueError(f"{self.arch}: {h} attention heads cannot share {hkv} key/value heads")
+            shapes.append(AttentionShape(self.n_embd, h, hkv, head_dim_k, head_dim_v))
+        return shapes
+
     def kv_shapes(self) -> list[LayerKVShape]:
-        raise NotImplementedError
+        """The KV cache each layer needs (from ``self.attn_shapes``)."""
+        return [LayerKVShape(s.n_head_kv, s.head_dim_k, s.head_dim_v) for s in self.attn_shapes]
+
+    # -- what subclasses provide ---------------------------------------------------------
 
     def embed(self, tokens: np.ndarray) -> np.ndarray:
         return embedding_rows(self.token_embd, tokens)

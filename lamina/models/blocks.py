@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from lamina.gguf import GGUFError
 
-from .base import Weights
+from .base import AttentionShape, Weights
 from .layers import RopeConfig, geglu, gelu, rms_norm, swiglu
-
-
-@dataclass(frozen=True)
-class AttentionShape:
-    n_embd: int
-    n_head: int
-    n_head_kv: int
-    head_dim_k: int
-    head_dim_v: int
 
 
 class Attention:

@@ -12,10 +12,8 @@ import math
 
 import numpy as np
 
-from lamina.engine.kv_cache import LayerKVShape
-
 from .base import DecoderModel, rope_from_metadata
-from .blocks import Attention, AttentionShape, GatedFeedForward
+from .blocks import Attention, GatedFeedForward
 from .layers import rms_norm
 
 SWA_PATTERN = 6  # every sixth layer attends globally
@@ -30,7 +28,7 @@ class Gemma3Block:
         self.eps = model.eps
         local = model.is_local[i]
         self.attn_norm = w.vector(f"{p}.attn_norm.weight", n)
-        self.attn = Attention(w, p, model.attn_shape, model.rope_local if local else model.rope_global,
+        self.attn = Attention(w, p, model.attn_shapes[i], model.rope_local if local else model.rope_global,
                               model.attention_scale, window=model.n_swa if local else 0, qk_norm_eps=model.eps,
                               scale_queries=True)
         self.attn_post_norm = w.vector(f"{p}.post_attention_norm.weight", n)
@@ -55,13 +53,8 @@ class Gemma3Model(DecoderModel):
         hp = self.hp
         self.eps = hp.float("attention.layer_norm_rms_epsilon")
         self.n_ff = hp.int("feed_forward_length")
-        n_head = hp.int("attention.head_count")
-        n_head_kv = hp.int("attention.head_count_kv", default=n_head)
-        if n_head % n_head_kv:
-            raise ValueError(f"gemma3: {n_head} attention heads cannot share {n_head_kv} key/value heads")
-        head_dim_k = hp.int("attention.key_length", default=self.n_embd // n_head)
-        head_dim_v = hp.int("attention.value_length", default=head_dim_k)
-        self.attn_shape = AttentionShape(self.n_embd, n_head, n_head_kv, head_dim_k, head_dim_v)
+        self.attn_shapes = self.read_attention_shapes()
+        n_head, head_dim_k = self.attn_shapes[0].n_head, self.attn_shapes[0].head_dim_k
         self.n_swa = hp.int("attention.sliding_window", default=0, minimum=0)
         pattern = hp.int("attention.sliding_window_pattern", default=SWA_PATTERN, minimum=0)
         self.is_local = [bool(self.n_swa) and (pattern == 0 or i % pattern < pattern - 1)
@@ -76,10 +69,6 @@ class Gemma3Model(DecoderModel):
         self.embed_scale = np.float32(math.sqrt(self.n_embd))
         self.softcap = hp.gguf.get_float(hp.key("final_logit_softcapping"), 0.0) or 0.0
         self.blocks = [Gemma3Block(self, i) for i in range(self.n_layer)]
-
-    def kv_shapes(self) -> list[LayerKVShape]:
-        s = self.attn_shape
-        return [LayerKVShape(s.n_head_kv, s.head_dim_k, s.head_dim_v)] * self.n_layer
 
     def embed(self, tokens: np.ndarray) -> np.ndarray:
         return super().embed(tokens) * self.embed_scale

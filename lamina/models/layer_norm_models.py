@@ -15,11 +15,10 @@ import math
 
 import numpy as np
 
-from lamina.engine.kv_cache import LayerKVShape
 from lamina.gguf import GGUFError
 
 from .base import DecoderModel, rope_from_metadata
-from .blocks import Attention, AttentionShape, FeedForward, GatedFeedForward
+from .blocks import Attention, FeedForward, GatedFeedForward
 from .layers import layer_norm
 
 
@@ -40,7 +39,7 @@ class LayerNormBlock:
         p = f"blk.{i}"
         w = model.weights
         self.attn_norm = LayerNorm(model, f"{p}.attn_norm")
-        self.attn = Attention(w, p, model.attn_shape, model.rope, model.kq_scale)
+        self.attn = Attention(w, p, model.attn_shapes[i], model.rope, model.kq_scale)
         self.ffn_norm = LayerNorm(model, f"{p}.ffn_norm") if w.has(f"{p}.ffn_norm.weight") else None
         self.ffn = model.feed_forward(p)
 
@@ -59,12 +58,8 @@ class LayerNormModel(DecoderModel):
         hp = self.hp
         self.eps = hp.float("attention.layer_norm_epsilon")
         self.n_ff = hp.int("feed_forward_length")
-        n_head = hp.int("attention.head_count")
-        n_head_kv = hp.int("attention.head_count_kv", default=n_head)
-        if n_head % n_head_kv:
-            raise ValueError(f"{self.arch}: {n_head} attention heads cannot share {n_head_kv} key/value heads")
-        head_dim = self.n_embd // n_head
-        self.attn_shape = AttentionShape(self.n_embd, n_head, n_head_kv, head_dim, head_dim)
+        self.attn_shapes = self.read_attention_shapes()
+        head_dim = self.attn_shapes[0].head_dim_k
         self.rope = rope_from_metadata(hp, hp.int("rope.dimension_count", default=head_dim), neox=True)
         self.kq_scale = 1.0 / math.sqrt(head_dim)
         if self.weights.has("blk.0.attn_q_norm.weight"):
@@ -75,10 +70,6 @@ class LayerNormModel(DecoderModel):
 
     def feed_forward(self, prefix: str):
         raise NotImplementedError
-
-    def kv_shapes(self) -> list[LayerKVShape]:
-        s = self.attn_shape
-        return [LayerKVShape(s.n_head_kv, s.head_dim_k, s.head_dim_v)] * self.n_layer
 
     def final_norm(self, x: np.ndarray) -> np.ndarray:
         return self.output_norm_layer(x)

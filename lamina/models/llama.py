@@ -13,10 +13,8 @@ import math
 
 import numpy as np
 
-from lamina.engine.kv_cache import LayerKVShape
-
 from .base import DecoderModel, rope_from_metadata
-from .blocks import Attention, AttentionShape, GatedFeedForward, MixtureOfExperts
+from .blocks import Attention, GatedFeedForward, MixtureOfExperts
 from .layers import rms_norm
 
 
@@ -57,15 +55,8 @@ class LlamaModel(DecoderModel):
         self.eps = hp.float("attention.layer_norm_rms_epsilon")
         self.n_ff = hp.int("feed_forward_length", default=0, minimum=0)
         self.n_expert = hp.int("expert_count", default=0, minimum=0)
-        n_head = hp.per_layer_int("attention.head_count", self.n_layer)
-        n_head_kv = hp.per_layer_int("attention.head_count_kv", self.n_layer, default=n_head[0])
-        head_dim_k = hp.int("attention.key_length", default=self.n_embd // n_head[0])
-        head_dim_v = hp.int("attention.value_length", default=self.n_embd // n_head[0])
-        self.attn_shapes = []
-        for h, hkv in zip(n_head, n_head_kv):
-            if h % hkv:
-                raise ValueError(f"{self.arch}: {h} attention heads cannot share {hkv} key/value heads")
-            self.attn_shapes.append(AttentionShape(self.n_embd, h, hkv, head_dim_k, head_dim_v))
+        self.attn_shapes = self.read_attention_shapes()
+        head_dim_k = self.attn_shapes[0].head_dim_k
         n_rot = hp.int("rope.dimension_count", default=head_dim_k)
         factors = self.weights.get("rope_freqs.weight", (n_rot // 2,), required=False)
         self.rope = rope_from_metadata(hp, n_rot, self.rope_neox,
@@ -85,9 +76,6 @@ class LlamaModel(DecoderModel):
                                     hp.int("expert_used_count"),
                                     hp.gguf.get_float(hp.key("expert_weights_scale"), 0.0) or 0.0)
         return GatedFeedForward(self.weights, prefix, self.n_embd, hp.int("feed_forward_length"), "silu")
-
-    def kv_shapes(self) -> list[LayerKVShape]:
-        return [LayerKVShape(s.n_head_kv, s.head_dim_k, s.head_dim_v) for s in self.attn_shapes]
 
     def final_norm(self, x: np.ndarray) -> np.ndarray:
         return rms_norm(x, self.output_norm, self.eps)

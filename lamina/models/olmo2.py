@@ -8,11 +8,10 @@ import math
 
 import numpy as np
 
-from lamina.engine.kv_cache import LayerKVShape
 from lamina.gguf import GGUFError
 
 from .base import DecoderModel, rope_from_metadata
-from .blocks import Attention, AttentionShape, GatedFeedForward
+from .blocks import Attention, GatedFeedForward
 from .layers import rms_norm
 
 
@@ -22,7 +21,7 @@ class Olmo2Block:
         w = model.weights
         n = model.n_embd
         self.eps = model.eps
-        self.attn = Attention(w, p, model.attn_shape, model.rope, model.kq_scale, qk_norm_eps=model.eps,
+        self.attn = Attention(w, p, model.attn_shapes[i], model.rope, model.kq_scale, qk_norm_eps=model.eps,
                               qk_norm_per_head=False)
         self.attn_post_norm = w.vector(f"{p}.post_attention_norm.weight", n)
         self.ffn = GatedFeedForward(w, p, n, model.n_ff, "silu")
@@ -47,19 +46,11 @@ class Olmo2Model(DecoderModel):
                             "are not supported yet", gguf.path)
         self.eps = hp.float("attention.layer_norm_rms_epsilon")
         self.n_ff = hp.int("feed_forward_length")
-        n_head = hp.int("attention.head_count")
-        n_head_kv = hp.int("attention.head_count_kv", default=n_head)
-        if n_head % n_head_kv:
-            raise ValueError(f"olmo2: {n_head} attention heads cannot share {n_head_kv} key/value heads")
-        head_dim = self.n_embd // n_head
-        self.attn_shape = AttentionShape(self.n_embd, n_head, n_head_kv, head_dim, head_dim)
+        self.attn_shapes = self.read_attention_shapes()
+        head_dim = self.attn_shapes[0].head_dim_k
         self.rope = rope_from_metadata(hp, hp.int("rope.dimension_count", default=head_dim), neox=True)
         self.kq_scale = 1.0 / math.sqrt(head_dim)
         self.blocks = [Olmo2Block(self, i) for i in range(self.n_layer)]
-
-    def kv_shapes(self) -> list[LayerKVShape]:
-        s = self.attn_shape
-        return [LayerKVShape(s.n_head_kv, s.head_dim_k, s.head_dim_v)] * self.n_layer
 
     def final_norm(self, x: np.ndarray) -> np.ndarray:
         return rms_norm(x, self.output_norm, self.eps)
