@@ -20,7 +20,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .common import F32, fma32
+from .common import F32, fma32, reduce_add_ps
 from .elementwise import f2h_round, h2f
 from .glu import v_expf
 from .simd import (load_f16, round_f16, vadd_f, vfma, vload_f, vload_f16, vmul_f, vreduce_add_f, vround_f16, vsplat_f,
@@ -29,16 +29,6 @@ from .simd import (load_f16, round_f16, vadd_f, vfma, vload_f, vload_f16, vmul_f
 TILE = 64  # GGML_FA_TILE_Q and GGML_FA_TILE_KV
 KV_PAD = 256  # llama.cpp's KV cache view grows in steps of 256 cells
 SPLIT_KV = 512  # from this many cells, one query's keys are split across threads
-
-@njit(cache=True, inline="always", error_model="numpy")
-def _reduce16(v, o):
-    """_mm512_reduce_add_ps of v[o:o+16], in GCC's order."""
-    t0 = (v[o + 8] + v[o]) + (v[o + 12] + v[o + 4])
-    t1 = (v[o + 9] + v[o + 1]) + (v[o + 13] + v[o + 5])
-    t2 = (v[o + 10] + v[o + 2]) + (v[o + 14] + v[o + 6])
-    t3 = (v[o + 11] + v[o + 3]) + (v[o + 15] + v[o + 7])
-    return (t0 + t2) + (t1 + t3)
-
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _dot_f16(qq, key_bits, k0):
@@ -243,7 +233,7 @@ def _attention_tiled(q, key_bits, value_bits, q_pos, scale, window, softcap, out
                 for g in range(0, TILE, 16):
                     for i in range(16):
                         kq[tq, g + i] = v_expf(kq[tq, g + i] - new)
-                    psum += np.float64(_reduce16(kq[tq], g))
+                    psum += np.float64(reduce_add_ps(kq[tq], g))
                 total[tq] = F32(np.float64(total[tq]) + psum)
             for tk in range(TILE):
                 for d in range(d_v):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 F32 = np.float32
 
@@ -64,6 +65,16 @@ def i32(typingctx, a):
         return _as_i32(builder, args[0], signature.args[0])
 
     return types.int32(a), codegen
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def reduce_add_ps(v, o):
+    """_mm512_reduce_add_ps of v[o:o+16], in GCC's order (halves, quarters, pairs, last two)."""
+    t0 = (v[o + 8] + v[o]) + (v[o + 12] + v[o + 4])
+    t1 = (v[o + 9] + v[o + 1]) + (v[o + 13] + v[o + 5])
+    t2 = (v[o + 10] + v[o + 2]) + (v[o + 14] + v[o + 6])
+    t3 = (v[o + 11] + v[o + 3]) + (v[o + 15] + v[o + 7])
+    return (t0 + t2) + (t1 + t3)
 
 
 @intrinsic

@@ -55,7 +55,7 @@ from numba import njit
 
 from lamina.quants.common import fp16_to_fp32
 
-from .common import F32, fma32
+from .common import F32, fma32, reduce_add_ps
 
 # -- weights decoded to integers and float scales (one row per weight row) ----------------------
 
@@ -283,8 +283,10 @@ def ref_q4_1(w, wd, wm, xq, xd, xs, out):
 
 
 @njit(cache=True, error_model="numpy")
-def ref_q6_K_vec(q, wd, sc, xq, xd, bsums, out):
-    """ggml_vec_dot_q6_K_q8_K (fewer than 8 tokens)."""
+def ref_q6_K_vec(q, wd, sc, xq, xd, bsums, out, offset=32):
+    """ggml_vec_dot_q6_K_q8_K (fewer than 8 tokens): lanes over the unsigned values ``q``, each less
+    ``offset``·(bsum·scale) of its two sub-blocks. Q3_K's vec_dot is the same over values already
+    signed (``offset`` 0: ggml subtracts its 4 per value, which no lane grouping changes)."""
     rows, n = q.shape
     acc = np.zeros(8, np.float32)
     for t in range(xq.shape[0]):
@@ -303,29 +305,7 @@ def ref_q6_K_vec(q, wd, sc, xq, xd, bsums, out):
                         s += scale * p
                     bias = (np.int32(bsums[t, b * 16 + 2 * k]) * np.int32(sc[r, b * 16 + 2 * k])
                             + np.int32(bsums[t, b * 16 + 2 * k + 1]) * np.int32(sc[r, b * 16 + 2 * k + 1]))
-                    s -= 32 * bias
-                    acc[k] = fma32(d, F32(s), acc[k])
-            out[t, r] = hsum8(acc)
-
-
-@njit(cache=True, error_model="numpy")
-def ref_q3_K_vec(q, wd, sc, xq, xd, out):
-    """ggml_vec_dot_q3_K_q8_K (fewer than 8 tokens): Q6_K's lanes over the signed values."""
-    rows, n = q.shape
-    acc = np.zeros(8, np.float32)
-    for t in range(xq.shape[0]):
-        for r in range(rows):
-            acc[:] = 0
-            for b in range(n // 256):
-                d = xd[t, b] * wd[r, b]
-                for k in range(8):
-                    s = 0
-                    for v in range(8):
-                        p = 0
-                        for i in range(4):
-                            j = b * 256 + 32 * v + 4 * k + i
-                            p += np.int32(q[r, j]) * np.int32(xq[t, j])
-                        s += np.int32(sc[r, b * 16 + 2 * v + (1 if k >= 4 else 0)]) * p
+                    s -= offset * bias
                     acc[k] = fma32(d, F32(s), acc[k])
             out[t, r] = hsum8(acc)
 
@@ -468,16 +448,6 @@ def ref_q4_K_tiled(q, wd, wdmin, sc, mn, xq, xd, bsums, out):
             out[t, r] = acc
 
 
-@njit(cache=True, inline="always", error_model="numpy")
-def _reduce_add_ps(v):
-    """_mm512_reduce_add_ps of 16 floats, in GCC's order."""
-    t0 = (v[0] + v[8]) + (v[4] + v[12])
-    t1 = (v[1] + v[9]) + (v[5] + v[13])
-    t2 = (v[2] + v[10]) + (v[6] + v[14])
-    t3 = (v[3] + v[11]) + (v[7] + v[15])
-    return (t0 + t2) + (t1 + t3)
-
-
 @njit(cache=True, error_model="numpy")
 def ref_float(w, x, tiny, half, out):
     """F16 (``half``: ``w`` and ``x`` as float32 values of float16s) or F32 weights: llamafile's
@@ -492,13 +462,13 @@ def ref_float(w, x, tiny, half, out):
                 for i in range(0, n, 16):
                     for lane in range(16):
                         acc[lane] = fma32(w[r, i + lane], x[t, i + lane], acc[lane])
-                out[t, r] = _reduce_add_ps(acc[:16])
+                out[t, r] = reduce_add_ps(acc, 0)
                 continue
             main = n - n % 64
             for i in range(0, main, 64):
                 for lane in range(64):
                     acc[lane] = fma32(w[r, i + lane], x[t, i + lane], acc[lane])
-            total = _reduce_add_ps((acc[0:16] + acc[32:48]) + (acc[16:32] + acc[48:64]))
+            total = reduce_add_ps((acc[0:16] + acc[32:48]) + (acc[16:32] + acc[48:64]), 0)
             if half:
                 s = np.float64(total)
                 for i in range(main, n):
@@ -557,7 +527,7 @@ def reference_matmul(type_name: str, raw: np.ndarray, x: np.ndarray) -> np.ndarr
     if type_name == "Q3_K":
         q, wd, sc = decode_q3_K(raw)
         (ref_q6_K_tiled(q, wd, sc, xq, xd, out, 0) if n_tok >= TILED_MIN_TOKENS
-         else ref_q3_K_vec(q, wd, sc, xq, xd, out))
+         else ref_q6_K_vec(q, wd, sc, xq, xd, bsums, out, 0))
         return out
     if type_name == "Q4_K":
         q, wd, wdmin, sc, mn = decode_q4_K(raw)
