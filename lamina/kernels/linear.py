@@ -157,6 +157,12 @@ class Linear:
         """The outputs of each fused weight, as views of ``y``."""
         return split_columns(y, self.out_sizes)
 
+    def as_expert(self) -> None:
+        """Compute as ggml's mul_mat_id does for mixture-of-experts weights: a kernel whose order
+        differs there (the float types', which never take tinyBLAS) switches to that order."""
+        if hasattr(self.packed, "as_expert"):
+            self.packed.as_expert()
+
 
 def split_columns(y: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
     out, start = [], 0
@@ -190,6 +196,10 @@ class LinearStack:
 
     def split(self, y: np.ndarray) -> list[np.ndarray]:
         return split_columns(y, self.out_sizes)
+
+    def as_expert(self) -> None:
+        for part in self.parts:
+            part.as_expert()
 
 
 def _same_kernel(a: TensorInfo, b: TensorInfo) -> bool:

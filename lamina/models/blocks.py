@@ -106,10 +106,9 @@ class MixtureOfExperts:
         downs = w.expert_slices(f"{prefix}.ffn_down_exps.weight", n_ff, n_embd, n_expert)
         self.experts = [(w.fused_tensors([g, u], [None, None]), w.fused_tensors([d], [None]))
                         for g, u, d in zip(gates, ups, downs)]
-        for layer in (part for pair in self.experts for part in pair):
-            as_expert = getattr(getattr(layer, "packed", None), "as_expert", None)
-            if as_expert is not None:  # a kernel whose order differs under ggml's mul_mat_id
-                as_expert()
+        for gate_up, down in self.experts:
+            gate_up.as_expert()
+            down.as_expert()
 
     def route(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For each token, the chosen experts (most probable first) and their weights."""
