@@ -13,41 +13,13 @@ from typing import Iterator
 
 import numpy as np
 
+from lamina.generation import TextGeneration
+
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     x = logits.astype(np.float64)
     m = x.max(axis=-1, keepdims=True)
     return (x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))).astype(np.float32)
-
-
-def utf8_complete_end(data: bytes, end: int) -> int:
-    """The largest cut point <= ``end`` that does not split a UTF-8 character."""
-    i = end
-    for back in range(1, min(4, end) + 1):
-        b = data[end - back]
-        if b & 0xC0 == 0x80:  # continuation byte: keep looking for the lead byte
-            continue
-        need = 1 if b < 0x80 else 2 if b >> 5 == 0b110 else 3 if b >> 4 == 0b1110 else 4 if b >> 3 == 0b11110 else 1
-        i = end if back >= need else end - back
-        break
-    return i
-
-
-def stop_hold_back(text: bytes, stops: list[bytes]) -> int:
-    """How many trailing bytes of ``text`` could still grow into a stop sequence."""
-    held = 0
-    for s in stops:
-        for i in range(min(len(s) - 1, len(text)), 0, -1):
-            if text.endswith(s[:i]):
-                held = max(held, i)
-                break
-    return held
-
-
-def find_stop(text: bytes, stops: list[bytes]) -> int | None:
-    """Index of the earliest stop sequence in ``text``, if any."""
-    hits = [text.find(s) for s in stops if s and s in text]
-    return min(hits) if hits else None
 
 
 def completion_tokens_for(llm, prompt: str | list[int]) -> list[int]:
@@ -91,39 +63,29 @@ def run_completion(llm, prompt, *, suffix=None, max_tokens=16, logprobs=None, ec
                 "choices": [{"text": text, "index": 0, "logprobs": lp, "finish_reason": finish_reason}]}
 
     piece = lambda t: llm.tokenizer_.token_to_piece(t, special=False)  # noqa: E731
-    text = b""
-    emitted = 0
-    completion: list[int] = []
-    finish_reason = "length"
-    if max_tokens > 0:
+    gen = TextGeneration(llm.tokenizer_, max_tokens=max_tokens, stops=[s.decode() for s in stops])
+    emitted = 0  # characters of text shown in logprobs chunks
+    if not gen.finished:
         for token in llm.generate(prompt_tokens, stopping_criteria=stopping_criteria, **(sampling or {})):
-            if llm.tokenizer_.is_eog(token):
-                finish_reason = "stop"
-                break
-            completion.append(token)
-            text += piece(token)
-            cut = find_stop(text, stops)
-            if cut is not None:
-                text = text[:cut]
-                finish_reason = "stop"
-                break
-            if stream and logprobs is not None:
-                start = len(prompt_tokens) + len(completion) - 1
+            visible = gen.add(token)
+            if stream and logprobs is not None and gen.stop_type not in ("eos", "word"):
+                start = len(prompt_tokens) + len(gen.tokens) - 1
                 lp = _logprobs_for(llm, [token], [start - 1], logprobs, len(prompt_text) + emitted)
-                emitted = len(text)
+                gen.release_all()
+                emitted = len(gen.text)
                 yield chunk(piece(token).decode("utf-8", "ignore"), None, lp)
-            elif stream:
-                safe = utf8_complete_end(text, len(text) - stop_hold_back(text, stops))
-                if safe > emitted:
-                    yield chunk(text[emitted:safe].decode("utf-8", "ignore"), None)
-                    emitted = safe
-            if len(completion) >= max_tokens:
+            elif stream and visible:
+                yield chunk(visible.decode("utf-8", "ignore"), None)
+            if gen.finished:
                 break
+    finish_reason = gen.finish_reason
+    completion, text = gen.tokens, gen.text
     if llm.verbose:
         print(llm.perf.report(), file=sys.stderr)
     if stream:
-        if emitted < len(text):
-            yield chunk(text[emitted:].decode("utf-8", "ignore"), None)
+        rest = gen.release_all()
+        if rest:
+            yield chunk(rest.decode("utf-8", "ignore"), None)
         yield chunk("", finish_reason)
         return
     text_str = text.decode("utf-8", "ignore")

@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "quantize": ("lamina.cli.quantize", "quantize a GGUF model, like llama-quantize"),
     "perplexity": ("lamina.cli.perplexity", "measure perplexity on a text file, like llama-perplexity"),
     "bench": ("lamina.cli.bench", "measure prompt and generation speed, like llama-bench"),
+    "serve": ("lamina.server.cli", "serve a model over HTTP with the OpenAI API, like llama-server"),
 }
 DEFAULT_COMMAND = "lamina.cli.run"
 WITHOUT_KERNELS = ("info", "tokenize")  # never load Numba: they start in a fraction of the time

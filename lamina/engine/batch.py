@@ -9,6 +9,7 @@ import numpy as np
 
 from lamina.kernels.attention import TILE as ATTENTION_TILE
 from lamina.kernels.attention import attention
+from lamina.kernels.linear import rows_alone
 
 from .kv_cache import KVCache
 
@@ -75,7 +76,10 @@ class ForwardState:
     def attend(self, layer: int, q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
                window: int = 0, softcap: float = 0.0) -> np.ndarray:
         """Store this batch's k/v for ``layer`` and attend each sequence's queries over its cache."""
-        tiled = len(self.positions) >= ATTENTION_TILE  # ggml picks its kernel by the whole micro-batch's size
+        # ggml picks its kernel by the whole micro-batch's size; rows computed alone (see
+        # lamina.kernels.rows_computed_alone) get the kernel of their own sequence's rows
+        tiled = len(self.positions) >= ATTENTION_TILE
+        alone = rows_alone()
         n_threads = numba.get_num_threads()
         if len(self.groups) == 1:  # one sequence (every CLI batch): no gathering of its rows
             g = self.groups[0]
@@ -86,5 +90,6 @@ class ForwardState:
         for g in self.groups:
             self.kv.store(layer, g.seq, g.positions, k[g.rows], v[g.rows])
             out[g.rows] = attention(q[g.rows], self.kv.k[layer][g.seq], self.kv.v[layer][g.seq], g.positions,
-                                    scale, window, softcap, tiled=tiled, n_threads=n_threads)
+                                    scale, window, softcap, tiled=len(g.rows) >= ATTENTION_TILE if alone else tiled,
+                                    n_threads=n_threads)
         return out

@@ -122,7 +122,8 @@ class PackedFloatExact:
         """ggml multiplies mixture-of-experts weights with mul_mat_id, which never takes tinyBLAS."""
         self.tiny_rows[:] = False
 
-    def matmul(self, x: np.ndarray) -> np.ndarray:
+    def matmul(self, x: np.ndarray, alone: bool = False) -> np.ndarray:
+        """``x @ W.T``; ``alone``: every row as ggml computes a single token (its vec_dot, no tinyBLAS)."""
         n_tok = x.shape[0]
         if self.activation == "f16":
             xr = np.empty(n_tok * self.n, np.float32)
@@ -130,7 +131,8 @@ class PackedFloatExact:
         else:
             xr = np.ascontiguousarray(x, np.float32).reshape(-1)
         out = np.empty((n_tok, self.rows), np.float32)
-        _matmul_float(self.w16, self.w32, self.tiny_rows, self.n, xr, n_tok, out)
+        tiny_rows = self.tiny_rows if not alone else np.zeros_like(self.tiny_rows)
+        _matmul_float(self.w16, self.w32, tiny_rows, self.n, xr, n_tok, out)
         return out
 
     def dequantize(self, r0: int, out: np.ndarray) -> None:

@@ -40,7 +40,9 @@ class PackedBlocks:
     def dequantize(self, r0: int, out: np.ndarray) -> None:
         out[...] = dequantize_blocks(self.raw[r0:r0 + out.shape[0]], self.type, out.shape)
 
-    def matvec(self, x: np.ndarray) -> np.ndarray:
+    def matvec(self, x: np.ndarray, alone: bool = False) -> np.ndarray:
+        """``x @ W.T``; ``alone``: each row by its own BLAS call (a product's bits may depend on how
+        many rows it multiplies)."""
         x = round_activations(x, self.activation)
         out = np.empty((x.shape[0], self.rows), np.float32)
         tile = max(1, TILE_BYTES // (4 * self.n))
@@ -48,7 +50,7 @@ class PackedBlocks:
         for r0 in range(0, self.rows, tile):
             rows = min(tile, self.rows - r0)
             self.dequantize(r0, buf[:rows])
-            np.matmul(x, buf[:rows].T, out=out[:, r0:r0 + rows])
+            _products(x, buf[:rows], out[:, r0:r0 + rows], alone)
         return out
 
 
@@ -67,8 +69,19 @@ class PackedFloat:
     def dequantize(self, r0: int, out: np.ndarray) -> None:
         out[...] = self.w[r0:r0 + out.shape[0]]
 
-    def matvec(self, x: np.ndarray) -> np.ndarray:
-        return round_activations(x, self.activation) @ self.w.T
+    def matvec(self, x: np.ndarray, alone: bool = False) -> np.ndarray:
+        out = np.empty((x.shape[0], self.rows), np.float32)
+        _products(round_activations(x, self.activation), self.w, out, alone)
+        return out
+
+
+def _products(x: np.ndarray, w: np.ndarray, out: np.ndarray, alone: bool) -> None:
+    """``out = x @ w.T``, one row at a time when ``alone``."""
+    if not alone:
+        np.matmul(x, w.T, out=out)
+        return
+    for i in range(x.shape[0]):
+        np.matmul(x[i:i + 1], w.T, out=out[i:i + 1])
 
 
 def _rows(raw: np.ndarray, n: int, type_name: str) -> int:

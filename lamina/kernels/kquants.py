@@ -534,16 +534,17 @@ def _few_q4_K_group(qs, qh, five, sc, d, dmin, xq, xd, sums32, n_tok, n, nb, wid
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _few_q4_K(qs, qh, five, sc, d, dmin, x, n_groups, repacked, n_tasks, out):
+def _few_q4_K(qs, qh, five, sc, d, dmin, x, n_groups, repacked, alone, n_tasks, out):
     """A few tokens, from float activations quantized here (with their 32-value sums): block by
     block through a small buffer per task, sums kept per token between blocks; one dispatch and
-    one parallel launch per weight."""
+    one parallel launch per weight. Repacked weights: tokens in fours through the gemm, the rest
+    through the gemv, or every token through the gemv when ``alone``."""
     n_tok, n = x.shape
     xq, xd, bs16 = _q8_K_few(x)
     sums32 = np.empty(bs16.shape[0] // 2, F32)
     for i in range(sums32.shape[0]):
         sums32[i] = F32(bs16[2 * i] + bs16[2 * i + 1])
-    split = n_tok - n_tok % REPACK_GROUP
+    split = 0 if alone else n_tok - n_tok % REPACK_GROUP
     w_all = np.empty((n_tasks, BLOCK_SCRATCH), np.uint8)
     i_all = np.empty((n_tasks, 8 * GROUP), np.int32)
     f_all = np.empty((n_tasks, (10 + (2 if repacked else 12) * n_tok) * GROUP), F32)
@@ -582,9 +583,10 @@ class PackedQ6_K:
                                                   [(lo, hi, word, 0) for lo, hi, word in self.fields])
         self.d = d.view(np.uint16)
 
-    def matmul(self, x):
+    def matmul(self, x, alone: bool = False):
+        """``x @ W.T``; ``alone``: every row through the vec_dot, as ggml computes a single token."""
         out = np.empty((x.shape[0], self.n_groups * GROUP), np.float32)
-        if x.shape[0] >= TILED_MIN_TOKENS:
+        if x.shape[0] >= TILED_MIN_TOKENS and not alone:
             a = KActivations(x)
             _many_q6_K(self.three, self.ql, self.qh, self.sc, self.d, a.xq, a.xd, a.bias(self.offset), a.n_tok,
                        self.n, self.n_groups, out.reshape(-1))
@@ -655,11 +657,12 @@ class PackedQ4_K:
                  for name, (lo, hi, word) in self.fields.items()]
         return np.ascontiguousarray(np.concatenate(parts, axis=2)).reshape(self.rows, -1)
 
-    def matmul(self, x):
+    def matmul(self, x, alone: bool = False):
+        """``x @ W.T``; ``alone``: every row as ggml computes a single token (the gemv or vec_dot)."""
         out = np.empty((x.shape[0], self.n_groups * GROUP), np.float32)
-        if x.shape[0] < TILED_MIN_TOKENS:
+        if x.shape[0] < TILED_MIN_TOKENS or alone:
             _few_q4_K(self.qs, self.qh, self.five, self.sc, self.d, self.dmin, x, self.n_groups, self.repacked,
-                      min(self.n_groups, FEW_TASKS), out.reshape(-1))
+                      alone, min(self.n_groups, FEW_TASKS), out.reshape(-1))
         else:
             a = KActivations(x)
             _many_q4_K(self.qs, self.qh, self.five, self.sc, self.d, self.dmin, a.xq, a.xd, a.sums32(), a.n_tok,

@@ -491,8 +491,11 @@ class PackedLegacy:
     def prepare(self, x: np.ndarray) -> Activations:
         return Activations(x, self.offset, self.kind in HAS_MIN)
 
-    def matmul(self, x: np.ndarray, prepared: Activations | None = None) -> np.ndarray:
-        """``x @ W.T`` (x: (N, n) float32), or from ``prepared`` activations (see :meth:`prepare`)."""
+    def matmul(self, x: np.ndarray, prepared: Activations | None = None, alone: bool = False) -> np.ndarray:
+        """``x @ W.T`` (x: (N, n) float32), or from ``prepared`` activations (see :meth:`prepare`).
+
+        ggml's vec_dot and tinyBLAS give these types the same bits for any batch size, so ``alone``
+        (each row as a batch of one) changes nothing here."""
         if prepared is None and x.shape[0] <= FEW_TOKENS:
             out = np.empty((x.shape[0], self.n_groups * GROUP), np.float32)
             _matmul_few_floats(self.kind, self.per_block, self.qs, self.qh, self.d, self.m, x, self.offset,

@@ -21,6 +21,9 @@ share one pass; those that cannot share a kernel are stacked, sharing the quanti
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import numpy as np
 
 from lamina.gguf import TensorInfo
@@ -42,6 +45,32 @@ FLOAT_TYPES = ("F32", "F16", "BF16")
 SMALL_BATCH = 4
 # Largest float32 tile dequantized for one BLAS product in prompt processing.
 TILE_BYTES = 32 << 20
+
+
+_mode = threading.local()
+
+
+@contextlib.contextmanager
+def rows_computed_alone():
+    """Within this block every input row of a :class:`Linear` gets the arithmetic it would get as a
+    batch of one token, however many rows are multiplied together.
+
+    llama.cpp's kernels sum in an order that depends on the batch size (see :mod:`.ggml_reference`),
+    so a token decoded beside other sequences' tokens would otherwise get other bits than decoded
+    alone. A server decoding one token of each of several requests in one pass uses this mode, and
+    each request's text is then the one it gets alone; the weights are still read once for all rows.
+    """
+    previous = getattr(_mode, "alone", False)
+    _mode.alone = True
+    try:
+        yield
+    finally:
+        _mode.alone = previous
+
+
+def rows_alone() -> bool:
+    """Whether :func:`rows_computed_alone` is in effect on this thread."""
+    return getattr(_mode, "alone", False)
 
 
 def set_num_threads(n: int | None) -> None:
@@ -134,12 +163,13 @@ class Linear:
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.shape[0] == 0:
             return np.zeros((0, self.out_features), np.float32)
+        alone = rows_alone()
         if prepared is not None:
-            y = self.packed.matmul(x, prepared)
+            y = self.packed.matmul(x, prepared)  # Q8_0/Q8_1 kernels: the same bits for any batch size
         elif hasattr(self.packed, "matmul"):
-            y = self.packed.matmul(x)  # llama.cpp's exact arithmetic, any number of rows
-        elif x.shape[0] <= SMALL_BATCH:
-            y = self.packed.matvec(x)  # rounds the activation itself, in the same compiled call
+            y = self.packed.matmul(x, alone=alone)  # llama.cpp's exact arithmetic, any number of rows
+        elif x.shape[0] <= SMALL_BATCH or alone:
+            y = self.packed.matvec(x, alone=alone)  # rounds the activation itself
         else:
             x = round_activations(x, self.activation)
             y = np.empty((x.shape[0], self.out_features), np.float32)

@@ -1,0 +1,462 @@
+"""The HTTP routes of ``lamina serve``: llama-server's, with its request fields and answer shapes.
+
+Every route reads its body through :func:`read_body` (size limit, read timeout, strict
+JSON), refuses what it cannot honour with a :class:`ServerError`, and hands completions to
+the engine thread. Streams are Server-Sent Events (``data: {...}``; OpenAI routes end with
+``data: [DONE]``); a stream that fails ends with ``data: {"error": {...}}``. When the client
+goes away its tasks are cancelled, which frees their slots before the next decode step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lamina.chat.completion import chat_prompt_tokens
+from lamina.chat.errors import ChatTemplateError
+
+from . import protocol, responses, slot_files
+from .errors import ServerError, invalid_request, not_supported
+from .metrics import prometheus_text
+from .protocol import CompletionRequest
+from .responses import Choice
+from .slots import GENERATING
+from .state import ServerState
+from .tasks import CompletionTask, ErrorEvent, FinalEvent
+
+log = logging.getLogger("lamina.server")
+
+
+
+def error_response(e: ServerError) -> JSONResponse:
+    return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+
+async def read_body(request: Request, state: ServerState) -> dict:
+    """The request's JSON object: at most ``body_limit`` bytes (413), read within ``timeout`` seconds."""
+    limit = state.config.body_limit
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ServerError(f"the request body has {declared} bytes; at most {limit} are accepted",
+                          "invalid_request_error", status=413)
+    chunks, size = [], 0
+
+    async def receive_all():
+        nonlocal size
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ServerError(f"the request body is larger than {limit} bytes", "invalid_request_error",
+                                  status=413)
+            chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(receive_all(), state.config.timeout)
+    except asyncio.TimeoutError:
+        raise ServerError(f"the request body did not arrive within {state.config.timeout:g} s",
+                          "invalid_request_error", status=408) from None
+    return protocol.parse_json(b"".join(chunks))
+
+
+class KeyMiddleware:
+    """Checks API keys before a route runs (pure ASGI, so streaming and disconnects pass untouched)."""
+
+    def __init__(self, app, state: ServerState):
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            from starlette.datastructures import Headers
+
+            try:
+                self.state.config.keys.check(scope["method"], scope["path"], Headers(scope=scope))
+            except ServerError as e:
+                await error_response(e)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(state: ServerState) -> FastAPI:
+    app = FastAPI(title="lamina", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(KeyMiddleware, state=state)
+    cfg = state.config
+
+    @app.exception_handler(ServerError)
+    async def on_server_error(request: Request, e: ServerError):
+        return error_response(e)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, e: StarletteHTTPException):
+        kind = {404: "not_found_error", 405: "invalid_request_error"}.get(e.status_code, "invalid_request_error")
+        message = "File Not Found" if e.status_code == 404 else str(e.detail)
+        return error_response(ServerError(message, kind, status=e.status_code))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, e: Exception):
+        log.exception("unexpected error in %s %s", request.method, request.url.path)
+        return error_response(ServerError(f"internal server error: {type(e).__name__}: {e}", "server_error"))
+
+    # -- health, models, props -------------------------------------------------------------------------
+    @app.get("/health")
+    @app.get("/v1/health")
+    async def health():
+        state.require_ready()
+        return {"status": "ok"}
+
+    @app.get("/models")
+    @app.get("/v1/models")
+    async def models():
+        state.require_ready()
+        llm = state.llm
+        entry = {"id": cfg.model_id, "object": "model", "created": int(state.loaded_at), "owned_by": "llamacpp",
+                 "meta": {"vocab_type": state.vocab_type, "n_vocab": llm.n_vocab(), "n_ctx_train": llm._model.n_ctx_train, "n_embd": llm.n_embd(),
+                          "size": state.model_size}}
+        return {"models": [{"name": cfg.model_id, "model": cfg.model_id, "modified_at": "", "size": state.model_size,
+                            "type": "model", "capabilities": ["completion"]}],
+                "object": "list", "data": [entry]}
+
+    @app.get("/props")
+    async def props():
+        engine = state.require_ready()
+        tok = state.llm.tokenizer_
+        return {
+            "default_generation_settings": {
+                "id": 0, "id_task": -1, "n_ctx": engine.n_ctx_slot, "speculative": False, "is_processing": False,
+                "params": responses.generation_settings(default_task(state), False)},
+            "total_slots": len(engine.slots), "model_alias": cfg.model_id, "model_path": cfg.model,
+            "modalities": {"vision": False, "audio": False}, "chat_template": state.template.source or
+            state.template.kind, "bos_token": tok.token_text(tok.bos_id) if tok.bos_id >= 0 else "",
+            "eos_token": tok.token_text(tok.eos_id) if tok.eos_id >= 0 else "", "build_info": "lamina 0.1.0",
+            "webui": cfg.webui, "is_sleeping": False,
+        }
+
+    @app.post("/props")
+    async def set_props(request: Request):
+        state.require_ready()
+        await read_body(request, state)
+        raise not_supported("this server does not change its properties at run time; restart it with other flags")
+
+    # -- tokens and templates --------------------------------------------------------------------------------
+    @app.post("/tokenize")
+    async def tokenize(request: Request):
+        state.require_ready()
+        body = await read_body(request, state)
+        content = body.get("content")
+        tok = state.llm.tokenizer_
+        if isinstance(content, str):
+            if len(content) > protocol.MAX_PROMPT_CHARS:
+                raise invalid_request(f"'content' has {len(content)} characters; at most "
+                                      f"{protocol.MAX_PROMPT_CHARS} are accepted")
+            ids = tok.tokenize(content.encode("utf-8", "surrogatepass"),
+                               add_special=protocol.get_bool(body, "add_special", False),
+                               parse_special=protocol.get_bool(body, "parse_special", True))
+        elif isinstance(content, list):
+            ids = protocol.prompt_tokens(content, tok, add_special=protocol.get_bool(body, "add_special", False))
+        else:
+            raise invalid_request("'content' must be a string")
+        if not protocol.get_bool(body, "with_pieces", False):
+            return {"tokens": ids}
+        pieces = []
+        for t in ids:
+            raw = tok.token_to_piece(t, special=True)
+            try:
+                piece = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                piece = list(raw)
+            pieces.append({"id": t, "piece": piece})
+        return {"tokens": pieces}
+
+    @app.post("/detokenize")
+    async def detokenize(request: Request):
+        state.require_ready()
+        body = await read_body(request, state)
+        tokens = body.get("tokens", [])
+        n_vocab = state.llm.n_vocab()
+        if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens):
+            raise invalid_request("'tokens' must be an array of token ids")
+        bad = [t for t in tokens if not 0 <= t < n_vocab]
+        if bad:
+            raise invalid_request(f"token id {bad[0]} is outside the vocabulary (0..{n_vocab - 1})")
+        return {"content": responses.text(state.llm.tokenizer_.detokenize(tokens, special=True))}
+
+    @app.post("/apply-template")
+    async def apply_template(request: Request):
+        state.require_ready()
+        body = await read_body(request, state)
+        return {"prompt": render_chat(state, body)[0]}
+
+    # -- completions -------------------------------------------------------------------------------------------
+    @app.post("/completion")
+    @app.post("/completions")
+    async def completion(request: Request):
+        engine = state.require_ready()
+        body = await read_body(request, state)
+        prompts = protocol.prompts_of(body, state.llm.tokenizer_)
+        req = build_request(state, body, prompts, oai=False)
+        return await answer(request, state, engine, req, "native", several=len(req.tasks) > 1)
+
+    @app.post("/v1/completions")
+    async def oai_completion(request: Request):
+        engine = state.require_ready()
+        body = await read_body(request, state)
+        prompts = protocol.prompts_of(body, state.llm.tokenizer_)
+        return await answer(request, state, engine, build_request(state, body, prompts, oai=True), "text")
+
+    @app.post("/chat/completions")
+    @app.post("/v1/chat/completions")
+    async def oai_chat(request: Request):
+        engine = state.require_ready()
+        body = await read_body(request, state)
+        protocol.refuse_unsupported(body)
+        _, tokens = render_chat(state, body)
+        return await answer(request, state, engine, build_request(state, body, [tokens], oai=True), "chat")
+
+    for path in ("/embedding", "/embeddings", "/v1/embeddings", "/infill", "/rerank", "/reranking", "/v1/rerank",
+                 "/v1/reranking"):
+        app.add_api_route(path, not_available(path), methods=["POST"])
+
+    # -- slots and metrics ------------------------------------------------------------------------------------
+    @app.get("/slots")
+    async def slots(request: Request):
+        engine = state.require_ready()
+        if not cfg.slots_endpoint:
+            raise not_supported("this server does not expose /slots: start it without --no-slots")
+        show_text = bool(cfg.keys.admin_keys) and cfg.keys.is_admin(request.headers)
+        return [slot_json(state, s, show_text) for s in engine.slots]
+
+    @app.post("/slots/{slot_id}")
+    async def slot_action(slot_id: str, request: Request, action: str = ""):
+        engine = state.require_ready()
+        if not slot_id.isdigit():
+            raise invalid_request(f"slot id {slot_id!r} is not a number")
+        sid = int(slot_id)
+        body = await read_body(request, state) if action in ("save", "restore") else {}
+        if action == "erase":
+            n = await asyncio.wrap_future(engine.call(lambda: engine.erase_slot(sid)))
+            return {"id_slot": sid, "n_erased": n}
+        if action not in ("save", "restore"):
+            raise invalid_request(f"unknown slot action {action!r}: use ?action=save, restore or erase")
+        if not cfg.slot_save_path:
+            raise not_supported("this server does not save slots: start it with --slot-save-path FOLDER")
+        filename = body.get("filename")
+        path = slot_files.slot_path(cfg.slot_save_path, filename)
+        t0 = time.perf_counter()
+        if action == "save":
+            tokens, keys, values = await asyncio.wrap_future(engine.call(lambda: engine.slot_state(sid)))
+            n_bytes = await asyncio.to_thread(slot_files.save, path, state.fingerprint, tokens, keys, values)
+            return {"id_slot": sid, "filename": filename, "n_saved": len(tokens), "n_written": n_bytes,
+                    "timings": {"save_ms": (time.perf_counter() - t0) * 1e3}}
+        tokens, keys, values, n_bytes = await asyncio.to_thread(slot_files.load, path, state.fingerprint,
+                                                                len(engine.ctx.kv.k))
+        await asyncio.wrap_future(engine.call(lambda: engine.load_slot_state(sid, tokens, keys, values)))
+        return {"id_slot": sid, "filename": filename, "n_restored": len(tokens), "n_read": n_bytes,
+                "timings": {"restore_ms": (time.perf_counter() - t0) * 1e3}}
+
+    @app.get("/metrics")
+    async def metrics():
+        engine = state.require_ready()
+        if not cfg.metrics:
+            raise not_supported("this server does not expose /metrics: start it with --metrics")
+        return PlainTextResponse(prometheus_text(engine), media_type="text/plain; version=0.0.4")
+
+    @app.get("/")
+    async def index():
+        return PlainTextResponse("lamina server: the OpenAI API is under /v1 (the web chat page is not built yet)\n")
+
+    return app
+
+
+def not_available(path: str):
+    async def refuse(request: Request):
+        if path.endswith(("embedding", "embeddings")):
+            raise not_supported("embeddings are not available in this lamina server yet")
+        raise not_supported(f"{path} is not available in this lamina server")
+    return refuse
+
+
+def default_task(state: ServerState) -> CompletionTask:
+    return CompletionTask(prompt_tokens=[], params=state.config.sampling, n_predict=state.config.n_predict)
+
+
+def build_request(state: ServerState, body: dict, prompts: list[list[int]], *, oai: bool) -> CompletionRequest:
+    engine = state.engine
+    for p in prompts:
+        engine.check_prompt(p)
+    return protocol.completion_tasks(body, prompts, state.config.sampling, n_ctx=engine.n_ctx_slot,
+                                     tokenizer=state.llm.tokenizer_, n_predict_default=state.config.n_predict,
+                                     oai=oai)
+
+
+def render_chat(state: ServerState, body: dict) -> tuple[str, list[int]]:
+    """The chat prompt as text and as tokens; a final assistant message is continued (prefill)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise invalid_request("'messages' must be a non-empty array of message objects")
+    kwargs = body.get("chat_template_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise invalid_request("'chat_template_kwargs' must be an object")
+    prefill = isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant"
+    try:
+        options = dict(add_generation_prompt=not prefill, continue_final_message=prefill, **kwargs)
+        parts = state.template.render_parts(messages, **options)
+    except ChatTemplateError as e:
+        raise invalid_request(str(e)) from None
+    except TypeError as e:
+        raise invalid_request(f"'chat_template_kwargs': {e}") from None
+    tok = state.llm.tokenizer_
+    tokens = chat_prompt_tokens(tok, parts, add_bos=tok.add_bos)
+    return "".join(p for p, _ in parts), tokens
+
+
+def slot_json(state: ServerState, slot, show_text: bool) -> dict:
+    task = slot.task if not slot.idle else default_task(state)
+    gen = getattr(slot, "generation", None)
+    out = {"id": slot.id, "id_task": slot.handle.id_task if slot.handle else -1, "n_ctx": slot.n_ctx,
+           "speculative": False, "is_processing": not slot.idle, "state": slot.state,
+           "n_cached_tokens": len(slot.cache_tokens),
+           "params": responses.generation_settings(task, False),
+           "next_token": {"has_next_token": slot.state == GENERATING, "has_new_line": bool(gen and b"\n" in gen.text),
+                          "n_remain": -1 if not gen or gen.max_tokens < 0 else gen.max_tokens - len(gen.tokens),
+                          "n_decoded": len(gen.tokens) if gen and not slot.idle else 0,
+                          "stopping_word": gen.stopping_word if gen else ""}}
+    if show_text:  # prompts and answers are the users' own: only an admin key sees them
+        out["prompt"] = responses.text(state.llm.tokenizer_.detokenize(slot.cache_tokens, special=True))
+        out["generated"] = responses.text(gen.text) if gen and not slot.idle else ""
+    return out
+
+
+# -- running a request ---------------------------------------------------------------------------------------------
+async def answer(request: Request, state: ServerState, engine, req: CompletionRequest, kind: str,
+                 several: bool = False) -> Response:
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue = asyncio.Queue()
+    handles = []
+    try:
+        for task in req.tasks:
+            handles.append(engine.submit(task, loop, events))
+    except ServerError:
+        for h in handles:
+            h.cancel()
+        raise
+    choices = [Choice(t) for t in req.tasks]
+    model = req.model or state.config.model_id
+    if req.stream:
+        return StreamingResponse(stream(request, state, handles, events, choices, req, kind, model),
+                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    try:
+        answered = await collect(request, events, choices)
+    finally:
+        for h in handles:
+            if not h.done:
+                h.cancel()
+    if not answered:
+        return Response(status_code=499)  # nginx's "client closed request": nobody reads it, the log shows it
+    tok = state.llm.tokenizer_
+    if kind == "native":
+        finals = [responses.native_final(tok, c, model=model, stream=False) for c in choices]
+        return JSONResponse(finals if several else finals[0])
+    envelope = dict(cid=responses.completion_id("cmpl" if kind == "text" else "chatcmpl"), model=model,
+                    created=responses.now(), top_logprobs=req.top_logprobs)
+    build = responses.text_completion_final if kind == "text" else responses.chat_final
+    return JSONResponse(build(tok, choices, **envelope))
+
+
+CLIENT_GONE = object()
+
+
+def watch_for_hang_up(request: Request, events: asyncio.Queue) -> asyncio.Task:
+    """A task that puts ``CLIENT_GONE`` on ``events`` when the client closes its connection.
+
+    The request body has been read by then, so the next ASGI message can only be
+    ``http.disconnect``; waiting for it (rather than polling between token events, which
+    arrive faster than any poll interval) notices the hang-up within one event-loop turn.
+    """
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        events.put_nowait((-1, CLIENT_GONE))
+
+    return asyncio.create_task(watch())
+
+
+async def collect(request: Request, events: asyncio.Queue, choices: list[Choice]) -> bool:
+    """Wait for every task's end; False when the client hung up first (the caller cancels the tasks)."""
+    watcher = watch_for_hang_up(request, events)
+    try:
+        left = len(choices)
+        while left:
+            index, event = await events.get()
+            if event is CLIENT_GONE:
+                log.info("client gone before its answer: cancelling %d task(s)", left)
+                return False
+            if isinstance(event, ErrorEvent):
+                raise event.error
+            if isinstance(event, FinalEvent):
+                choices[index].result = event.result
+                left -= 1
+            else:
+                choices[index].events.append(event)
+        return True
+    finally:
+        watcher.cancel()
+
+
+def sse(data) -> bytes:
+    return b"data: " + json.dumps(data, ensure_ascii=False).encode("utf-8") + b"\n\n"
+
+
+async def stream(request: Request, state: ServerState, handles, events: asyncio.Queue, choices: list[Choice],
+                 req: CompletionRequest, kind: str, model: str) -> AsyncIterator[bytes]:
+    tok = state.llm.tokenizer_
+    obj = "text_completion" if kind == "text" else "chat.completion.chunk"
+    envelope = dict(cid=responses.completion_id("cmpl" if kind == "text" else "chatcmpl"), model=model,
+                    created=responses.now())
+    try:
+        if kind == "chat":
+            for c in choices:
+                yield sse(responses.chat_chunk(tok, c, {"role": "assistant", "content": None}, **envelope))
+        left = len(handles)
+        while left:
+            index, event = await events.get()
+            c = choices[index]
+            if isinstance(event, ErrorEvent):
+                yield sse(event.error.body())
+                return
+            if isinstance(event, FinalEvent):
+                c.result = event.result
+                left -= 1
+                if kind == "native":
+                    yield sse(responses.native_final(tok, c, model=model, stream=True))
+                elif kind == "text":
+                    yield sse(responses.text_completion_chunk(tok, c, None, top_logprobs=req.top_logprobs,
+                                                              **envelope))
+                else:
+                    yield sse(responses.chat_chunk(tok, c, {}, finish_reason=c.result.finish_reason, **envelope))
+                continue
+            c.events.append(event)
+            if not event.text and not event.probs:
+                continue  # held back (a partial character or the start of a stop string)
+            if kind == "native":
+                yield sse(responses.native_chunk(tok, c, event))
+            elif kind == "text":
+                yield sse(responses.text_completion_chunk(tok, c, event, top_logprobs=req.top_logprobs, **envelope))
+            else:
+                yield sse(responses.chat_chunk(tok, c, {"content": responses.text(event.text)}, event=event,
+                                               top_logprobs=req.top_logprobs, **envelope))
+        if kind != "native":
+            if req.include_usage:
+                yield sse(responses.usage_chunk(choices, obj=obj, **envelope))
+            yield b"data: [DONE]\n\n"
+    finally:  # the client may have gone: free the slots at once
+        for h in handles:
+            if not h.done:
+                h.cancel()

@@ -1,0 +1,306 @@
+"""Reading requests: JSON bodies, prompts and generation settings, with llama-server's field names.
+
+Everything here is untrusted input. Each function either returns well-typed values or
+raises a :class:`ServerError` (400) that names the field and what was wrong with it.
+Fields that would change the output and that lamina cannot honour yet (grammars, JSON
+schemas, tools, infill) are refused rather than ignored; fields that change nothing
+(``user``, ``metadata``, ``store``...) are accepted and ignored, as OpenAI's clients send them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from lamina.sampling import SamplingError, SamplingParams
+
+from .errors import ServerError, invalid_request, not_supported
+from .tasks import CompletionTask
+
+MAX_CHOICES = 16           # `n`: completions per request
+MAX_STOPS = 16             # stop strings per request
+MAX_STOP_LENGTH = 1024     # bytes per stop string
+MAX_PROMPT_CHARS = 4 << 20  # a prompt string longer than this is refused before tokenizing
+MAX_N_PROBS = 100
+
+# llama-server's field -> lamina's SamplingParams field
+SAMPLING_FIELDS = {
+    "temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p",
+    "typical_p": "typical_p", "repeat_penalty": "repeat_penalty", "repeat_last_n": "repeat_last_n",
+    "frequency_penalty": "frequency_penalty", "presence_penalty": "presence_penalty",
+    "dry_multiplier": "dry_multiplier", "dry_base": "dry_base", "dry_allowed_length": "dry_allowed_length",
+    "dry_penalty_last_n": "dry_penalty_last_n", "dry_sequence_breakers": "dry_sequence_breakers",
+    "xtc_probability": "xtc_probability", "xtc_threshold": "xtc_threshold", "top_n_sigma": "top_n_sigma",
+    "dynatemp_range": "dynatemp_range", "dynatemp_exponent": "dynatemp_exponent", "mirostat": "mirostat",
+    "mirostat_tau": "mirostat_tau", "mirostat_eta": "mirostat_eta", "min_keep": "min_keep",
+    "ignore_eos": "ignore_eos", "samplers": "samplers",
+}
+
+#: fields that need structured output (lamina.grammar, not built yet): refused, never ignored
+NEEDS_GRAMMAR = ("grammar", "json_schema", "grammar_lazy", "grammar_triggers")
+#: fields with a meaning this server does not implement
+UNSUPPORTED = {
+    "lora": "LoRA adapters are not supported",
+    "input_prefix": "infill (input_prefix/input_suffix) is not supported",
+    "input_suffix": "infill (input_prefix/input_suffix) is not supported",
+    "suffix": "suffix (infill) is not supported",
+    "image_data": "images are not supported",
+    "multimodal_data": "images and audio are not supported",
+    "best_of": "best_of is not supported; use n",
+    "audio": "audio output is not supported",
+    "prediction": "predicted outputs are not supported",
+}
+
+
+def parse_json(raw: bytes) -> dict:
+    """A request body as a JSON object; NaN and Infinity (which Python's json accepts) are refused."""
+    def no_constants(name: str):
+        raise invalid_request(f"the request body contains {name}, which is not valid JSON")
+
+    try:
+        body = json.loads(raw, parse_constant=no_constants)
+    except ServerError:
+        raise
+    except UnicodeDecodeError as e:
+        raise invalid_request(f"the request body is not UTF-8 text: {e.reason} at byte {e.start}") from None
+    except (json.JSONDecodeError, RecursionError) as e:
+        where = f" at line {e.lineno} column {e.colno}" if isinstance(e, json.JSONDecodeError) else ""
+        raise invalid_request(f"the request body is not valid JSON{where}: "
+                              f"{e.msg if isinstance(e, json.JSONDecodeError) else 'nested too deeply'}") from None
+    if not isinstance(body, dict):
+        raise invalid_request(f"the request body must be a JSON object, got {type(body).__name__ if body is not None else 'null'}"
+                              .replace("list", "an array").replace("str", "a string"))
+    return body
+
+
+# -- typed fields ---------------------------------------------------------------------------------------------
+def get_bool(body: dict, name: str, default: bool) -> bool:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise invalid_request(f"'{name}' must be true or false, got {json.dumps(value)[:80]}")
+    return value
+
+
+def get_int(body: dict, name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid_request(f"'{name}' must be an integer, got {json.dumps(value)[:80]}")
+    if minimum is not None and value < minimum:
+        raise invalid_request(f"'{name}' must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise invalid_request(f"'{name}' must be at most {maximum}, got {value}")
+    return value
+
+
+def get_number(body: dict, name: str) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise invalid_request(f"'{name}' must be a finite number, got {json.dumps(value)[:80]}")
+    return float(value)
+
+
+def get_stops(body: dict) -> tuple[str, ...]:
+    stop = body.get("stop")
+    if stop is None:
+        return ()
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+        raise invalid_request("'stop' must be a string or an array of strings")
+    if len(stop) > MAX_STOPS:
+        raise invalid_request(f"'stop' has {len(stop)} strings; at most {MAX_STOPS} are allowed")
+    for s in stop:
+        if len(s.encode("utf-8", "surrogatepass")) > MAX_STOP_LENGTH:
+            raise invalid_request(f"a stop string is longer than {MAX_STOP_LENGTH} bytes")
+    return tuple(s for s in stop if s)
+
+
+def refuse_unsupported(body: dict) -> None:
+    """400 for every field whose meaning this server cannot honour."""
+    for name in NEEDS_GRAMMAR:
+        if body.get(name) not in (None, "", [], {}):
+            raise invalid_request(f"'{name}' needs grammar-constrained decoding, which this lamina server does not "
+                                  "have yet; the request is refused rather than answered without the constraint")
+    fmt = body.get("response_format")
+    if fmt is not None:
+        if not isinstance(fmt, dict) or not isinstance(fmt.get("type"), str):
+            raise invalid_request("'response_format' must be an object with a string 'type'")
+        if fmt["type"] in ("json_object", "json_schema"):
+            raise invalid_request(f"response_format type '{fmt['type']}' needs grammar-constrained decoding, which "
+                                  "this lamina server does not have yet; the request is refused rather than answered "
+                                  "with unconstrained text")
+        if fmt["type"] != "text":
+            raise invalid_request(f"response_format type '{fmt['type']}' is not one of 'text', 'json_object', "
+                                  "'json_schema'")
+    for name in ("tools", "functions"):
+        if body.get(name):
+            raise invalid_request(f"'{name}': tool calls need structured output, which this lamina server does not "
+                                  "have yet; send the request without tools")
+    for name in ("tool_choice", "function_call"):
+        if body.get(name) not in (None, "none", "auto"):
+            raise invalid_request(f"'{name}' forces a tool call, which this lamina server cannot do yet")
+    for name, why in UNSUPPORTED.items():
+        if body.get(name) not in (None, "", [], {}, False, 1 if name == "best_of" else None):
+            raise not_supported(f"'{name}': {why}") if name in ("image_data", "multimodal_data") \
+                else invalid_request(f"'{name}': {why}")
+    if get_bool(body, "echo", False):
+        raise invalid_request("'echo' is not supported: the prompt is not repeated in the answer")
+
+
+# -- sampling ----------------------------------------------------------------------------------------------------
+def sampling_params(body: dict, defaults: SamplingParams, n_ctx: int, tokenizer) -> SamplingParams:
+    """The request's sampling settings over the server's defaults (its command-line flags)."""
+    changes: dict[str, Any] = {}
+    for name, field in SAMPLING_FIELDS.items():
+        if body.get(name) is not None:
+            changes[field] = body[name]
+    for name in ("repeat_last_n", "dry_penalty_last_n"):  # -1: the whole context, as llama-server
+        if changes.get(name) == -1:
+            changes[name] = n_ctx
+    if body.get("seed") is not None:
+        seed = body["seed"]
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise invalid_request(f"'seed' must be an integer, got {json.dumps(seed)[:80]}")
+        changes["seed"] = -1 if seed == -1 or seed == 0xFFFFFFFF else seed % 2**32
+    bias = logit_bias(body.get("logit_bias"), tokenizer)
+    if bias is not None:
+        changes["logit_bias"] = bias
+    try:
+        params = defaults.replace(**changes)
+    except (SamplingError, TypeError, ValueError) as e:
+        raise invalid_request(f"invalid sampling setting: {e}") from None
+    if params.top_k > tokenizer.n_vocab:
+        params = params.replace(top_k=tokenizer.n_vocab)  # as llama.cpp: top_k past the vocabulary keeps all
+    return params
+
+
+def logit_bias(value, tokenizer) -> dict[int, float] | None:
+    """llama-server's three spellings: {"id": bias}, [[id, bias]] and [["text", bias]]; false bans a token."""
+    if value is None:
+        return None
+    n_vocab = tokenizer.n_vocab
+    pairs: list[tuple[Any, Any]]
+    if isinstance(value, dict):
+        pairs = list(value.items())
+    elif isinstance(value, list):
+        if not all(isinstance(p, list) and len(p) == 2 for p in value):
+            raise invalid_request("'logit_bias' as an array must hold [token, bias] pairs")
+        pairs = [tuple(p) for p in value]
+    else:
+        raise invalid_request("'logit_bias' must be an object {token id: bias} or an array of [token, bias] pairs")
+    out: dict[int, float] = {}
+    for key, bias in pairs:
+        if bias is False:
+            bias = float("-inf")
+        elif isinstance(bias, bool) or not isinstance(bias, (int, float)) or math.isnan(bias):
+            raise invalid_request(f"logit_bias for {key!r} must be a number or false, got {json.dumps(bias)[:40]}")
+        if isinstance(key, str) and isinstance(value, dict):
+            try:
+                ids = [int(key)]
+            except ValueError:
+                raise invalid_request(f"logit_bias key {key!r} is not a token id") from None
+        elif isinstance(key, str):
+            ids = tokenizer.tokenize(key.encode("utf-8", "surrogatepass"), add_special=False, parse_special=False)
+        elif isinstance(key, int) and not isinstance(key, bool):
+            ids = [key]
+        else:
+            raise invalid_request(f"logit_bias token must be an id or a string, got {json.dumps(key)[:40]}")
+        for t in ids:
+            if not 0 <= t < n_vocab:
+                raise invalid_request(f"logit_bias token id {t} is outside the vocabulary (0..{n_vocab - 1})")
+            out[t] = float(bias)
+    return out
+
+
+# -- prompts ----------------------------------------------------------------------------------------------------
+def prompt_tokens(prompt, tokenizer, *, add_special: bool = True) -> list[int]:
+    """A prompt as llama-server reads one: text, token ids, or a mix ([12, " text", 34])."""
+    if isinstance(prompt, str):
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise invalid_request(f"the prompt has {len(prompt)} characters; at most {MAX_PROMPT_CHARS} are accepted")
+        return tokenizer.tokenize(prompt.encode("utf-8", "surrogatepass"), add_special=add_special, parse_special=True)
+    if isinstance(prompt, list) and prompt:
+        out: list[int] = []
+        for i, piece in enumerate(prompt):
+            if isinstance(piece, bool) or not isinstance(piece, (int, str)):
+                raise invalid_request(f"prompt element {i} must be a token id or a string, got {json.dumps(piece)[:40]}")
+            if isinstance(piece, int):
+                out.append(piece)
+            else:
+                out.extend(prompt_tokens(piece, tokenizer, add_special=add_special and i == 0))
+        return out
+    raise invalid_request("'prompt' must be a string, an array of token ids (and strings), or an array of those")
+
+
+def prompts_of(body: dict, tokenizer, field: str = "prompt") -> list[list[int]]:
+    """One or several prompts: a list of strings or of token lists means one completion each."""
+    if field not in body or body[field] is None:
+        raise invalid_request(f"'{field}' is required")
+    prompt = body[field]
+    if isinstance(prompt, list) and prompt and all(isinstance(p, (str, list)) for p in prompt):
+        if len(prompt) > MAX_CHOICES:
+            raise invalid_request(f"'{field}' holds {len(prompt)} prompts; at most {MAX_CHOICES} are accepted")
+        return [prompt_tokens(p, tokenizer) for p in prompt]
+    return [prompt_tokens(prompt, tokenizer)]
+
+
+# -- a whole completion request ------------------------------------------------------------------------------------
+@dataclass
+class CompletionRequest:
+    tasks: list[CompletionTask]
+    stream: bool
+    include_usage: bool
+    model: str | None
+    top_logprobs: int | None = None   # OpenAI logprobs asked for: this many candidates per token
+
+
+def completion_tasks(body: dict, prompts: list[list[int]], defaults: SamplingParams, *, n_ctx: int, tokenizer,
+                     n_predict_default: int, oai: bool) -> CompletionRequest:
+    """Tasks for ``prompts`` with the request's settings: one per prompt and per choice (``n``)."""
+    refuse_unsupported(body)
+    params = sampling_params(body, defaults, n_ctx, tokenizer)
+    n_predict = n_predict_default
+    for name in ("n_predict", "max_tokens", "max_completion_tokens"):
+        if body.get(name) is not None:
+            n_predict = get_int(body, name, -1, minimum=-1, maximum=2**31 - 1)  # a full slot stops it
+    n_choices = get_int(body, "n", 1, minimum=1, maximum=MAX_CHOICES)
+    if n_choices * len(prompts) > MAX_CHOICES:
+        raise invalid_request(f"{len(prompts)} prompts x n={n_choices} choices is more than {MAX_CHOICES} completions")
+    n_probs = get_int(body, "n_probs", 0, minimum=0, maximum=MAX_N_PROBS)
+    top_logprobs = None
+    if oai and body.get("logprobs") not in (None, False):
+        if body["logprobs"] is True:  # chat: logprobs true, and top_logprobs candidates
+            top_logprobs = get_int(body, "top_logprobs", 0, minimum=0, maximum=20)
+        else:  # completions: logprobs is the number of candidates
+            top_logprobs = get_int(body, "logprobs", 0, minimum=0, maximum=20)
+        n_probs = max(1, top_logprobs)  # the sampled token's own log-probability is always reported
+    stream_options = body.get("stream_options") or {}
+    if not isinstance(stream_options, dict):
+        raise invalid_request("'stream_options' must be an object")
+    stream = get_bool(body, "stream", False)
+    common = dict(
+        params=params, n_predict=n_predict, stops=get_stops(body), n_probs=n_probs,
+        post_sampling_probs=get_bool(body, "post_sampling_probs", False),
+        cache_prompt=get_bool(body, "cache_prompt", True), id_slot=get_int(body, "id_slot", -1, minimum=-1),
+        n_keep=get_int(body, "n_keep", 0, minimum=-1), return_tokens=get_bool(body, "return_tokens", False),
+        t_max_predict_ms=float(get_int(body, "t_max_predict_ms", 0, minimum=0)))
+    tasks = []
+    for p, prompt in enumerate(prompts):
+        for c in range(n_choices):
+            # choice c of a seeded request draws with seed + c: n identical choices would be of no use
+            seeded = c > 0 and params.seed not in (-1, None)
+            choice = {**common, "params": params.replace(seed=(params.seed + c) % 2**32)} if seeded else common
+            tasks.append(CompletionTask(prompt_tokens=prompt, index=len(tasks), **choice))
+    model = body.get("model")
+    return CompletionRequest(tasks, stream, get_bool(stream_options, "include_usage", False),
+                             model if isinstance(model, str) else None, top_logprobs)
