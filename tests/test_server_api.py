@@ -199,6 +199,21 @@ def test_generation_stops_when_the_slot_is_full(server):
     assert answer["tokens_evaluated"] + answer["tokens_predicted"] == 512 + 1
 
 
+def test_one_requests_failing_sampler_fails_only_that_request(server, cli_texts):
+    prompt = PROMPTS[1]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        neighbour = pool.submit(complete, server, prompt, n_predict=300, ignore_eos=True)
+        ban_everything = {str(t): False for t in range(49152)}  # smollm2's whole vocabulary
+        while not busy_slots(server):
+            time.sleep(0.01)
+        r = httpx.post(server.url + "/completion", timeout=60,
+                       json={"prompt": "Hello", "n_predict": 4, "logit_bias": ban_everything})
+        assert r.status_code == 400 and "sampling" in r.json()["error"]["message"], r.text
+        assert busy_slots(server)  # the neighbour was decoding all along
+        # and went on, unchanged: its greedy text starts with the CLI's 24 tokens
+        assert neighbour.result()["content"].startswith(cli_texts[prompt])
+
+
 # -- clients that go away --------------------------------------------------------------------------------------------------
 def busy_slots(server) -> list[int]:
     return [s["id"] for s in httpx.get(server.url + "/slots").json() if s["is_processing"]]

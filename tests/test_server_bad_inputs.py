@@ -83,6 +83,34 @@ def test_malformed_completion_fields_are_400(server, body):
     assert_still_serving(server)
 
 
+@pytest.mark.parametrize("body", [{"prompt": "x", "stop": ["\ud800"]}, {"prompt": "\udfff"},
+                                  {"prompt": "x", "model": "\ud800"},
+                                  {"prompt": "x", "dry_multiplier": 0.8, "dry_sequence_breakers": ["\ud801"]},
+                                  {"prompt": "x", "logit_bias": {"5": 1e400}}, {"prompt": "x", "top_p": 10 ** 400},
+                                  {"prompt": "x", "t_max_predict_ms": 10 ** 400}, {"prompt": "x", "seed": 10 ** 30},
+                                  {"prompt": "x", "n_keep": -(10 ** 400)}])
+def test_values_that_would_fail_later_are_400_now(server, body):
+    # lone surrogates would fail when encoded, 400-digit numbers when converted to float, on the engine thread
+    content = json.dumps(body).replace("Infinity", "1e400").encode()
+    assert_error(post(server, "/completion", content=content, headers={**USER, "Content-Type": "application/json"}),
+                 400, "invalid_request_error")
+    assert_still_serving(server)
+
+
+def test_a_window_longer_than_the_context_is_the_whole_context(server):
+    r = post(server, "/completion", {"prompt": "Hello", "n_predict": 2, "repeat_penalty": 1.1,
+                                     "repeat_last_n": 10 ** 15, "dry_multiplier": 0.5, "dry_penalty_last_n": 10 ** 15})
+    assert r.status_code == 200, r.text
+    settings = r.json()["generation_settings"]
+    assert settings["repeat_last_n"] == settings["dry_penalty_last_n"] == 1024
+
+
+def test_a_banned_token_is_reported_as_null_bias(server):
+    r = post(server, "/completion", {"prompt": "Hello", "n_predict": 2, "logit_bias": {"5": False}, "n_probs": 2})
+    assert r.status_code == 200, r.text
+    assert r.json()["generation_settings"]["logit_bias"] == [{"bias": None, "token": 5}]
+
+
 # -- 23: sizes and slow clients -----------------------------------------------------------------------------------------------
 def test_a_body_over_the_limit_is_413(server):
     r = post(server, "/completion", {"prompt": "x" * 70000})
@@ -140,19 +168,26 @@ def test_requests_past_the_queue_get_503_with_retry_after(server):
         answers[name] = post(server, "/completion", {"prompt": f"Story {name}:", "n_predict": n, "ignore_eos": True})
         finished.append(name)
 
-    first = threading.Thread(target=run, args=("first", 120))
+    first = threading.Thread(target=run, args=("first", 150))
     first.start()
     wait_until(lambda: busy(server))
+    with socket.create_connection(("127.0.0.1", server.port)) as gone:  # waits in the queue, then hangs up
+        body = json.dumps({"prompt": "Story gone:", "n_predict": 4}).encode()
+        gone.sendall(b"POST /completion HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     + f"Authorization: Bearer {API_KEY}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        wait_until(lambda: metric(server, "llamacpp:requests_deferred") == 1)
+    wait_until(lambda: metric(server, "llamacpp:requests_deferred") == 0)  # its place in the queue is free again
     second = threading.Thread(target=run, args=("second", 4))
     second.start()
-    wait_until(lambda: metric(server, "llamacpp:requests_deferred") >= 1)
+    wait_until(lambda: metric(server, "llamacpp:requests_deferred") == 1)
     third = post(server, "/completion", {"prompt": "Story third:", "n_predict": 4})
     assert_error(third, 503, "unavailable_error")
     assert int(third.headers["Retry-After"]) >= 1
+    assert busy(server)  # all of this while the first request was still running
     first.join()
     second.join()
     assert finished == ["first", "second"]  # the queued request was served, after the one before it
-    assert answers["first"].json()["tokens_predicted"] == 120 and answers["second"].json()["tokens_predicted"] == 4
+    assert answers["first"].json()["tokens_predicted"] == 150 and answers["second"].json()["tokens_predicted"] == 4
 
 
 def wait_until(condition, timeout=60.0):
@@ -284,5 +319,7 @@ def test_sigterm_ends_streams_with_an_error_and_frees_the_port(model_paths):
     assert time.monotonic() - t0 < 10
     reader.join(10)
     assert "error" in json.loads(lines[-1].removeprefix("data: "))
-    with socket.socket() as s:  # the port is free again at once
+    with socket.socket() as s:  # the port is free again at once: a new server can listen on it
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as every server does (uvicorn too)
         s.bind(("127.0.0.1", proc.port))
+        s.listen()

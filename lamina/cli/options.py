@@ -88,7 +88,7 @@ def sampler_chain_for(llm, params) -> "SamplerChain":
     tok = llm.tokenizer_
     extra = {}
     if params.dry_multiplier > 0:
-        extra = dict(token_pieces=[tok.token_to_piece(i, special=True) for i in range(tok.n_vocab)],
+        extra = dict(token_pieces=tok.all_pieces,
                      tokenize=lambda b: tok.tokenize(b, add_special=False, parse_special=False))
     return SamplerChain(params, tok.n_vocab, eog_tokens=tok.eog_ids, **extra)
 

@@ -16,6 +16,7 @@ import time
 from typing import AsyncIterator
 
 from fastapi import FastAPI, Request
+from starlette.requests import ClientDisconnect
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -50,7 +51,7 @@ async def read_body(request: Request, state: ServerState) -> dict:
 
     async def receive_all():
         nonlocal size
-        async for chunk in request.stream():
+        async for chunk in request.stream():  # ClientDisconnect if the client hangs up (nothing is answered)
             size += len(chunk)
             if size > limit:
                 raise ServerError(f"the request body is larger than {limit} bytes", "invalid_request_error",
@@ -59,6 +60,9 @@ async def read_body(request: Request, state: ServerState) -> dict:
 
     try:
         await asyncio.wait_for(receive_all(), state.config.timeout)
+    except ClientDisconnect:
+        raise ServerError("the client closed the connection before sending the whole body", "invalid_request_error",
+                          status=400) from None
     except asyncio.TimeoutError:
         raise ServerError(f"the request body did not arrive within {state.config.timeout:g} s",
                           "invalid_request_error", status=408) from None
@@ -160,6 +164,7 @@ def create_app(state: ServerState) -> FastAPI:
                                parse_special=protocol.get_bool(body, "parse_special", True))
         elif isinstance(content, list):
             ids = protocol.prompt_tokens(content, tok, add_special=protocol.get_bool(body, "add_special", False))
+            protocol.check_token_ids(ids, tok.n_vocab, "'content'")
         else:
             raise invalid_request("'content' must be a string")
         if not protocol.get_bool(body, "with_pieces", False):
@@ -179,12 +184,9 @@ def create_app(state: ServerState) -> FastAPI:
         state.require_ready()
         body = await read_body(request, state)
         tokens = body.get("tokens", [])
-        n_vocab = state.llm.n_vocab()
         if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens):
             raise invalid_request("'tokens' must be an array of token ids")
-        bad = [t for t in tokens if not 0 <= t < n_vocab]
-        if bad:
-            raise invalid_request(f"token id {bad[0]} is outside the vocabulary (0..{n_vocab - 1})")
+        protocol.check_token_ids(tokens, state.llm.n_vocab(), "'tokens'")
         return {"content": responses.text(state.llm.tokenizer_.detokenize(tokens, special=True))}
 
     @app.post("/apply-template")
@@ -230,13 +232,14 @@ def create_app(state: ServerState) -> FastAPI:
         if not cfg.slots_endpoint:
             raise not_supported("this server does not expose /slots: start it without --no-slots")
         show_text = bool(cfg.keys.admin_keys) and cfg.keys.is_admin(request.headers)
-        return [slot_json(state, s, show_text) for s in engine.slots]
+        # read on the engine thread, between two steps, so no slot changes while it is described
+        return await asyncio.wrap_future(engine.call(lambda: [slot_json(state, s, show_text) for s in engine.slots]))
 
     @app.post("/slots/{slot_id}")
     async def slot_action(slot_id: str, request: Request, action: str = ""):
         engine = state.require_ready()
-        if not slot_id.isdigit():
-            raise invalid_request(f"slot id {slot_id!r} is not a number")
+        if not (slot_id.isascii() and slot_id.isdigit() and len(slot_id) <= 6):
+            raise invalid_request(f"slot id {slot_id[:20]!r} is not a slot number")
         sid = int(slot_id)
         body = await read_body(request, state) if action in ("save", "restore") else {}
         if action == "erase":
@@ -265,7 +268,8 @@ def create_app(state: ServerState) -> FastAPI:
         engine = state.require_ready()
         if not cfg.metrics:
             raise not_supported("this server does not expose /metrics: start it with --metrics")
-        return PlainTextResponse(prometheus_text(engine), media_type="text/plain; version=0.0.4")
+        text = await asyncio.wrap_future(engine.call(lambda: prometheus_text(engine)))  # counters: engine thread
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     @app.get("/")
     async def index():
@@ -411,7 +415,7 @@ async def collect(request: Request, events: asyncio.Queue, choices: list[Choice]
 
 
 def sse(data) -> bytes:
-    return b"data: " + json.dumps(data, ensure_ascii=False).encode("utf-8") + b"\n\n"
+    return b"data: " + json.dumps(data, ensure_ascii=False, allow_nan=False).encode("utf-8") + b"\n\n"
 
 
 async def stream(request: Request, state: ServerState, handles, events: asyncio.Queue, choices: list[Choice],

@@ -34,8 +34,10 @@ import numpy as np
 from lamina.engine.batch import Batch
 from lamina.generation import STOP_LIMIT
 from lamina.kernels import rows_computed_alone
+from lamina.sampling import SamplingError
 
 from .errors import ServerError, invalid_request, unavailable
+from .protocol import check_token_ids
 from .slots import GENERATING, PROMPT, Slot, common_prefix
 from .tasks import CompletionTask, ErrorEvent, TaskHandle
 
@@ -101,10 +103,7 @@ class Engine:
         """Refuse a prompt the engine could not run: empty, ids outside the vocabulary, or too long."""
         if not tokens:
             raise invalid_request("the prompt is empty: send at least one token (or text that tokenizes to one)")
-        n_vocab = self.tokenizer.n_vocab
-        for i, t in enumerate(tokens):
-            if not 0 <= t < n_vocab:
-                raise invalid_request(f"prompt token {i} is {t}, outside the vocabulary (0..{n_vocab - 1})")
+        check_token_ids(tokens, self.tokenizer.n_vocab)
         if len(tokens) >= self.n_ctx_slot:
             raise ServerError(
                 f"the request exceeds the available context size: the prompt has {len(tokens)} tokens and a slot "
@@ -125,8 +124,9 @@ class Engine:
         with self._cond:
             if self._stopping:
                 raise unavailable("the server is shutting down")
-            if len(self._waiting) >= self.queue_max:
-                raise unavailable(f"the server is busy: {len(self._waiting)} requests are already waiting for a slot "
+            n_waiting = sum(not h.cancelled for h in self._waiting)
+            if n_waiting >= self.queue_max:
+                raise unavailable(f"the server is busy: {n_waiting} requests are already waiting for a slot "
                                   f"(--queue-max {self.queue_max}); try again shortly", retry_after=1)
             handle.id_task = self._next_task_id
             self._next_task_id += 1
@@ -146,7 +146,7 @@ class Engine:
 
     @property
     def n_waiting(self) -> int:
-        return len(self._waiting)
+        return sum(not h.cancelled for h in list(self._waiting))
 
     @property
     def n_busy(self) -> int:
@@ -177,19 +177,46 @@ class Engine:
                     break
                 controls = list(self._controls)
                 self._controls.clear()
-                self._assign_waiting()
+                starts = self._assign_waiting()
             for fn, future in controls:
                 try:
                     future.set_result(fn())
                 except BaseException as e:  # noqa: BLE001 (the caller gets it)
                     future.set_exception(e)
+            for slot, handle in starts:  # sampler chains are built here, without the lock the HTTP side takes
+                self._guarded(slot, lambda: self._start(slot, handle), handle)
             try:
                 self._drop_cancelled()
                 self._step()
-            except Exception as e:  # noqa: BLE001 (one bad step fails its requests, never the server)
+            except Exception as e:  # noqa: BLE001 (a failed decode fails its requests, never the server)
                 log.exception("engine step failed")
                 self._fail_active(ServerError(f"internal error while decoding: {e}", "server_error"))
         self._shut_down()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the engine thread is running (it only ends when the server stops)."""
+        return self._thread.is_alive()
+
+    def _guarded(self, slot: Slot, fn, handle: TaskHandle | None = None) -> None:
+        """Run one slot's part of a step; if it fails, only that slot's request fails.
+
+        Sampling runs the request's own settings, so an error there (a logit bias that bans
+        every token, say) is the client's: 400 for that request, and the other slots go on.
+        """
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001
+            handle = handle or slot.handle
+            if isinstance(e, (SamplingError, ValueError, OverflowError)):
+                error = invalid_request(f"the request's sampling settings failed: {e}")
+            else:
+                log.exception("slot %d failed", slot.id)
+                error = ServerError(f"internal error in slot {slot.id}: {type(e).__name__}: {e}", "server_error")
+            if handle is not None:
+                handle.push(ErrorEvent(error))
+            if not slot.idle:
+                slot.release()
 
     def _shut_down(self) -> None:
         error = unavailable("the server is shutting down")
@@ -210,28 +237,31 @@ class Engine:
                 slot.forget()
                 self.ctx.truncate(slot.id, 0)
 
-    def _assign_waiting(self) -> None:
-        """Give waiting tasks (first come, first served) to idle slots; called with the lock held."""
-        kept = collections.deque()
-        while self._waiting:
-            handle = self._waiting.popleft()
+    def _assign_waiting(self) -> list[tuple[Slot, TaskHandle]]:
+        """Which waiting tasks (first come, first served) the idle slots take now; called with the lock
+        held. Requests whose clients have gone are dropped from the queue wherever they are."""
+        kept: collections.deque[TaskHandle] = collections.deque()
+        starts: list[tuple[Slot, TaskHandle]] = []
+        taken: set[int] = set()
+        blocked = False  # once a task finds no idle slot, the later ones wait behind it, in order
+        for handle in self._waiting:
             if handle.cancelled:
                 continue
-            slot = self._choose_slot(handle.task)
+            slot = None if blocked else self._choose_slot(handle.task, taken)
             if slot is None:
                 kept.append(handle)
-                if handle.task.id_slot < 0:
-                    break  # no idle slot at all: later tasks wait too, in order
+                blocked = blocked or handle.task.id_slot < 0
                 continue
-            self._start(slot, handle)
-        kept.extend(self._waiting)
+            taken.add(slot.id)
+            starts.append((slot, handle))
         self._waiting = kept
+        return starts
 
-    def _choose_slot(self, task: CompletionTask) -> Slot | None:
+    def _choose_slot(self, task: CompletionTask, taken: set[int]) -> Slot | None:
         if task.id_slot >= 0:
             slot = self.slots[task.id_slot]
-            return slot if slot.idle else None
-        idle = [s for s in self.slots if s.idle]
+            return slot if slot.idle and slot.id not in taken else None
+        idle = [s for s in self.slots if s.idle and s.id not in taken]
         if not idle:
             return None
         if task.cache_prompt:
@@ -286,7 +316,7 @@ class Engine:
         c.t_tokens_generation += dt
         for i, slot in enumerate(ready):
             slot.evaluated([tokens[i]])
-            slot.sample(logits[i])
+            self._guarded(slot, lambda: slot.sample(logits[i]))
             c.n_tokens_max = max(c.n_tokens_max, slot.n_past)
 
     def _make_room(self, slot: Slot) -> bool:
@@ -312,7 +342,7 @@ class Engine:
         """Evaluate up to ``budget`` tokens of ``slot``'s prompt in whole micro-batches; return how many."""
         prompt = slot.task.prompt_tokens
         if slot.ready_logits is not None:  # the same prompt as last time: its logits are kept
-            slot.prompt_done(slot.ready_logits)
+            self._guarded(slot, lambda: slot.prompt_done(slot.ready_logits))
             return 0
         ub = self.ctx.n_ubatch
         done = 0
@@ -335,7 +365,7 @@ class Engine:
         c.t_prompt_processing_total += dt
         c.t_prompt_processing += dt
         if slot.n_past == len(prompt):
-            slot.prompt_done(logits[-1])
+            self._guarded(slot, lambda: slot.prompt_done(logits[-1]))
         return max(done, 1)
 
     # -- slot actions (run through ``call``) -----------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,8 @@ MAX_STOPS = 16             # stop strings per request
 MAX_STOP_LENGTH = 1024     # bytes per stop string
 MAX_PROMPT_CHARS = 4 << 20  # a prompt string longer than this is refused before tokenizing
 MAX_N_PROBS = 100
+MAX_INT = 2**53            # integer fields: JSON's exact range (and no 400-digit numbers reaching float())
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # llama-server's field -> lamina's SamplingParams field
 SAMPLING_FIELDS = {
@@ -72,7 +75,30 @@ def parse_json(raw: bytes) -> dict:
     if not isinstance(body, dict):
         raise invalid_request(f"the request body must be a JSON object, got {type(body).__name__ if body is not None else 'null'}"
                               .replace("list", "an array").replace("str", "a string"))
+    where = unpaired_surrogate(body)
+    if where is not None:
+        raise invalid_request(f"{where} holds an unpaired UTF-16 surrogate (a lone \\uD800-\\uDFFF escape), "
+                              "which is not text")
     return body
+
+
+def unpaired_surrogate(value, where: str = "the request body") -> str | None:
+    """Where a string (or object key) holds a lone surrogate, if anywhere. JSON's \\u escapes can spell
+    half a character; Python keeps it, and it would fail later, when the text is encoded."""
+    stack = [(value, where)]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if _LONE_SURROGATE.search(item):
+                return path
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                if _LONE_SURROGATE.search(k):
+                    return f"a key of {path}"
+                stack.append((v, f"'{k[:40]}'" if path == "the request body" else f"{path}.{k[:40]}"))
+        elif isinstance(item, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(item))
+    return None
 
 
 # -- typed fields ---------------------------------------------------------------------------------------------
@@ -85,7 +111,7 @@ def get_bool(body: dict, name: str, default: bool) -> bool:
     return value
 
 
-def get_int(body: dict, name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
+def get_int(body: dict, name: str, default: int, minimum: int = -MAX_INT, maximum: int = MAX_INT) -> int:
     value = body.get(name, default)
     if value is None:
         return default
@@ -93,10 +119,10 @@ def get_int(body: dict, name: str, default: int, minimum: int | None = None, max
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise invalid_request(f"'{name}' must be an integer, got {json.dumps(value)[:80]}")
-    if minimum is not None and value < minimum:
-        raise invalid_request(f"'{name}' must be at least {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise invalid_request(f"'{name}' must be at most {maximum}, got {value}")
+    if value < minimum:
+        raise invalid_request(f"'{name}' must be at least {minimum}, got {str(value)[:40]}")
+    if value > maximum:
+        raise invalid_request(f"'{name}' must be at most {maximum}, got {str(value)[:40]}")
     return value
 
 
@@ -104,9 +130,19 @@ def get_number(body: dict, name: str) -> float | None:
     value = body.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not is_finite_number(value):
         raise invalid_request(f"'{name}' must be a finite number, got {json.dumps(value)[:80]}")
     return float(value)
+
+
+def is_finite_number(value) -> bool:
+    """A JSON number that is a finite double (``1e400`` parses as infinity, a 400-digit integer overflows)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def get_stops(body: dict) -> tuple[str, ...]:
@@ -165,11 +201,12 @@ def sampling_params(body: dict, defaults: SamplingParams, n_ctx: int, tokenizer)
         if body.get(name) is not None:
             changes[field] = body[name]
     for name in ("repeat_last_n", "dry_penalty_last_n"):  # -1: the whole context, as llama-server
-        if changes.get(name) == -1:
-            changes[name] = n_ctx
+        value = changes.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and (value == -1 or value > n_ctx):
+            changes[name] = n_ctx  # a window longer than the context sees the whole context
     if body.get("seed") is not None:
         seed = body["seed"]
-        if isinstance(seed, bool) or not isinstance(seed, int):
+        if isinstance(seed, bool) or not isinstance(seed, int) or abs(seed) > MAX_INT:
             raise invalid_request(f"'seed' must be an integer, got {json.dumps(seed)[:80]}")
         changes["seed"] = -1 if seed == -1 or seed == 0xFFFFFFFF else seed % 2**32
     bias = logit_bias(body.get("logit_bias"), tokenizer)
@@ -177,7 +214,7 @@ def sampling_params(body: dict, defaults: SamplingParams, n_ctx: int, tokenizer)
         changes["logit_bias"] = bias
     try:
         params = defaults.replace(**changes)
-    except (SamplingError, TypeError, ValueError) as e:
+    except (SamplingError, TypeError, ValueError, OverflowError) as e:
         raise invalid_request(f"invalid sampling setting: {e}") from None
     if params.top_k > tokenizer.n_vocab:
         params = params.replace(top_k=tokenizer.n_vocab)  # as llama.cpp: top_k past the vocabulary keeps all
@@ -202,8 +239,9 @@ def logit_bias(value, tokenizer) -> dict[int, float] | None:
     for key, bias in pairs:
         if bias is False:
             bias = float("-inf")
-        elif isinstance(bias, bool) or not isinstance(bias, (int, float)) or math.isnan(bias):
-            raise invalid_request(f"logit_bias for {key!r} must be a number or false, got {json.dumps(bias)[:40]}")
+        elif not is_finite_number(bias):
+            raise invalid_request(f"logit_bias for {str(key)[:40]!r} must be a finite number or false (false bans the "
+                                  f"token), got {json.dumps(bias)[:40]}")
         if isinstance(key, str) and isinstance(value, dict):
             try:
                 ids = [int(key)]
@@ -220,6 +258,12 @@ def logit_bias(value, tokenizer) -> dict[int, float] | None:
                 raise invalid_request(f"logit_bias token id {t} is outside the vocabulary (0..{n_vocab - 1})")
             out[t] = float(bias)
     return out
+
+
+def check_token_ids(ids: list[int], n_vocab: int, what: str = "the prompt") -> None:
+    for i, t in enumerate(ids):
+        if not 0 <= t < n_vocab:
+            raise invalid_request(f"{what}: token {i} is {str(t)[:40]}, outside the vocabulary (0..{n_vocab - 1})")
 
 
 # -- prompts ----------------------------------------------------------------------------------------------------
@@ -272,7 +316,7 @@ def completion_tasks(body: dict, prompts: list[list[int]], defaults: SamplingPar
     n_predict = n_predict_default
     for name in ("n_predict", "max_tokens", "max_completion_tokens"):
         if body.get(name) is not None:
-            n_predict = get_int(body, name, -1, minimum=-1, maximum=2**31 - 1)  # a full slot stops it
+            n_predict = get_int(body, name, -1, minimum=-1)  # a full slot stops it
     n_choices = get_int(body, "n", 1, minimum=1, maximum=MAX_CHOICES)
     if n_choices * len(prompts) > MAX_CHOICES:
         raise invalid_request(f"{len(prompts)} prompts x n={n_choices} choices is more than {MAX_CHOICES} completions")

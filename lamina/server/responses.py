@@ -25,6 +25,11 @@ def text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
+def finite_or(value: float, fallback):
+    """JSON has no infinities: llama-server writes them as null, log-probabilities of 0 as -9999."""
+    return value if math.isfinite(value) else fallback
+
+
 def completion_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_urlsafe(24)}"
 
@@ -36,6 +41,7 @@ class Choice:
     task: CompletionTask
     events: list[TokenEvent] = field(default_factory=list)
     result: CompletionResult | None = None
+    text_offset: int = 0  # characters of logprob tokens streamed so far (legacy completions' text_offset)
 
     @property
     def token_events(self) -> list[TokenEvent]:
@@ -47,7 +53,7 @@ def piece_json(tokenizer, token: int, logprob: float, key: str = "logprob", with
     piece = tokenizer.token_to_piece(token, special=True)
     out = {"id": token} if with_id else {}
     value = math.exp(logprob) if key == "prob" else logprob
-    out.update({"token": text(piece), key: value if math.isfinite(value) else -9999.0, "bytes": list(piece)})
+    out.update({"token": text(piece), key: finite_or(value, -9999.0), "bytes": list(piece)})
     return out
 
 
@@ -82,8 +88,8 @@ def text_logprobs(tokenizer, events: list[TokenEvent], n_top: int, offset: int =
         first, *top = e.probs
         piece = text(tokenizer.token_to_piece(first.token, special=True))
         out["tokens"].append(piece)
-        out["token_logprobs"].append(first.logprob)
-        out["top_logprobs"].append({text(tokenizer.token_to_piece(p.token, special=True)): p.logprob
+        out["token_logprobs"].append(finite_or(first.logprob, -9999.0))
+        out["top_logprobs"].append({text(tokenizer.token_to_piece(p.token, special=True)): finite_or(p.logprob, -9999.0)
                                     for p in top[:n_top]})
         out["text_offset"].append(offset)
         offset += len(piece)
@@ -114,7 +120,8 @@ def generation_settings(task: CompletionTask, stream: bool) -> dict:
         "mirostat_eta": p.mirostat_eta, "stop": list(task.stops), "max_tokens": task.n_predict, "n_keep": task.n_keep,
         "ignore_eos": p.ignore_eos, "stream": stream, "n_probs": task.n_probs, "min_keep": p.min_keep,
         "samplers": list(p.samplers), "post_sampling_probs": task.post_sampling_probs,
-        "logit_bias": [[t, b] for t, b in p.logit_bias], "cache_prompt": task.cache_prompt,
+        "logit_bias": [{"bias": finite_or(b, None), "token": t} for t, b in p.logit_bias],  # a ban: null
+        "cache_prompt": task.cache_prompt,
     }
 
 
@@ -123,7 +130,7 @@ def native_chunk(tokenizer, choice: Choice, event: TokenEvent) -> dict:
     task = choice.task
     out = {"index": task.index, "content": text(event.text),
            "tokens": [event.token] if task.return_tokens and event.token >= 0 else [],
-           "stop": False, "id_slot": -1, "tokens_predicted": len(choice.token_events),
+           "stop": False, "id_slot": event.id_slot, "tokens_predicted": len(choice.token_events),
            "tokens_evaluated": len(task.prompt_tokens)}
     if event.probs:
         out["completion_probabilities"] = [native_probs(tokenizer, event, task.post_sampling_probs)]
@@ -169,7 +176,8 @@ def text_completion_chunk(tokenizer, choice: Choice, event: TokenEvent | None, *
     finished = event is None
     logprobs = None
     if top_logprobs is not None and event is not None and event.probs:
-        logprobs = text_logprobs(tokenizer, [event], top_logprobs)
+        logprobs = text_logprobs(tokenizer, [event], top_logprobs, offset=choice.text_offset)
+        choice.text_offset += sum(len(t) for t in logprobs["tokens"])
     out = {"choices": [{"text": "" if finished else text(event.text), "index": choice.task.index,
                         "logprobs": logprobs, "finish_reason": choice.result.finish_reason if finished else None}]}
     out.update(_envelope("text_completion", cid, model, created))

@@ -35,6 +35,8 @@ def slot_path(folder: str, filename) -> str:
     path = os.path.realpath(os.path.join(root, filename))
     if os.path.dirname(path) != root:
         raise invalid_request(f"'filename' {filename!r} leads outside the slot save folder")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise invalid_request(f"'filename' {filename!r} names something in the slot save folder that is not a file")
     return path
 
 

@@ -109,7 +109,7 @@ class Slot:
         self.chain.accept(token)
         probs = self._probabilities(logits, token) if self.task.n_probs > 0 else None
         text = self.generation.add(token)
-        self.handle.push(TokenEvent(token, text, probs))
+        self.handle.push(TokenEvent(token, text, probs, id_slot=self.id))
         deadline = self.task.t_max_predict_ms > 0 and (time.perf_counter() - self.t_first) * 1e3 >= \
             self.task.t_max_predict_ms
         if self.generation.finished:
@@ -145,7 +145,7 @@ class Slot:
         gen = self.generation
         gen_tail = gen.release_all()
         if gen_tail:
-            self.handle.push(TokenEvent(-1, gen_tail))
+            self.handle.push(TokenEvent(-1, gen_tail, id_slot=self.id))
         now = time.perf_counter()
         t_first = self.t_first or now
         timings = Timings(cache_n=self.n_cached, prompt_n=len(self.task.prompt_tokens) - self.n_cached,

@@ -73,6 +73,8 @@ class ServerState:
             raise ServerError(f"the model failed to load: {self.error}", "server_error")
         if not self.ready.is_set():
             raise unavailable("Loading model", retry_after=1)
+        if not self.engine.alive:
+            raise unavailable("the server is shutting down")
         return self.engine
 
     def load(self) -> None:

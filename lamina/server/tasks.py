@@ -51,6 +51,7 @@ class TokenEvent:
     text: bytes
     probs: list[TokenProbability] | None = None  # the sampled token first, then the top candidates
     logprob: float | None = None
+    id_slot: int = -1
 
 
 @dataclass

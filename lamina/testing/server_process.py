@@ -18,15 +18,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class ServerProcess:
-    """``python -m lamina.cli serve ARGS --port P`` in a subprocess; ``url`` once :meth:`wait_ready` returns."""
+LAMINA_SERVE = (sys.executable, "-m", "lamina.cli", "serve")
 
-    def __init__(self, args: list[str], env: dict | None = None, port: int | None = None):
+
+class ServerProcess:
+    """``python -m lamina.cli serve ARGS --port P`` in a subprocess; ``url`` once :meth:`wait_ready` returns.
+
+    ``command`` runs another server with llama-server's flags instead (benchmarks start
+    ``llama-server`` itself this way).
+    """
+
+    def __init__(self, args: list[str], env: dict | None = None, port: int | None = None,
+                 command: tuple[str, ...] = LAMINA_SERVE):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = f"/tmp/lamina-serve-{self.port}.log"
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "lamina.cli", "serve", *args, "--port", str(self.port)],
+        self.proc = subprocess.Popen([*command, *args, "--port", str(self.port)],
                                      stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
 
     def log(self) -> str:

@@ -18,6 +18,7 @@ the others see each undecodable byte as U+FFFD (see :func:`unicode.decode_utf8_l
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import re
@@ -240,6 +241,12 @@ class Tokenizer:
     def token_to_piece(self, token_id: int, special: bool = False) -> bytes:
         """The bytes of one token, as ``llama_token_to_piece(token, lstrip=0, special)``."""
         return self.pieces.piece(self.pieces.check(token_id), special)
+
+    @functools.cached_property
+    def all_pieces(self) -> tuple[bytes, ...]:
+        """Every token's bytes, special tokens rendered; built once (DRY sampling needs the whole
+        table for each request that enables it)."""
+        return tuple(self.token_to_piece(i, special=True) for i in range(self.n_vocab))
 
     def detokenize(self, ids, special: bool = False, remove_special: bool = False) -> bytes:
         """Bytes of a token sequence, as ``llama_detokenize(ids, remove_special, unparse_special=special)``.
