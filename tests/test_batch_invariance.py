@@ -18,6 +18,7 @@ from lamina.engine.batch import Batch
 from lamina.engine.context import Context
 from lamina.gguf import read
 from lamina.kernels import rows_alone, rows_computed_alone
+from lamina.kernels.attention import attention, attention_one_query_each
 from lamina.kernels.linear import set_num_threads
 from lamina.models import load_model
 
@@ -50,6 +51,23 @@ def test_prompts_decoded_together_give_llamacpps_greedy_tokens(model_paths, refd
     together = greedy_side_by_side(model, [r["tokens"] for r in refs], n_tokens)
     for ref, tokens in zip(refs, together):
         assert tokens == ref["greedy"][:n_tokens], f"{model_name}: {ref['prompt'][:40]!r}"
+
+
+@pytest.mark.parametrize("window,softcap", [(0, 0.0), (128, 0.0), (0, 30.0)])
+def test_one_launch_for_all_sequences_equals_one_query_at_a_time(window, softcap):
+    # a decode step's attention, all sequences at once, against ggml's kernels for each query alone
+    # (positions below and above 512 cells, where one query's keys are split across the threads)
+    rng = np.random.default_rng(1)
+    n_seq, n_head, n_kv_head, d, n_cells = 4, 6, 2, 64, 1024
+    keys = rng.standard_normal((n_seq, n_kv_head, n_cells, d)).astype(np.float16)
+    values = rng.standard_normal((n_seq, n_kv_head, n_cells, d)).astype(np.float16)
+    seqs, positions = np.array([2, 0, 3, 1]), np.array([700, 5, 300, 1000])
+    q = rng.standard_normal((n_seq, n_head, d)).astype(np.float32)
+    together = attention_one_query_each(q, keys, values, seqs, positions, 0.125, window, softcap, n_threads=2)
+    for row, (seq, pos) in enumerate(zip(seqs, positions)):
+        alone = attention(q[row:row + 1], keys[seq], values[seq], positions[row:row + 1], 0.125, window, softcap,
+                          n_threads=2)
+        assert np.array_equal(together[row], alone[0]), f"row {row} (position {pos})"
 
 
 def test_the_mode_is_scoped_to_its_block():

@@ -8,7 +8,7 @@ import numba
 import numpy as np
 
 from lamina.kernels.attention import TILE as ATTENTION_TILE
-from lamina.kernels.attention import attention
+from lamina.kernels.attention import attention, attention_one_query_each
 from lamina.kernels.linear import rows_alone
 
 from .kv_cache import KVCache
@@ -54,6 +54,7 @@ class ForwardState:
     positions: np.ndarray
     groups: list[SequenceRows]
     kv: KVCache
+    seq_ids: np.ndarray
     _rope_tables: dict = field(default_factory=dict)
 
     @classmethod
@@ -62,7 +63,11 @@ class ForwardState:
         for seq in np.unique(batch.seq_ids):
             rows = np.flatnonzero(batch.seq_ids == seq)
             groups.append(SequenceRows(int(seq), rows, batch.positions[rows].astype(np.int64)))
-        return cls(batch.positions.astype(np.int64), groups, kv)
+        return cls(batch.positions.astype(np.int64), groups, kv, batch.seq_ids.astype(np.int64))
+
+    @property
+    def one_row_per_sequence(self) -> bool:
+        return len(self.groups) > 1 and len(self.groups) == len(self.positions)
 
     def rope(self, cfg, x: np.ndarray) -> np.ndarray:
         """Apply rotary embedding ``cfg`` at this batch's positions to x (tokens, heads, head_dim), in place."""
@@ -86,6 +91,10 @@ class ForwardState:
             self.kv.store(layer, g.seq, g.positions, k, v)
             return attention(q, self.kv.k[layer][g.seq], self.kv.v[layer][g.seq], g.positions, scale, window,
                              softcap, tiled=tiled, n_threads=n_threads)
+        if self.one_row_per_sequence and (alone or not tiled):  # a decode step: every sequence in one launch
+            self.kv.store_rows(layer, self.seq_ids, self.positions, k, v)
+            return attention_one_query_each(q, self.kv.k[layer], self.kv.v[layer], self.seq_ids, self.positions,
+                                            scale, window, softcap, n_threads=n_threads)
         out = np.empty((q.shape[0], q.shape[1] * v.shape[2]), dtype=np.float32)
         for g in self.groups:
             self.kv.store(layer, g.seq, g.positions, k[g.rows], v[g.rows])

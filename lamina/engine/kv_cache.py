@@ -106,6 +106,11 @@ class KVCache:
         self.k[layer][seq, :, p0:p1] = k.transpose(1, 0, 2)
         self.v[layer][seq, :, p0:p1] = v.transpose(1, 0, 2)
 
+    def store_rows(self, layer: int, seqs: np.ndarray, positions: np.ndarray, k: np.ndarray, v: np.ndarray) -> None:
+        """Write one token's keys/values per row, row ``i`` to sequence ``seqs[i]`` at ``positions[i]``."""
+        self.k[layer][seqs, :, positions] = k
+        self.v[layer][seqs, :, positions] = v
+
     def commit(self, seq: int, positions: np.ndarray) -> None:
         """Mark the cells of ``positions`` valid (after every layer has stored them)."""
         if len(positions):

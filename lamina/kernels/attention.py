@@ -134,42 +134,86 @@ def _attention_vec(q, key_bits, value_bits, q_pos, scale, window, softcap, out):
             out[t, h * d_v + d] = acc[d] * inv
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _split_query(qq, key_bits, value_bits, kh, pos, n_kv, n_chunks, window, scale, softcap, acc, merged):
+    """One query whose cache view holds ``n_kv`` >= 512 cells: ggml splits the cells into ``n_chunks``
+    (its thread count) ranges, runs the per-query kernel on each, then merges the partial results
+    in order (ggml_flash_attn_ext_reduce_partials) into ``merged``; returns the softmax sum."""
+    d_v = merged.shape[0]
+    for d in range(d_v):
+        merged[d] = 0
+    best = F32(-np.inf)
+    total = F32(0.0)
+    chunk = (n_kv + n_chunks - 1) // n_chunks
+    for c in range(n_chunks):
+        j0 = c * chunk
+        if j0 >= n_kv:
+            continue
+        m_c, s_c = _vec_keys(qq, key_bits, value_bits, kh, pos, window, j0, min(j0 + chunk, n_kv),
+                             scale, softcap, acc)
+        if s_c == 0:
+            continue
+        new = max(best, m_c)
+        scale_old = math.exp(best - new)
+        scale_new = math.exp(m_c - new)
+        for d in range(d_v):
+            merged[d] = fma32(merged[d], scale_old, acc[d] * scale_new)
+        total = fma32(total, scale_old, s_c * scale_new)
+        best = new
+    return total
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def _attention_split(q, key_bits, value_bits, pos, n_kv, n_chunks, scale, window, softcap, out):
-    """One query whose cache view holds 512 or more cells: ggml splits the cells into ``n_chunks``
-    (its thread count) ranges, runs the per-query kernel on each, then merges the partial results
-    in order (ggml_flash_attn_ext_reduce_partials)."""
+    """One query whose cache view holds 512 or more cells, its heads in parallel (see _split_query)."""
     _, n_head, d_k = q.shape
     n_kv_head, _, d_v = value_bits.shape
     group = n_head // n_kv_head
     if softcap > 0:
         scale = scale / softcap
-    chunk = (n_kv + n_chunks - 1) // n_chunks
     for h in prange(n_head):
         qq = np.empty(d_k, F32)
         _round_query(q, 0, h, qq)
         acc = np.empty(d_v, F32)
-        merged = np.zeros(d_v, F32)
-        best = F32(-np.inf)
-        total = F32(0.0)
-        for c in range(n_chunks):
-            j0 = c * chunk
-            if j0 >= n_kv:
-                continue
-            m_c, s_c = _vec_keys(qq, key_bits, value_bits, h // group, pos, window, j0, min(j0 + chunk, n_kv),
-                                 scale, softcap, acc)
-            if s_c == 0:
-                continue
-            new = max(best, m_c)
-            scale_old = math.exp(best - new)
-            scale_new = math.exp(m_c - new)
-            for d in range(d_v):
-                merged[d] = fma32(merged[d], scale_old, acc[d] * scale_new)
-            total = fma32(total, scale_old, s_c * scale_new)
-            best = new
+        merged = np.empty(d_v, F32)
+        total = _split_query(qq, key_bits, value_bits, h // group, pos, n_kv, n_chunks, window, scale, softcap,
+                             acc, merged)
         inv = F32(1.0) / total if total != 0 else F32(0.0)
         for d in range(d_v):
             out[0, h * d_v + d] = merged[d] * inv
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _attention_one_query_each(q, key_bits, value_bits, seqs, q_pos, n_kvs, n_chunks, scale, window, softcap, out):
+    """One query for each of several sequences (a decode step), all (query, head) pairs in one
+    parallel loop; each computed exactly as :func:`_attention_vec` or, when its sequence's cache
+    view reaches 512 cells, :func:`_attention_split` computes it for that query alone.
+    ``key_bits``/``value_bits`` hold every sequence's cache, (n_seq, n_kv_head, n_cells, head_dim)."""
+    n_tok, n_head, d_k = q.shape
+    n_kv_head, d_v = value_bits.shape[1], value_bits.shape[3]
+    group = n_head // n_kv_head
+    if softcap > 0:
+        scale = scale / softcap
+    for th in prange(n_tok * n_head):
+        t = th // n_head
+        h = th % n_head
+        keys = key_bits[seqs[t]]
+        values = value_bits[seqs[t]]
+        qq = np.empty(d_k, F32)
+        _round_query(q, t, h, qq)
+        acc = np.empty(d_v, F32)
+        pos = q_pos[t]
+        if n_kvs[t] >= SPLIT_KV:
+            merged = np.empty(d_v, F32)
+            total = _split_query(qq, keys, values, h // group, pos, n_kvs[t], n_chunks, window, scale, softcap,
+                                 acc, merged)
+            result = merged
+        else:
+            _, total = _vec_keys(qq, keys, values, h // group, pos, window, 0, pos + 1, scale, softcap, acc)
+            result = acc
+        inv = F32(1.0) / total if total != 0 else F32(0.0)
+        for d in range(d_v):
+            out[t, h * d_v + d] = result[d] * inv
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -250,6 +294,26 @@ def _attention_tiled(q, key_bits, value_bits, q_pos, scale, window, softcap, out
                 out[t0 + tq, h * d_v + d] = acc[tq, d] * inv
 
 
+def cache_view_cells(q_pos: np.ndarray, n_cells: int) -> np.ndarray:
+    """The cells of llama.cpp's KV cache view for a query at each position: padded to 256, at most the cache."""
+    return np.minimum(n_cells, np.maximum(KV_PAD, -(-(np.asarray(q_pos, np.int64) + 1) // KV_PAD) * KV_PAD))
+
+
+def attention_one_query_each(q: np.ndarray, keys: np.ndarray, values: np.ndarray, seqs: np.ndarray,
+                             q_pos: np.ndarray, scale: float, window: int = 0, softcap: float = 0.0,
+                             n_threads: int = 1) -> np.ndarray:
+    """:func:`attention` for one query per sequence, every sequence's cache in ``keys``/``values``
+    (n_seq, n_kv_head, n_cells, head_dim): the same result, row for row, as calling it on each
+    query alone (ggml's per-query kernel, split from 512 cells), in one parallel launch instead
+    of one per sequence (a decode step of eight sequences makes eight times fewer launches)."""
+    out = np.empty((q.shape[0], q.shape[1] * values.shape[3]), np.float32)
+    q_pos = np.ascontiguousarray(q_pos, dtype=np.int64)
+    _attention_one_query_each(np.ascontiguousarray(q, dtype=np.float32), keys.view(np.uint16), values.view(np.uint16),
+                              np.ascontiguousarray(seqs, dtype=np.int64), q_pos, cache_view_cells(q_pos, keys.shape[2]),
+                              max(1, int(n_threads)), float(scale), int(window), float(softcap), out)
+    return out
+
+
 def attention(q: np.ndarray, keys: np.ndarray, values: np.ndarray, q_pos: np.ndarray, scale: float,
               window: int = 0, softcap: float = 0.0, tiled: bool | None = None, n_threads: int = 1) -> np.ndarray:
     """softmax(q·Kᵀ·scale + mask)·V for queries ``q`` (tokens, n_head, head_dim_k) at positions ``q_pos``.
@@ -269,7 +333,7 @@ def attention(q: np.ndarray, keys: np.ndarray, values: np.ndarray, q_pos: np.nda
     q = np.ascontiguousarray(q, dtype=np.float32)
     key_bits, value_bits = keys.view(np.uint16), values.view(np.uint16)
     if q.shape[0] == 1:
-        n_kv = min(keys.shape[1], max(KV_PAD, -(-(int(q_pos[0]) + 1) // KV_PAD) * KV_PAD))
+        n_kv = int(cache_view_cells(q_pos, keys.shape[1])[0])
         if n_kv >= SPLIT_KV:
             _attention_split(q, key_bits, value_bits, int(q_pos[0]), n_kv, max(1, int(n_threads)), float(scale),
                              int(window), float(softcap), out)

@@ -408,7 +408,7 @@ async def collect(request: Request, events: asyncio.Queue, choices: list[Choice]
                 choices[index].result = event.result
                 left -= 1
             else:
-                choices[index].events.append(event)
+                choices[index].add(event)
         return True
     finally:
         watcher.cancel()
@@ -446,7 +446,7 @@ async def stream(request: Request, state: ServerState, handles, events: asyncio.
                 else:
                     yield sse(responses.chat_chunk(tok, c, {}, finish_reason=c.result.finish_reason, **envelope))
                 continue
-            c.events.append(event)
+            c.add(event)
             if not event.text and not event.probs:
                 continue  # held back (a partial character or the start of a stop string)
             if kind == "native":

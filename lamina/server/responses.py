@@ -42,6 +42,11 @@ class Choice:
     events: list[TokenEvent] = field(default_factory=list)
     result: CompletionResult | None = None
     text_offset: int = 0  # characters of logprob tokens streamed so far (legacy completions' text_offset)
+    n_tokens: int = 0     # events that carry a sampled token (the others only release held-back text)
+
+    def add(self, event: TokenEvent) -> None:
+        self.events.append(event)
+        self.n_tokens += event.token >= 0
 
     @property
     def token_events(self) -> list[TokenEvent]:
@@ -130,7 +135,7 @@ def native_chunk(tokenizer, choice: Choice, event: TokenEvent) -> dict:
     task = choice.task
     out = {"index": task.index, "content": text(event.text),
            "tokens": [event.token] if task.return_tokens and event.token >= 0 else [],
-           "stop": False, "id_slot": event.id_slot, "tokens_predicted": len(choice.token_events),
+           "stop": False, "id_slot": event.id_slot, "tokens_predicted": choice.n_tokens,
            "tokens_evaluated": len(task.prompt_tokens)}
     if event.probs:
         out["completion_probabilities"] = [native_probs(tokenizer, event, task.post_sampling_probs)]
