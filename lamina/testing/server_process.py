@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import httpx
@@ -32,8 +33,8 @@ class ServerProcess:
                  command: tuple[str, ...] = LAMINA_SERVE):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = f"/tmp/lamina-serve-{self.port}.log"
-        self._log = open(self.log_path, "wb")
+        fd, self.log_path = tempfile.mkstemp(prefix=f"lamina-serve-{self.port}-", suffix=".log")
+        self._log = os.fdopen(fd, "wb")
         self.proc = subprocess.Popen([*command, *args, "--port", str(self.port)],
                                      stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
 
@@ -73,5 +74,7 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self._log.close()
+        if not self._log.closed:
+            self._log.close()
+            os.unlink(self.log_path)  # what a failing test needed from it, it has read (see log())
         return self.proc.returncode
