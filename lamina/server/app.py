@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lamina.chat.completion import chat_prompt_tokens
 from lamina.chat.errors import ChatTemplateError
 
-from . import protocol, responses, slot_files
+from . import protocol, responses, slot_files, webui
 from .errors import ServerError, invalid_request, not_supported
 from .metrics import prometheus_text
 from .protocol import CompletionRequest
@@ -273,7 +273,17 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.get("/")
     async def index():
-        return PlainTextResponse("lamina server: the OpenAI API is under /v1 (the web chat page is not built yet)\n")
+        if not cfg.webui:
+            raise ServerError("File Not Found (the web page is off: the server was started with --no-webui)",
+                              "not_found_error")
+        return webui.page_file("index.html")
+
+    @app.get("/webui/{name}")
+    async def page_file(name: str):
+        response = webui.page_file(name) if cfg.webui else None
+        if response is None:
+            raise ServerError("File Not Found", "not_found_error")
+        return response
 
     return app
 

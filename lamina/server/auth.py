@@ -2,7 +2,7 @@
 
 Keys are compared in constant time (``hmac.compare_digest``), and accepted as
 ``Authorization: Bearer KEY`` or ``X-Api-Key: KEY``, as llama-server accepts them.
-``/health`` and the model list stay public. With ``--admin-key`` the admin routes
+``/health``, the model list and the chat page's files stay public (the page asks for the key). With ``--admin-key`` the admin routes
 (``/slots``, slot actions, ``/metrics``, ``POST /props``) need an admin key and the
 inference keys no longer open them (llama.cpp #5837); without one, every API key is
 also an admin key, as in llama-server.
@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from .errors import ServerError
 
-PUBLIC_PATHS = frozenset({"/health", "/v1/health", "/models", "/v1/models", "/api/tags"})
+PUBLIC_PATHS = frozenset({"/health", "/v1/health", "/models", "/v1/models", "/api/tags", "/"})
+PUBLIC_PREFIXES = ("/webui/",)  # the chat page's files: it must load before its user can type a key
 ADMIN_PREFIXES = ("/slots", "/metrics")
 
 
@@ -55,7 +56,7 @@ class KeyPolicy:
 
     def check(self, method: str, path: str, headers) -> None:
         """Raise 401 unless the request may use ``path``."""
-        if path in PUBLIC_PATHS or method == "OPTIONS":
+        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or method == "OPTIONS":
             return
         admin = is_admin_route(method, path)
         needed = self.admin_keys if admin and self.admin_keys else self.api_keys + self.admin_keys
