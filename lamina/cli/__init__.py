@@ -16,9 +16,10 @@ SUBCOMMANDS = {
     "perplexity": ("lamina.cli.perplexity", "measure perplexity on a text file, like llama-perplexity"),
     "bench": ("lamina.cli.bench", "measure prompt and generation speed, like llama-bench"),
     "serve": ("lamina.server.cli", "serve a model over HTTP with the OpenAI API, like llama-server"),
+    "gguf-split": ("lamina.cli.gguf_split", "split a GGUF model into parts or merge them, like llama-gguf-split"),
 }
 DEFAULT_COMMAND = "lamina.cli.run"
-WITHOUT_KERNELS = ("info", "tokenize")  # never load Numba: they start in a fraction of the time
+WITHOUT_KERNELS = ("info", "tokenize", "gguf-split")  # never load Numba: they start in a fraction of the time
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -263,6 +263,8 @@ class GGUFFile:
         self.path = os.fspath(path)
         self._mmap = None
         self._buffer = None
+        self.parts: list[GGUFFile] = [self]  # a split model's parts, this one first
+        self._part_of: dict[str, GGUFFile] = {}
         try:
             # Checked before open(): opening a FIFO for reading would block forever.
             if not stat.S_ISREG(os.stat(self.path).st_mode):
@@ -473,11 +475,23 @@ class GGUFFile:
     def require_array(self, key: str, element: str | None = None):
         return self.get_array(key, _MISSING, element)
 
+    def attach_parts(self, parts: list["GGUFFile"]) -> None:
+        """Take the tensors of a split model's other parts (which stay open as long as this file)."""
+        for part in parts:
+            for name, t in part.tensors.items():
+                self.tensors[name] = t
+                self._part_of[name] = part
+        self.parts = [self, *parts]
+
     def release(self, tensor: TensorInfo) -> None:
         """Tell the OS a tensor's pages are not needed now (they are re-read from the file if touched again).
 
         Kernels that keep their own repacked copy call this so a loaded model costs its size once.
         """
+        part = self._part_of.get(tensor.name)
+        if part is not None:
+            part.release(tensor)
+            return
         if tensor.n_bytes:
             self._release_range(self.data_offset + tensor.offset, tensor.n_bytes)
 
@@ -500,6 +514,8 @@ class GGUFFile:
 
     def close(self) -> None:
         """Drop this object's references to the map; it is unmapped now, or once no tensor view is alive."""
+        for part in self.parts[1:]:
+            part.close()
         self._release_map()
 
     def __enter__(self) -> "GGUFFile":
@@ -532,6 +548,24 @@ def _pad(n: int, alignment: int) -> int:
     return (n + alignment - 1) // alignment * alignment
 
 
-def read(path: str | os.PathLike) -> GGUFFile:
-    """Open and validate a GGUF file; tensor data stays in the memory map."""
+def read_one(path: str | os.PathLike) -> GGUFFile:
+    """Open and validate one GGUF file (one part, if it is part of a split model)."""
     return GGUFFile(path)
+
+
+def read(path: str | os.PathLike) -> GGUFFile:
+    """Open and validate a GGUF file; tensor data stays in the memory map.
+
+    The first part of a split model (``…-00001-of-0000N.gguf``) brings in the other parts: their
+    tensors join its ``tensors``, each still mapped from its own file (see :mod:`.split`).
+    """
+    from .split import open_parts, split_count
+
+    f = GGUFFile(path)
+    if split_count(f) > 1:
+        try:
+            f.attach_parts(open_parts(f))
+        except BaseException:
+            f.close()
+            raise
+    return f

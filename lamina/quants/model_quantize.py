@@ -502,6 +502,10 @@ def quantize_model(request: QuantizeRequest, log: Callable[[str], None] | None =
         f = read(request.input_path)
     except GGUFError as e:
         raise QuantizeError(f"cannot read the input model: {e}") from None
+    if len(f.parts) > 1:  # the quantizer reads tensor rows from one file descriptor
+        f.close()
+        raise QuantizeError(f"{request.input_path} is the first of {len(f.parts)} parts of a split model; merge them "
+                            f"first (lamina gguf-split --merge {request.input_path} merged.gguf)")
     with f:
         try:
             report = plan(f, request, log)

@@ -387,7 +387,7 @@ async function generate(conv) {
   const repaint = () => {
     if (pending) return;
     pending = true;
-    requestAnimationFrame(() => { pending = false; repaintLast(conv); });
+    setTimeout(() => { pending = false; repaintLast(conv); }, 40);  // not rAF: it pauses in hidden tabs
   };
   try {
     const r = await fetch("/v1/chat/completions", { method: "POST", headers: headers(), body: JSON.stringify(body),
