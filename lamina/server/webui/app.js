@@ -28,8 +28,12 @@ function readJSON(key, fallback) {
 }
 
 function save() {
-  localStorage.setItem(KEY.conversations, JSON.stringify(state.conversations));
-  localStorage.setItem(KEY.current, JSON.stringify(state.currentId));
+  try {
+    localStorage.setItem(KEY.conversations, JSON.stringify(state.conversations));
+    localStorage.setItem(KEY.current, JSON.stringify(state.currentId));
+  } catch (e) {  // storage full or disabled: keep working, say so
+    setStatus(`Conversations could not be saved in this browser: ${e.message}`, "error");
+  }
 }
 
 function newId() {
@@ -43,7 +47,8 @@ function cleanConversation(c) {
     .filter((m) => m && ["user", "assistant", "system"].includes(m.role) && typeof m.content === "string")
     .map((m) => ({ role: m.role, content: m.content,
                    ...(m.timings && typeof m.timings === "object" ? { timings: m.timings } : {}),
-                   ...(m.truncated === true ? { truncated: true } : {}), ...(m.stopped === true ? { stopped: true } : {}) }));
+                   ...(m.truncated === true ? { truncated: true } : {}), ...(m.stopped === true ? { stopped: true } : {}),
+                   ...(typeof m.error === "string" ? { error: m.error.slice(0, 500) } : {}) }));
   return { id: newId(), title: typeof c.title === "string" && c.title ? c.title.slice(0, 200) : "Imported chat",
            created: Number.isFinite(c.created) ? c.created : Date.now(), messages };
 }
@@ -77,7 +82,8 @@ function headers() {
 async function errorText(response) {
   try {
     const body = await response.json();
-    return body?.error?.message || `HTTP ${response.status}`;
+    const error = body?.error;
+    return String((typeof error === "string" ? error : error?.message) || `HTTP ${response.status}`);
   } catch {
     return `HTTP ${response.status}`;
   }
@@ -99,6 +105,7 @@ async function watchServer() {
       state.ready = false;
       setStatus(`The server is loading the model… (${await errorText(r)})`, "warn");
     } else {
+      state.ready = false;
       setStatus(`The server answered ${r.status}`, "error");
     }
   } catch {
@@ -340,34 +347,49 @@ function startEdit(box, conv, index) {
 // -- generating ------------------------------------------------------------------------------------
 function regenerate(conv) {
   if (conv.messages.at(-1)?.role === "assistant") conv.messages.pop();
+  dropFailedAnswers(conv);
   save();
   generate(conv);
 }
 
+/** Answers that failed before any text: dropped once the user goes on, so roles keep alternating. */
+function dropFailedAnswers(conv) {
+  conv.messages = conv.messages.filter((m) => !(m.role === "assistant" && !m.content));
+}
+
 function send(text) {
   const conv = current() || startConversation();
+  dropFailedAnswers(conv);
   if (!conv.messages.length) conv.title = text.replace(/\s+/g, " ").slice(0, 48) || "New chat";
   conv.messages.push({ role: "user", content: text });
   save();
   generate(conv);
 }
 
-/** SSE "data:" payloads from a streamed response, as they arrive. */
+/** The data of each Server-Sent Event of a streamed response, as they arrive (CRLF or LF framing,
+ * several data lines joined, a last event without its blank line included). */
 async function* events(response) {
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
+  const dataOf = (block) => {
+    const lines = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(l.startsWith("data: ") ? 6 : 5));
+    return lines.length ? lines.join("\n") : null;
+  };
   for (;;) {
     const { value, done } = await reader.read();
-    if (done) break;
-    buffer += decoder.decode(value, { stream: true });
+    buffer += decoder.decode(value || new Uint8Array(), { stream: !done });
+    buffer = buffer.replace(/\r\n?/g, "\n");
     let cut;
     while ((cut = buffer.indexOf("\n\n")) >= 0) {
-      const chunk = buffer.slice(0, cut);
+      const data = dataOf(buffer.slice(0, cut));
       buffer = buffer.slice(cut + 2);
-      for (const line of chunk.split("\n")) {
-        if (line.startsWith("data: ")) yield line.slice(6);
-      }
+      if (data !== null) yield data;
+    }
+    if (done) {
+      const data = dataOf(buffer);
+      if (data !== null) yield data;
+      return;
     }
   }
 }
@@ -409,8 +431,9 @@ async function generate(conv) {
       } catch {
         continue;
       }
+      if (!chunk || typeof chunk !== "object") continue;
       if (chunk.error) {
-        answer.error = chunk.error.message || "the server ended the answer with an error";
+        answer.error = String(chunk.error.message || chunk.error || "the server ended the answer with an error");
         setStatus(answer.error, "error");
         break;
       }
@@ -502,7 +525,8 @@ function wire() {
 }
 
 function start() {
-  state.conversations = readJSON(KEY.conversations, []).map((c) => {
+  const saved = readJSON(KEY.conversations, []);
+  state.conversations = (Array.isArray(saved) ? saved : []).map((c) => {
     const clean = cleanConversation(c);
     if (clean && typeof c.id === "string") clean.id = c.id;
     return clean;

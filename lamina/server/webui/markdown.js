@@ -129,7 +129,8 @@ export function renderMarkdown(source) {
       flush(); endList();
       const body = [];
       i++;
-      while (i < lines.length && !lines[i].trim().startsWith(fence[1])) body.push(lines[i++]);
+      const closing = new RegExp(`^\\s*${fence[1][0] === "`" ? "`" : "~"}{${fence[1].length},}\\s*$`);
+      while (i < lines.length && !closing.test(lines[i])) body.push(lines[i++]);
       out.append(codeBlock(fence[2], body.join("\n")));
       continue;
     }
