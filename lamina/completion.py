@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from lamina.generation import TextGeneration
+from lamina.generation import STOP_EOS, STOP_WORD, TextGeneration
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -68,7 +68,7 @@ def run_completion(llm, prompt, *, suffix=None, max_tokens=16, logprobs=None, ec
     if not gen.finished:
         for token in llm.generate(prompt_tokens, stopping_criteria=stopping_criteria, **(sampling or {})):
             visible = gen.add(token)
-            if stream and logprobs is not None and gen.stop_type not in ("eos", "word"):
+            if stream and logprobs is not None and gen.stop_type not in (STOP_EOS, STOP_WORD):
                 start = len(prompt_tokens) + len(gen.tokens) - 1
                 lp = _logprobs_for(llm, [token], [start - 1], logprobs, len(prompt_text) + emitted)
                 gen.release_all()

@@ -113,6 +113,15 @@ def _round_query(q, t, h, qq):
         qq[d] = f2h_round(q[t, h, d])
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _store_normalized(out, t, h, acc, total):
+    """Row ``t``, head ``h`` of the output: the accumulated values divided by the softmax sum."""
+    d_v = acc.shape[0]
+    inv = F32(1.0) / total if total != 0 else F32(0.0)
+    for d in range(d_v):
+        out[t, h * d_v + d] = acc[d] * inv
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def _attention_vec(q, key_bits, value_bits, q_pos, scale, window, softcap, out):
     """ggml_compute_forward_flash_attn_ext_f16_one_chunk, one (query, head) per task."""
@@ -129,9 +138,7 @@ def _attention_vec(q, key_bits, value_bits, q_pos, scale, window, softcap, out):
         acc = np.empty(d_v, F32)
         pos = q_pos[t]
         _, total = _vec_keys(qq, key_bits, value_bits, h // group, pos, window, 0, pos + 1, scale, softcap, acc)
-        inv = F32(1.0) / total if total != 0 else F32(0.0)
-        for d in range(d_v):
-            out[t, h * d_v + d] = acc[d] * inv
+        _store_normalized(out, t, h, acc, total)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -178,9 +185,7 @@ def _attention_split(q, key_bits, value_bits, pos, n_kv, n_chunks, scale, window
         merged = np.empty(d_v, F32)
         total = _split_query(qq, key_bits, value_bits, h // group, pos, n_kv, n_chunks, window, scale, softcap,
                              acc, merged)
-        inv = F32(1.0) / total if total != 0 else F32(0.0)
-        for d in range(d_v):
-            out[0, h * d_v + d] = merged[d] * inv
+        _store_normalized(out, 0, h, merged, total)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -211,9 +216,7 @@ def _attention_one_query_each(q, key_bits, value_bits, seqs, q_pos, n_kvs, n_chu
         else:
             _, total = _vec_keys(qq, keys, values, h // group, pos, window, 0, pos + 1, scale, softcap, acc)
             result = acc
-        inv = F32(1.0) / total if total != 0 else F32(0.0)
-        for d in range(d_v):
-            out[t, h * d_v + d] = result[d] * inv
+        _store_normalized(out, t, h, result, total)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
