@@ -9,4 +9,8 @@ def __getattr__(name):
         from .llama import Llama
 
         return Llama
+    if name in ("LlamaGrammar", "GrammarError", "UnsupportedSchemaError"):
+        from . import grammar
+
+        return getattr(grammar, name)
     raise AttributeError(f"module 'lamina' has no attribute {name!r}")

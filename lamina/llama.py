@@ -244,7 +244,7 @@ class Llama:
 
     def _sampler(self, top_k=40, top_p=0.95, min_p=0.05, typical_p=1.0, temp=0.80, repeat_penalty=1.0,
                  frequency_penalty=0.0, presence_penalty=0.0, mirostat_mode=0, mirostat_tau=5.0,
-                 mirostat_eta=0.1, logit_bias=None, **_ignored):
+                 mirostat_eta=0.1, logit_bias=None, grammar=None, **_ignored):
         from lamina.sampling import SamplerChain, SamplingParams
 
         # llama-cpp-python's chain: penalties, then top-k, typical, top-p, min-p, temperature and the draw
@@ -255,7 +255,11 @@ class Llama:
             mirostat_eta=mirostat_eta, logit_bias=dict(logit_bias or {}),
             samplers=["penalties", "top_k", "typ_p", "top_p", "min_p", "temperature"],
         )
-        return SamplerChain(params, self.n_vocab())
+        matcher = None
+        if grammar is not None:
+            matcher = _as_grammar(grammar).matcher(self.tokenizer_, self.n_vocab())
+        # llama-cpp-python's grammar sampler sits after the penalties: the mask comes before the draw
+        return SamplerChain(params, self.n_vocab(), grammar=matcher, grammar_first=True)
 
     def sample(self, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, typical_p: float = 1.0,
                temp: float = 0.80, repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
@@ -280,14 +284,14 @@ class Llama:
                  typical_p: float = 1.0, temp: float = 0.80, repeat_penalty: float = 1.0, reset: bool = True,
                  frequency_penalty: float = 0.0, presence_penalty: float = 0.0, mirostat_mode: int = 0,
                  mirostat_tau: float = 5.0, mirostat_eta: float = 0.1, logits_processor=None,
-                 stopping_criteria=None, logit_bias=None, **kwargs) -> Iterator[int]:
+                 stopping_criteria=None, logit_bias=None, grammar=None, **kwargs) -> Iterator[int]:
         """Yield sampled tokens after ``tokens`` forever (the caller stops).
 
         Tokens already evaluated as a prefix of ``tokens`` are reused from the KV cache.
         """
         self._require_model()
         chain = self._sampler(top_k, top_p, min_p, typical_p, temp, repeat_penalty, frequency_penalty,
-                              presence_penalty, mirostat_mode, mirostat_tau, mirostat_eta, logit_bias)
+                              presence_penalty, mirostat_mode, mirostat_tau, mirostat_eta, logit_bias, grammar)
         tokens = [int(t) for t in tokens]
         if reset:
             prefix = 0
@@ -315,8 +319,10 @@ class Llama:
                           presence_penalty: float = 0.0, repeat_penalty: float = 1.0, top_k: int = 40,
                           stream: bool = False, seed: int | None = None, mirostat_mode: int = 0,
                           mirostat_tau: float = 5.0, mirostat_eta: float = 0.1, model: str | None = None,
-                          stopping_criteria=None, logits_processor=None, logit_bias=None, **kwargs):
-        """A text completion as an OpenAI ``text_completion`` dict, or an iterator of chunks with ``stream=True``."""
+                          stopping_criteria=None, logits_processor=None, logit_bias=None, grammar=None, **kwargs):
+        """A text completion as an OpenAI ``text_completion`` dict, or an iterator of chunks with ``stream=True``.
+
+        ``grammar`` (a :class:`lamina.LlamaGrammar`, or GBNF text) constrains every generated token."""
         from lamina.completion import run_completion
 
         chunks = run_completion(
@@ -325,7 +331,8 @@ class Llama:
             sampling=dict(temp=temperature, top_p=top_p, min_p=min_p, typical_p=typical_p, top_k=top_k,
                           frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
                           repeat_penalty=repeat_penalty, mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau,
-                          mirostat_eta=mirostat_eta, logits_processor=logits_processor, logit_bias=logit_bias),
+                          mirostat_eta=mirostat_eta, logits_processor=logits_processor, logit_bias=logit_bias,
+                          grammar=_as_grammar(grammar) if grammar is not None else None),
         )
         return chunks if stream else next(chunks)
 
@@ -362,3 +369,14 @@ def _meta_str(value) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_meta_str(v) if not isinstance(v, str) else f'"{v}"' for v in value) + "]"
     return str(value)
+
+
+def _as_grammar(grammar):
+    """A ``LlamaGrammar`` as given, or GBNF text made into one (checked before anything runs)."""
+    from lamina.grammar import LlamaGrammar
+
+    if isinstance(grammar, LlamaGrammar):
+        return grammar
+    if isinstance(grammar, str):
+        return LlamaGrammar.from_string(grammar)
+    raise TypeError(f"grammar must be a LlamaGrammar or GBNF text, not {type(grammar).__name__}")

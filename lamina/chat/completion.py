@@ -15,12 +15,12 @@ Two things differ from llama-cpp-python on purpose:
 * Message text is tokenized **without** parsing special tokens: a ``<|im_end|>``
   typed by a user stays text (llama-cpp-python and llama.cpp's server parse the
   whole rendered prompt). Only the template's own text produces control tokens.
-* There is no grammar-constrained decoding in lamina, so everything that needs a
-  grammar is refused with :class:`ChatCompletionError` instead of silently producing
-  unconstrained text: ``response_format`` of type ``json_object`` or ``json_schema``,
-  a ``grammar``, and a ``tool_choice`` (or ``function_call``) that forces a named
-  function. ``tools``/``functions`` alone are passed to the template, and the
-  reply is plain text, as llama-cpp-python's template-based handlers do.
+* ``response_format`` (``json_object``, with an optional ``schema``, or ``json_schema``) and
+  ``grammar`` constrain every generated token (:mod:`lamina.grammar`); a schema keyword that
+  cannot be enforced is an error, not ignored. A ``tool_choice`` (or ``function_call``) that
+  forces a named function is refused with :class:`ChatCompletionError` for now, instead of
+  silently producing unconstrained text. ``tools``/``functions`` alone are passed to the
+  template, and the reply is plain text, as llama-cpp-python's template-based handlers do.
 """
 
 from __future__ import annotations
@@ -180,31 +180,35 @@ def _stop_list(stop: str | list[str] | None) -> list[str]:
     return list(stop)
 
 
-def _refuse_what_needs_a_grammar(response_format, grammar, tools, tool_choice, functions, function_call) -> None:
-    if grammar is not None:
-        raise ChatCompletionError("grammar-constrained decoding is not available in lamina: pass grammar=None")
-    if response_format is not None:
-        if not isinstance(response_format, dict) or not isinstance(response_format.get("type"), str):
-            raise ChatCompletionError(f"response_format must be an object with a 'type', got {response_format!r}")
-        kind = response_format["type"]
-        if kind in ("json_object", "json_schema"):
-            raise ChatCompletionError(
-                f"response_format type {kind!r} needs grammar-constrained decoding, which lamina does not have; "
-                "ask for JSON in the messages and use response_format=None (or {'type': 'text'})")
-        if kind != "text":
-            raise ChatCompletionError(f"response_format type {kind!r} is not one of 'text', 'json_object', "
-                                      "'json_schema'")
+def _grammar_for(response_format, grammar):
+    """The grammar a chat request asks for, by ``response_format`` or ``grammar`` (not both)."""
+    from lamina.grammar import LlamaGrammar, request_grammar
+
+    if response_format is not None and (not isinstance(response_format, dict)
+                                        or not isinstance(response_format.get("type"), str)):
+        raise ChatCompletionError(f"response_format must be an object with a 'type', got {response_format!r}")
+    if grammar is not None and not isinstance(grammar, LlamaGrammar):
+        if not isinstance(grammar, str):
+            raise ChatCompletionError(f"grammar must be a LlamaGrammar or GBNF text, not {type(grammar).__name__}")
+        grammar = LlamaGrammar.from_string(grammar)
+    from_format = request_grammar(response_format=response_format)
+    if grammar is not None and from_format is not None:
+        raise ChatCompletionError("give either grammar or a JSON response_format, not both")
+    return grammar if grammar is not None else from_format
+
+
+def _refuse_what_needs_tools(tools, tool_choice, functions, function_call) -> None:
     forced = None
     if isinstance(tool_choice, dict):
         forced = (tool_choice.get("function") or {}).get("name")
     elif tool_choice not in (None, "none", "auto"):
-        raise ChatCompletionError(f"tool_choice {tool_choice!r} needs grammar-constrained decoding, which lamina does "
-                                  "not have; use 'auto', 'none' or leave it out")
+        raise ChatCompletionError(f"tool_choice {tool_choice!r} is not supported yet; use 'auto', 'none' or leave "
+                                  "it out")
     if isinstance(function_call, dict) and "name" in function_call:
         forced = function_call["name"]
     if forced is not None:
-        raise ChatCompletionError(f"forcing a call to function {forced!r} needs grammar-constrained decoding, which "
-                                  "lamina does not have; leave tool_choice/function_call out")
+        raise ChatCompletionError(f"forcing a call to function {forced!r} is not supported yet; leave "
+                                  "tool_choice/function_call out")
     if tools is not None and not isinstance(tools, list):
         raise ChatCompletionError(f"tools must be a list, got {type(tools).__name__}")
     if functions is not None and not isinstance(functions, list):
@@ -231,7 +235,8 @@ def create_chat_completion(llm, messages, functions=None, function_call=None, to
     if isinstance(messages, (list, tuple)) and not messages:
         raise ChatCompletionError("messages is empty: a chat completion needs at least one message")
     normalize_messages(messages)  # bad shapes fail here, naming the message
-    _refuse_what_needs_a_grammar(response_format, grammar, tools, tool_choice, functions, function_call)
+    grammar = _grammar_for(response_format, grammar)
+    _refuse_what_needs_tools(tools, tool_choice, functions, function_call)
     stops = _stop_list(stop)
     if logprobs and top_logprobs is not None and (not isinstance(top_logprobs, int) or top_logprobs < 0):
         raise ChatCompletionError(f"top_logprobs must be a non-negative integer, got {top_logprobs!r}")
@@ -250,7 +255,8 @@ def create_chat_completion(llm, messages, functions=None, function_call=None, to
         sampling=dict(temp=temperature, top_p=top_p, min_p=min_p, typical_p=typical_p, top_k=top_k,
                       frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
                       repeat_penalty=repeat_penalty, mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau,
-                      mirostat_eta=mirostat_eta, logits_processor=logits_processor, logit_bias=logit_bias),
+                      mirostat_eta=mirostat_eta, logits_processor=logits_processor, logit_bias=logit_bias,
+                      grammar=grammar),
     )
     if stream:
         return _chat_chunks(chunks)

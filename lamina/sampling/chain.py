@@ -16,6 +16,13 @@ Typical use by a generation loop::
 
 The same seed and the same logits give the same tokens, and the same tokens as
 llama.cpp: each random sampler owns a ``std::mt19937`` seeded like llama.cpp's.
+
+A grammar (a ``lamina.grammar.GrammarMatcher``) constrains the choice as llama.cpp's
+``common_sampler_sample`` does: the chain picks as usual, and only if the grammar refuses that
+token is the choice made again, from logits masked to what the grammar allows (so an
+unconstrained step costs one parser check, not a whole-vocabulary mask). With ``grammar_first``
+the mask is applied before the chain every time, which is where llama-cpp-python's ``Llama``
+puts its grammar sampler. Generated tokens advance the grammar; prompt tokens do not.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ class SamplerChain:
     def __init__(self, params: SamplingParams, n_vocab: int, *,
                  token_pieces: Sequence[bytes] | None = None,
                  tokenize: Callable[[bytes], Sequence[int]] | None = None,
-                 eog_tokens: Iterable[int] = ()):
+                 eog_tokens: Iterable[int] = (), grammar=None, grammar_first: bool = False):
         if not isinstance(params, SamplingParams):
             raise SamplingError(f"params must be SamplingParams, got {type(params).__name__}")
         if isinstance(n_vocab, bool) or not isinstance(n_vocab, (int, np.integer)) or n_vocab <= 0:
@@ -59,6 +66,8 @@ class SamplerChain:
         self._all_ids.flags.writeable = False
         self.samplers: list[Sampler] = self._build(token_pieces, tokenize, eog_tokens)
         self.last_candidates: Candidates | None = None
+        self.grammar = grammar
+        self.grammar_first = grammar_first
 
     def _build(self, token_pieces, tokenize, eog_tokens) -> list[Sampler]:
         p = self.params
@@ -128,6 +137,16 @@ class SamplerChain:
     def sample(self, logits: np.ndarray) -> int:
         """The next token for these logits (float32, one per vocabulary entry). Does not ``accept`` it."""
         logits = logits_must_be_valid(logits, self.n_vocab)
+        if self.grammar is None:
+            return self._sample_chain(logits)
+        if self.grammar_first:
+            return self._sample_chain(self.grammar.masked(logits))
+        token = self._sample_chain(logits)
+        if self.grammar.allows(token):
+            return token
+        return self._sample_chain(self.grammar.masked(logits))
+
+    def _sample_chain(self, logits: np.ndarray) -> int:
         cand = Candidates.from_logits(logits, self._all_ids)
         for sampler in self.samplers:
             sampler.apply(cand)
@@ -143,15 +162,24 @@ class SamplerChain:
         token = int(token)
         for sampler in self.samplers:
             sampler.accept(token)
+        if self.grammar is not None:
+            self.grammar.accept(token)
 
     def accept_many(self, tokens: Iterable[int]) -> None:
-        for token in tokens:
-            self.accept(token)
+        """Remember prompt tokens: penalties and DRY see them, the grammar does not (as in llama.cpp)."""
+        grammar, self.grammar = self.grammar, None
+        try:
+            for token in tokens:
+                self.accept(token)
+        finally:
+            self.grammar = grammar
 
     def reset(self) -> None:
         """Forget accepted tokens and restart every random sampler from the seed."""
         for sampler in self.samplers:
             sampler.reset()
+        if self.grammar is not None:
+            self.grammar.reset()
         self.last_candidates = None
 
     def candidate_probabilities(self) -> tuple[np.ndarray, np.ndarray]:
