@@ -16,6 +16,7 @@ import sys
 import time
 
 import httpx
+import jsonschema
 import openai
 import pytest
 
@@ -173,16 +174,45 @@ def test_tokenize_detokenize_models_props_slots(server):
 
 
 def test_refused_rather_than_ignored(server):
-    for body in ({"prompt": "x", "response_format": {"type": "json_object"}},
-                 {"prompt": "x", "grammar": "root ::= \"a\""},
-                 {"prompt": "x", "json_schema": {"type": "object"}},
-                 {"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "f"}}]}):
+    for body, words in (
+            ({"prompt": "x", "grammar": "root ::= \"a\"", "grammar_lazy": True}, "lazy"),
+            ({"prompt": "x", "grammar": "root ::= (\"a\""}, "line 1, column 10"),
+            ({"prompt": "x", "json_schema": {"type": "array", "uniqueItems": True}}, "uniqueItems"),
+            ({"prompt": "x", "grammar": "root ::= \"a\"", "json_schema": {}}, "only one of"),
+            ({"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"schema": {"not": {}}}}},
+             "'not'"),
+            ({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "f"}}]},
+             "tools")):
         path = "/v1/chat/completions" if "messages" in body else "/completion"
         r = httpx.post(server.url + path, json=body)
         assert r.status_code == 400, body
         assert r.json()["error"]["type"] == "invalid_request_error"
+        assert words in r.json()["error"]["message"], (body, r.json())
     r = httpx.post(server.url + "/v1/embeddings", json={"input": "x"})
     assert r.status_code == 501 and r.json()["error"]["type"] == "not_supported_error"
+
+
+PERSON = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 24},
+                                          "age": {"type": "integer", "minimum": 0, "maximum": 120}},
+          "required": ["name", "age"]}
+
+
+def test_grammars_and_schemas_constrain_every_route(server):
+    r = httpx.post(server.url + "/completion", json={"prompt": "Is water wet? Answer:", "n_predict": 8,
+                                                     "temperature": 0, "grammar": 'root ::= "true" | "false"'})
+    assert r.status_code == 200 and r.json()["content"] in ("true", "false")
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="none")
+    answers = [client.chat.completions.create(
+        model="x", messages=[{"role": "user", "content": f"Invent person number {i} as JSON."}], max_tokens=60,
+        temperature=0.7, seed=i, response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": PERSON}})
+        for i in range(3)]
+    for a in answers:
+        jsonschema.validate(json.loads(a.choices[0].message.content), PERSON)
+    stream = client.completions.create(model="x", prompt="A list of three colours:", max_tokens=40, temperature=0,
+                                       stream=True, extra_body={"json_schema": {"type": "array", "items": {
+                                           "enum": ["red", "green", "blue", "black"]}, "minItems": 3, "maxItems": 3}})
+    colours = json.loads("".join(c.choices[0].text for c in stream))
+    assert len(colours) == 3 and set(colours) <= {"red", "green", "blue", "black"}
 
 
 def test_prompt_longer_than_a_slot(server):

@@ -187,6 +187,9 @@ def _grammar_for(response_format, grammar):
     if response_format is not None and (not isinstance(response_format, dict)
                                         or not isinstance(response_format.get("type"), str)):
         raise ChatCompletionError(f"response_format must be an object with a 'type', got {response_format!r}")
+    if response_format is not None and response_format["type"] not in ("text", "json_object", "json_schema"):
+        raise ChatCompletionError(f"response_format type {response_format['type']!r} is not one of 'text', "
+                                  "'json_object', 'json_schema'")
     if grammar is not None and not isinstance(grammar, LlamaGrammar):
         if not isinstance(grammar, str):
             raise ChatCompletionError(f"grammar must be a LlamaGrammar or GBNF text, not {type(grammar).__name__}")

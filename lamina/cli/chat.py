@@ -132,6 +132,9 @@ class Session:
         self.console = console
         self.args = args
         self.params = params
+        from lamina.cli.options import grammar_from
+
+        self.grammar = grammar_from(args)  # each answer must fit it, from its start (a fresh matcher)
         self.template = template
         self.chat_mode = chat_mode
         self.guard: InterruptGuard | None = None
@@ -155,7 +158,7 @@ class Session:
     def _new_chain(self):
         from lamina.cli.options import sampler_chain_for
 
-        return sampler_chain_for(self.llm, self.params)
+        return sampler_chain_for(self.llm, self.params, self.grammar)
 
     def _restart_chain(self) -> None:
         """Before each answer (llama.cpp resets its sampler after user input): a new random seed unless one was given."""

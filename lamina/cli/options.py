@@ -54,6 +54,34 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sampling-seq", default=None, help="samplers as letters (default: edskypmxt)")
     g.add_argument("-l", "--logit-bias", action="append", default=[],
                    help="TOKEN_ID(+/-)BIAS, e.g. 15043+1 or 15043-inf (repeatable)")
+    g.add_argument("--grammar", default=None, help="GBNF grammar that every generated token must fit")
+    g.add_argument("--grammar-file", default=None, help="file to read the GBNF grammar from")
+    g.add_argument("-j", "--json-schema", default=None,
+                   help="JSON schema the output must match, e.g. '{}' for any JSON value")
+    g.add_argument("-jf", "--json-schema-file", default=None, help="file to read the JSON schema from")
+
+
+def grammar_from(args):
+    """The grammar the flags ask for (a ``LlamaGrammar``), or None; raises GrammarError."""
+    from lamina.grammar import GrammarError, LlamaGrammar
+
+    given = [name for name in ("grammar", "grammar_file", "json_schema", "json_schema_file")
+             if getattr(args, name, None) is not None]
+    if len(given) > 1:
+        raise GrammarError("give only one of " + ", ".join("--" + n.replace("_", "-") for n in given))
+    if args.grammar is not None:
+        return LlamaGrammar.from_string(args.grammar)
+    if args.grammar_file is not None:
+        return LlamaGrammar.from_file(args.grammar_file)
+    if args.json_schema is not None:
+        return LlamaGrammar.from_json_schema(args.json_schema)
+    if args.json_schema_file is not None:
+        try:
+            with open(args.json_schema_file, encoding="utf-8") as f:
+                return LlamaGrammar.from_json_schema(f.read())
+        except OSError as e:
+            raise GrammarError(f"cannot read JSON schema file {args.json_schema_file!r}: {e.strerror}") from None
+    return None
 
 
 def sampling_params_from(args, n_ctx: int) -> "SamplingParams":
@@ -81,8 +109,9 @@ def sampling_params_from(args, n_ctx: int) -> "SamplingParams":
     return SamplingParams.from_options(**options)
 
 
-def sampler_chain_for(llm, params) -> "SamplerChain":
-    """A sampler chain for ``llm``'s vocabulary (DRY gets the token texts it needs to find breakers)."""
+def sampler_chain_for(llm, params, grammar=None) -> "SamplerChain":
+    """A sampler chain for ``llm``'s vocabulary (DRY gets the token texts it needs to find breakers),
+    constrained by ``grammar`` (a ``LlamaGrammar``) as llama.cpp's common sampler constrains it."""
     from lamina.sampling import SamplerChain
 
     tok = llm.tokenizer_
@@ -90,7 +119,8 @@ def sampler_chain_for(llm, params) -> "SamplerChain":
     if params.dry_multiplier > 0:
         extra = dict(token_pieces=tok.all_pieces,
                      tokenize=lambda b: tok.tokenize(b, add_special=False, parse_special=False))
-    return SamplerChain(params, tok.n_vocab, eog_tokens=tok.eog_ids, **extra)
+    matcher = grammar.matcher(tok, tok.n_vocab) if grammar is not None else None
+    return SamplerChain(params, tok.n_vocab, eog_tokens=tok.eog_ids, grammar=matcher, **extra)
 
 
 def parse_logit_bias(items: list[str]) -> dict[int, float]:

@@ -15,6 +15,7 @@ from lamina.cli.options import (
     add_interactive_options,
     add_model_options,
     add_sampling_options,
+    grammar_from,
     process_escapes,
     sampler_chain_for,
     sampling_params_from,
@@ -103,11 +104,12 @@ def generate_to_stdout(llm, prompt: str, args) -> int:
             print("error: the prompt is empty and the model has no BOS token", file=sys.stderr)
             return 1
         tokens = [bos]
+    from lamina.grammar import GrammarError
     from lamina.sampling import SamplingError
 
     try:
-        chain = sampler_chain_for(llm, sampling_params_from(args, n_ctx))
-    except SamplingError as e:
+        chain = sampler_chain_for(llm, sampling_params_from(args, n_ctx), grammar_from(args))
+    except (SamplingError, GrammarError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     chain.accept_many(tokens)  # llama.cpp's CLI lets the penalties see the prompt

@@ -234,7 +234,7 @@ class _Parser:
                     hi = lo
                     if self.at(pos) == "-" and self.at(pos + 1) != "]":
                         if not self.at(pos + 1):
-                            raise self.error("unexpected end of input", pos + 1)
+                            raise self.error("unterminated character class", start)
                         hi, pos = self.char(pos + 1)
                     ranges.append((lo, hi))
                 items.append(Chars(tuple(ranges), negated))

@@ -49,11 +49,109 @@ def _pointer(path: str, key: str | int) -> str:
     return f"{path}/{str(key).replace('~', '~0').replace('/', '~1')}"
 
 
-def _resolve(root: dict, ref: str, path: str) -> None:
+def _resolve(root: dict, ref, path: str) -> None:
     """Check that a ``$ref`` points inside this document."""
     if not isinstance(ref, str) or not ref.startswith("#"):
         raise UnsupportedSchemaError("$ref", path, f"only references inside the schema (#/...) can be "
                                                    f"followed, not {ref!r}")
+    if _lookup(root, ref) is None:
+        raise GrammarError(f"JSON schema $ref {ref!r} at {path or '#'} points to nothing")
+
+
+class _Rewriter:
+    """Rewrites one schema document (see the module docstring); ``open`` holds the JSON pointers
+    of subschemas that are parts of an ``allOf`` (directly, or through ``anyOf``/``oneOf`` and
+    ``$ref``): their objects keep JSON Schema's open default, since llama.cpp merges the parts'
+    properties into one object, which closing each part would make impossible to satisfy."""
+
+    def __init__(self, root):
+        self.root = root if isinstance(root, dict) else {}
+        self.open = _all_of_parts(self.root)
+
+    def rewrite(self, schema, path: str = "", depth: int = 0):
+        if isinstance(schema, bool):
+            return schema
+        if not isinstance(schema, dict):
+            raise GrammarError(f"JSON schema at {path or '#'} must be an object or a boolean, "
+                               f"not {type(schema).__name__}")
+        if depth > MAX_DEPTH:
+            raise GrammarError(f"JSON schema is nested more than {MAX_DEPTH} levels deep at {path or '#'}")
+        for key in schema:
+            if key not in _ENFORCED and key not in _ANNOTATIONS:
+                raise UnsupportedSchemaError(key, path)
+        out = {k: v for k, v in schema.items() if k not in _ANNOTATIONS}
+        if "$ref" in out:
+            _resolve(self.root, out["$ref"], path)
+        if "format" in out and out["format"] not in FORMATS:
+            raise UnsupportedSchemaError("format", path, f"format {out['format']!r} is not one of "
+                                                         f"{', '.join(sorted(FORMATS))}")
+        if "pattern" in out:
+            _check_pattern(out["pattern"], path)
+        if isinstance(out.get("items"), list):  # draft-4 tuples: exactly these items, as llama.cpp reads them
+            out["prefixItems"] = out.pop("items")
+        if isinstance(out.get("prefixItems"), dict):  # llama.cpp: a schema there is the item schema
+            items = out.pop("prefixItems")
+            out.setdefault("items", items)
+        if "prefixItems" in out and "items" not in out:
+            out["items"] = False
+        for key in _SUBSCHEMA_MAPS:
+            if key in out:
+                if not isinstance(out[key], dict):
+                    raise GrammarError(f"JSON schema {key} at {path or '#'} must be an object")
+                out[key] = {name: self.rewrite(sub, _pointer(_pointer(path, key), name), depth + 1)
+                            for name, sub in out[key].items()}
+        for key in _SUBSCHEMA_LISTS:
+            if key in out:
+                if not isinstance(out[key], list) or not out[key]:
+                    raise GrammarError(f"JSON schema {key} at {path or '#'} must be a non-empty array")
+                out[key] = [self.rewrite(sub, _pointer(_pointer(path, key), i), depth + 1)
+                            for i, sub in enumerate(out[key])]
+        for key in _SUBSCHEMAS:
+            if key in out:
+                out[key] = self.rewrite(out[key], _pointer(path, key), depth + 1)
+        _infer_type(out)
+        types = out.get("type")
+        types = set(types) if isinstance(types, list) else {types}
+        if "object" in types:
+            _llamacpp_object(out, closed="#" + path not in self.open)
+        if "integer" in types and "number" not in types:
+            if "minimum" not in out and "exclusiveMinimum" not in out:
+                out["minimum"] = -INTEGER_LIMIT
+            if "maximum" not in out and "exclusiveMaximum" not in out:
+                out["maximum"] = INTEGER_LIMIT
+        return out
+
+
+def _all_of_parts(root: dict) -> set[str]:
+    """Pointers (``#/...``) of every ``allOf`` part, following ``anyOf``/``oneOf`` and ``$ref``."""
+    parts: set[str] = set()
+    todo: list[tuple[object, str, bool]] = [(root, "", False)]
+    seen: set[tuple[str, bool]] = set()
+    while todo:
+        node, path, inside = todo.pop()
+        if (path, inside) in seen or not isinstance(node, dict) or path.count("/") > 2 * MAX_DEPTH + 2:
+            continue  # too deep: the rewrite refuses it
+        seen.add((path, inside))
+        if inside:
+            parts.add("#" + path)
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#"):
+                target = _lookup(root, ref)
+                if target is not None:
+                    todo.append((target, ref[1:], True))
+        for key, value in node.items():
+            if isinstance(value, list):
+                child_inside = key == "allOf" or (inside and key in ("anyOf", "oneOf"))
+                todo += [(v, _pointer(_pointer(path, key), i), child_inside) for i, v in enumerate(value)]
+            elif isinstance(value, dict):
+                if key in _SUBSCHEMA_MAPS:
+                    todo += [(v, _pointer(_pointer(path, key), k), False) for k, v in value.items()]
+                elif key in _SUBSCHEMAS:
+                    todo.append((value, _pointer(path, key), False))
+    return parts
+
+
+def _lookup(root: dict, ref: str):
     node = root
     for part in [p for p in ref[1:].split("/") if p]:
         part = part.replace("~1", "/").replace("~0", "~")
@@ -62,62 +160,8 @@ def _resolve(root: dict, ref: str, path: str) -> None:
         elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         else:
-            raise GrammarError(f"JSON schema $ref {ref!r} at {path or '#'} points to nothing")
-
-
-def _rewrite(schema, root: dict, path: str, depth: int):
-    """The schema with llama.cpp's meaning made explicit (see the module docstring)."""
-    if isinstance(schema, bool):
-        return schema
-    if not isinstance(schema, dict):
-        raise GrammarError(f"JSON schema at {path or '#'} must be an object or a boolean, "
-                           f"not {type(schema).__name__}")
-    if depth > MAX_DEPTH:
-        raise GrammarError(f"JSON schema is nested more than {MAX_DEPTH} levels deep at {path or '#'}")
-    for key in schema:
-        if key not in _ENFORCED and key not in _ANNOTATIONS:
-            raise UnsupportedSchemaError(key, path)
-    out = {k: v for k, v in schema.items() if k not in _ANNOTATIONS}
-    if "$ref" in out:
-        _resolve(root, out["$ref"], path)
-    if "format" in out and out["format"] not in FORMATS:
-        raise UnsupportedSchemaError("format", path, f"format {out['format']!r} is not one of "
-                                                     f"{', '.join(sorted(FORMATS))}")
-    if "pattern" in out:
-        _check_pattern(out["pattern"], path)
-    for key in _SUBSCHEMA_MAPS:
-        if key in out:
-            if not isinstance(out[key], dict):
-                raise GrammarError(f"JSON schema {key} at {path or '#'} must be an object")
-            out[key] = {name: _rewrite(sub, root, _pointer(_pointer(path, key), name), depth + 1)
-                        for name, sub in out[key].items()}
-    if isinstance(out.get("items"), list):  # draft-4 tuples: exactly these items, as llama.cpp reads them
-        out["prefixItems"] = out.pop("items")
-    if isinstance(out.get("prefixItems"), dict):  # llama.cpp: a schema there is the item schema
-        items = out.pop("prefixItems")
-        out.setdefault("items", items)
-    if "prefixItems" in out and "items" not in out:
-        out["items"] = False
-    for key in _SUBSCHEMA_LISTS:
-        if key in out:
-            if not isinstance(out[key], list) or not out[key]:
-                raise GrammarError(f"JSON schema {key} at {path or '#'} must be a non-empty array")
-            out[key] = [_rewrite(sub, root, _pointer(_pointer(path, key), i), depth + 1)
-                        for i, sub in enumerate(out[key])]
-    for key in _SUBSCHEMAS:
-        if key in out:
-            out[key] = _rewrite(out[key], root, _pointer(path, key), depth + 1)
-    _infer_type(out)
-    types = out.get("type")
-    types = set(types) if isinstance(types, list) else {types}
-    if "object" in types:
-        _llamacpp_object(out)
-    if "integer" in types and "number" not in types:
-        if "minimum" not in out and "exclusiveMinimum" not in out:
-            out["minimum"] = -INTEGER_LIMIT
-        if "maximum" not in out and "exclusiveMaximum" not in out:
-            out["maximum"] = INTEGER_LIMIT
-    return out
+            return None
+    return node
 
 
 def _check_pattern(pattern, path: str) -> None:
@@ -151,9 +195,10 @@ def _infer_type(schema: dict) -> None:
         schema["type"] = "string"
 
 
-def _llamacpp_object(schema: dict) -> None:
+def _llamacpp_object(schema: dict, closed: bool) -> None:
     properties = schema.get("properties")
-    if properties is not None and "additionalProperties" not in schema and "patternProperties" not in schema:
+    if closed and properties is not None and "additionalProperties" not in schema \
+            and "patternProperties" not in schema:
         schema["additionalProperties"] = False
     if properties:
         required = schema.get("required", [])
@@ -161,6 +206,11 @@ def _llamacpp_object(schema: dict) -> None:
             raise GrammarError("JSON schema 'required' must be an array of property names")
         first = {k: v for k, v in properties.items() if k in required}
         schema["properties"] = {**first, **{k: v for k, v in properties.items() if k not in required}}
+
+
+def llamacpp_meaning(schema):
+    """The schema rewritten so that plain JSON Schema means what llama.cpp's converter means."""
+    return _Rewriter(schema).rewrite(schema)
 
 
 def compile_json_schema(schema) -> str:
@@ -176,8 +226,9 @@ def compile_json_schema(schema) -> str:
             raise GrammarError(f"the JSON schema is not valid JSON: {e}") from None
     if not isinstance(schema, (dict, bool)):
         raise GrammarError(f"a JSON schema must be an object, not {type(schema).__name__}")
-    rewritten = _rewrite(schema, schema if isinstance(schema, dict) else {}, "", 0)
-    options = {"whitespace_pattern": WHITESPACE, "item_separator": ",", "key_separator": ":", "lenient": False}
+    rewritten = llamacpp_meaning(schema)
+    options = {"whitespace_pattern": WHITESPACE, "item_separator": ",", "key_separator": ":", "lenient": False,
+               "json_allow_general_unicode_escapes": True}
     try:
         compiled = llguidance.LLMatcher.grammar_from_json_schema(json.dumps(rewritten), overrides=options)
     except ValueError as e:

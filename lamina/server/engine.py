@@ -271,7 +271,7 @@ class Engine:
         return min(idle, key=lambda s: s.t_last_used)  # least recently used
 
     def _start(self, slot: Slot, handle: TaskHandle) -> None:
-        chain = self._chain_for(handle.task.params)
+        chain = self._chain_for(handle.task.params, handle.task.grammar)
         slot.start(handle, chain, self.tokenizer)
         self.ctx.truncate(slot.id, slot.n_past)
 

@@ -2,8 +2,8 @@
 
 Everything here is untrusted input. Each function either returns well-typed values or
 raises a :class:`ServerError` (400) that names the field and what was wrong with it.
-Fields that would change the output and that lamina cannot honour yet (grammars, JSON
-schemas, tools, infill) are refused rather than ignored; fields that change nothing
+Fields that would change the output and that lamina cannot honour yet (lazy grammars,
+tools, infill) are refused rather than ignored; fields that change nothing
 (``user``, ``metadata``, ``store``...) are accepted and ignored, as OpenAI's clients send them.
 """
 
@@ -41,8 +41,8 @@ SAMPLING_FIELDS = {
     "ignore_eos": "ignore_eos", "samplers": "samplers",
 }
 
-#: fields that need structured output (lamina.grammar, not built yet): refused, never ignored
-NEEDS_GRAMMAR = ("grammar", "json_schema", "grammar_lazy", "grammar_triggers")
+#: lazy grammars (llama-server's tool-call triggers): refused, never ignored
+NEEDS_LAZY_GRAMMAR = ("grammar_lazy", "grammar_triggers")
 #: fields with a meaning this server does not implement
 UNSUPPORTED = {
     "lora": "LoRA adapters are not supported",
@@ -163,19 +163,15 @@ def get_stops(body: dict) -> tuple[str, ...]:
 
 def refuse_unsupported(body: dict) -> None:
     """400 for every field whose meaning this server cannot honour."""
-    for name in NEEDS_GRAMMAR:
-        if body.get(name) not in (None, "", [], {}):
-            raise invalid_request(f"'{name}' needs grammar-constrained decoding, which this lamina server does not "
-                                  "have yet; the request is refused rather than answered without the constraint")
+    for name in NEEDS_LAZY_GRAMMAR:
+        if body.get(name) not in (None, "", [], {}, False):
+            raise invalid_request(f"'{name}': lazy grammars (triggered by tool-call text) are not supported yet; "
+                                  "the request is refused rather than answered without the constraint")
     fmt = body.get("response_format")
     if fmt is not None:
         if not isinstance(fmt, dict) or not isinstance(fmt.get("type"), str):
             raise invalid_request("'response_format' must be an object with a string 'type'")
-        if fmt["type"] in ("json_object", "json_schema"):
-            raise invalid_request(f"response_format type '{fmt['type']}' needs grammar-constrained decoding, which "
-                                  "this lamina server does not have yet; the request is refused rather than answered "
-                                  "with unconstrained text")
-        if fmt["type"] != "text":
+        if fmt["type"] not in ("text", "json_object", "json_schema"):
             raise invalid_request(f"response_format type '{fmt['type']}' is not one of 'text', 'json_object', "
                                   "'json_schema'")
     for name in ("tools", "functions"):
@@ -308,11 +304,32 @@ class CompletionRequest:
     top_logprobs: int | None = None   # OpenAI logprobs asked for: this many candidates per token
 
 
+def grammar_of(body: dict):
+    """The request's ``grammar`` (GBNF), ``json_schema`` or JSON ``response_format`` as a
+    ``LlamaGrammar``, checked and compiled here, in the request's own thread; or None."""
+    from lamina.grammar import GrammarError, request_grammar
+
+    grammar = body.get("grammar")
+    if grammar is not None and not isinstance(grammar, str):
+        raise invalid_request("'grammar' must be a string of GBNF")
+    schema = body.get("json_schema")
+    if schema is not None and not isinstance(schema, (dict, bool)):
+        raise invalid_request("'json_schema' must be a JSON schema object")
+    try:
+        return request_grammar(grammar=grammar or None, json_schema=schema,
+                               response_format=body.get("response_format"))
+    except GrammarError as e:
+        raise invalid_request(str(e)) from None
+
+
 def completion_tasks(body: dict, prompts: list[list[int]], defaults: SamplingParams, *, n_ctx: int, tokenizer,
                      n_predict_default: int, oai: bool) -> CompletionRequest:
     """Tasks for ``prompts`` with the request's settings: one per prompt and per choice (``n``)."""
     refuse_unsupported(body)
     params = sampling_params(body, defaults, n_ctx, tokenizer)
+    grammar = grammar_of(body)
+    if grammar is not None:
+        grammar.compiled_for(tokenizer)  # <|name|> tokens are looked up now, not in the engine's thread
     n_predict = n_predict_default
     for name in ("n_predict", "max_tokens", "max_completion_tokens"):
         if body.get(name) is not None:
@@ -337,7 +354,7 @@ def completion_tasks(body: dict, prompts: list[list[int]], defaults: SamplingPar
         post_sampling_probs=get_bool(body, "post_sampling_probs", False),
         cache_prompt=get_bool(body, "cache_prompt", True), id_slot=get_int(body, "id_slot", -1, minimum=-1),
         n_keep=get_int(body, "n_keep", 0, minimum=-1), return_tokens=get_bool(body, "return_tokens", False),
-        t_max_predict_ms=float(get_int(body, "t_max_predict_ms", 0, minimum=0)))
+        t_max_predict_ms=float(get_int(body, "t_max_predict_ms", 0, minimum=0)), grammar=grammar)
     tasks = []
     for p, prompt in enumerate(prompts):
         for c in range(n_choices):

@@ -92,6 +92,7 @@ class ServerState:
         from lamina import Llama
         from lamina.chat.templates import load_chat_template, read_model_chat_template
         from lamina.cli.options import sampler_chain_for
+        from lamina.grammar.vocabulary import matcher_tokenizer
 
         from .engine import Engine
 
@@ -101,6 +102,7 @@ class ServerState:
         llm = Llama(c.model, n_ctx=n_ctx_slot, n_batch=c.n_batch, n_ubatch=c.n_ubatch, n_threads=c.n_threads,
                     n_seq_max=c.n_parallel, fit_ctx=c.n_ctx <= 0, verbose=False)
         tok = llm.tokenizer_
+        matcher_tokenizer(tok)  # the grammar matcher's view of the vocabulary, made once (about 1 s for 152k)
         self.template = load_chat_template(
             model_template=read_model_chat_template(llm.gguf), template=c.chat_template,
             template_file=c.chat_template_file, use_jinja=c.use_jinja,
@@ -114,7 +116,7 @@ class ServerState:
         self.vocab_type = VOCAB_TYPES.get(llm.gguf.get_str("tokenizer.ggml.model", ""), 0)
         self.loaded_at = time.time()
         self.engine = Engine(llm, queue_max=c.queue_max, context_shift=c.context_shift, n_predict_max=c.n_predict,
-                             chain_for=lambda params: sampler_chain_for(llm, params))
+                             chain_for=lambda params, grammar=None: sampler_chain_for(llm, params, grammar))
         self.engine.start()
 
     def stop(self) -> None:

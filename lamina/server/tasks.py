@@ -13,6 +13,7 @@ import asyncio
 import queue
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from lamina.sampling import SamplingParams
 
@@ -35,6 +36,7 @@ class CompletionTask:
     return_tokens: bool = False
     t_max_predict_ms: float = 0.0       # 0: no time limit on generation
     index: int = 0                      # the choice index, for requests of several completions
+    grammar: Any = None                 # a lamina.grammar.LlamaGrammar every generated token must fit
 
 
 @dataclass
