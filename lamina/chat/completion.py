@@ -32,6 +32,8 @@ from .builtin import BUILTIN_TEMPLATE_NAMES
 from .errors import ChatTemplateError
 from .messages import normalize_messages
 from .templates import ChatTemplate, builtin_chat_template, load_chat_template, read_model_chat_template
+from .tools import (GENERIC, ToolCallError, ToolCallStream, parse_tool_calls, tool_deltas, tool_format,
+                    tool_grammar, tool_request, with_tool_instructions)
 
 
 class ChatCompletionError(ValueError):
@@ -200,24 +202,6 @@ def _grammar_for(response_format, grammar):
     return grammar if grammar is not None else from_format
 
 
-def _refuse_what_needs_tools(tools, tool_choice, functions, function_call) -> None:
-    forced = None
-    if isinstance(tool_choice, dict):
-        forced = (tool_choice.get("function") or {}).get("name")
-    elif tool_choice not in (None, "none", "auto"):
-        raise ChatCompletionError(f"tool_choice {tool_choice!r} is not supported yet; use 'auto', 'none' or leave "
-                                  "it out")
-    if isinstance(function_call, dict) and "name" in function_call:
-        forced = function_call["name"]
-    if forced is not None:
-        raise ChatCompletionError(f"forcing a call to function {forced!r} is not supported yet; leave "
-                                  "tool_choice/function_call out")
-    if tools is not None and not isinstance(tools, list):
-        raise ChatCompletionError(f"tools must be a list, got {type(tools).__name__}")
-    if functions is not None and not isinstance(functions, list):
-        raise ChatCompletionError(f"functions must be a list, got {type(functions).__name__}")
-
-
 def create_chat_completion(llm, messages, functions=None, function_call=None, tools=None, tool_choice=None,
                            temperature: float = 0.2, top_p: float = 0.95, top_k: int = 40, min_p: float = 0.05,
                            typical_p: float = 1.0, stream: bool = False, stop: str | list[str] | None = [],
@@ -226,12 +210,15 @@ def create_chat_completion(llm, messages, functions=None, function_call=None, to
                            repeat_penalty: float = 1.0, tfs_z: float = 1.0, mirostat_mode: int = 0,
                            mirostat_tau: float = 5.0, mirostat_eta: float = 0.1, model: str | None = None,
                            logits_processor=None, grammar=None, logit_bias=None, logprobs: bool | None = None,
-                           top_logprobs: int | None = None, **template_kwargs):
+                           top_logprobs: int | None = None, parallel_tool_calls: bool | None = None,
+                           **template_kwargs):
     """An OpenAI ``chat.completion`` dict, or an iterator of ``chat.completion.chunk`` dicts with ``stream=True``.
 
     Arguments and defaults are llama-cpp-python's. ``tfs_z`` is accepted and has no
     effect (llama.cpp removed tail-free sampling). Extra keyword arguments reach the
     Jinja template (like llama-cpp-python's), e.g. ``enable_thinking=False``.
+    ``tools``/``tool_choice``/``parallel_tool_calls`` are OpenAI's (see :mod:`lamina.chat.tools`);
+    calls come back as ``message.tool_calls`` with ``finish_reason`` ``"tool_calls"``.
     """
     from lamina.completion import run_completion
 
@@ -239,13 +226,24 @@ def create_chat_completion(llm, messages, functions=None, function_call=None, to
         raise ChatCompletionError("messages is empty: a chat completion needs at least one message")
     normalize_messages(messages)  # bad shapes fail here, naming the message
     grammar = _grammar_for(response_format, grammar)
-    _refuse_what_needs_tools(tools, tool_choice, functions, function_call)
+    try:
+        tool_req = tool_request(tools, tool_choice, parallel_tool_calls, functions, function_call)
+    except ToolCallError as e:
+        raise ChatCompletionError(str(e)) from None
+    fmt = None
+    if tool_req is not None:
+        if grammar is not None:
+            raise ChatCompletionError("give tools or a grammar/JSON response_format, not both")
+        fmt = tool_format(chat_template_for(llm).source)
+        grammar = tool_grammar(tool_req, fmt, llm.tokenizer_)
+        if fmt == GENERIC:
+            messages = with_tool_instructions(list(messages), tool_req)
     stops = _stop_list(stop)
     if logprobs and top_logprobs is not None and (not isinstance(top_logprobs, int) or top_logprobs < 0):
         raise ChatCompletionError(f"top_logprobs must be a non-negative integer, got {top_logprobs!r}")
 
-    prompt_tokens = chat_prompt_for(llm, messages, tools=tools, functions=functions, tool_choice=tool_choice,
-                                    **template_kwargs)
+    prompt_tokens = chat_prompt_for(llm, messages, tools=tool_req.tools if tool_req else None,
+                                    tool_choice=tool_choice if tool_req else None, **template_kwargs)
     tok = llm.tokenizer_
     # as llama-cpp-python's template handler: the EOS token's text also stops generation
     eos_text = tok.token_text(tok.eos_id) if tok.eos_id >= 0 else ""
@@ -262,8 +260,8 @@ def create_chat_completion(llm, messages, functions=None, function_call=None, to
                       grammar=grammar),
     )
     if stream:
-        return _chat_chunks(chunks)
-    return _chat_response(next(chunks))
+        return _chat_chunks(chunks) if fmt is None else _tool_chunks(chunks, fmt, tool_req.names)
+    return _chat_response(next(chunks), fmt, tool_req.names if tool_req else ())
 
 
 def _chat_logprobs(lp: dict | None) -> dict | None:
@@ -280,8 +278,17 @@ def _chat_logprobs(lp: dict | None) -> dict | None:
     }
 
 
-def _chat_response(completion: dict) -> dict:
+def _chat_response(completion: dict, tool_format_name: str | None = None, names=()) -> dict:
     choice = completion["choices"][0]
+    message = {"role": "assistant", "content": choice["text"]}
+    finish_reason = choice["finish_reason"]
+    if tool_format_name is not None:
+        content, calls = parse_tool_calls(choice["text"], tool_format_name, names)
+        if calls:
+            message = {"role": "assistant", "content": content, "tool_calls": calls}
+            finish_reason = "tool_calls" if finish_reason == "stop" else finish_reason
+        else:
+            message["content"] = content
     return {
         "id": "chat" + completion["id"],
         "object": "chat.completion",
@@ -289,9 +296,9 @@ def _chat_response(completion: dict) -> dict:
         "model": completion["model"],
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": choice["text"]},
+            "message": message,
             "logprobs": _chat_logprobs(choice["logprobs"]),
-            "finish_reason": choice["finish_reason"],
+            "finish_reason": finish_reason,
         }],
         "usage": completion["usage"],
     }
@@ -308,3 +315,28 @@ def _chat_chunks(chunks: Iterator[dict]) -> Iterator[dict]:
         delta = {"content": choice["text"]} if choice["finish_reason"] is None else {}
         yield {**head, "choices": [{"index": 0, "delta": delta, "logprobs": _chat_logprobs(choice["logprobs"]),
                                     "finish_reason": choice["finish_reason"]}]}
+
+
+def _tool_chunks(chunks: Iterator[dict], fmt: str, names) -> Iterator[dict]:
+    """Chunks of an answer that may call tools: text is streamed until it may be turning into a
+    call; then it is held, and the calls come at the end as ``tool_calls`` deltas."""
+    calls_stream = ToolCallStream(fmt, names)
+    for i, chunk in enumerate(chunks):
+        head = {"id": "chat" + chunk["id"], "model": chunk["model"], "created": chunk["created"],
+                "object": "chat.completion.chunk"}
+        if i == 0:
+            yield {**head, "choices": [{"index": 0, "delta": {"role": "assistant"}, "logprobs": None,
+                                        "finish_reason": None}]}
+        choice = chunk["choices"][0]
+        deltas = []
+        if choice["finish_reason"] is None:
+            shown = calls_stream.feed(choice["text"])
+            deltas = [{"content": shown}] if shown else []
+        else:
+            rest, calls = calls_stream.finish()
+            deltas = tool_deltas(rest, calls)
+        for delta in deltas:
+            yield {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]}
+        if choice["finish_reason"] is not None:
+            reason = "tool_calls" if calls and choice["finish_reason"] == "stop" else choice["finish_reason"]
+            yield {**head, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason}]}

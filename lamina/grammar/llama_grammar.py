@@ -19,16 +19,21 @@ GBNF, JSON_SCHEMA, LARK = "gbnf", "json_schema", "lark"
 
 
 class LlamaGrammar:
-    """A grammar to constrain generation with (GBNF text or a JSON schema)."""
+    """A grammar to constrain generation with: GBNF text, a JSON schema, or llguidance's Lark."""
 
     def __init__(self, source: str, kind: str = GBNF, root: str = "root"):
-        if kind not in (GBNF, JSON_SCHEMA):
+        if kind not in (GBNF, JSON_SCHEMA, LARK):
             raise GrammarError(f"unknown grammar kind {kind!r}")
         self.source, self.kind, self.root = source, kind, root
         self._compiled: dict[int, str] = {}
         self._check()
 
     def _check(self) -> None:
+        if self.kind == LARK:  # llguidance's own syntax, made by lamina (tool calls), tokens as ids
+            from . import compile_lark
+
+            self._vocabulary_free = compile_lark(self.source)
+            return
         if self.kind == JSON_SCHEMA:
             from .json_schema import compile_json_schema
 

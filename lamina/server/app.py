@@ -22,6 +22,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lamina.chat.completion import chat_prompt_tokens
 from lamina.chat.errors import ChatTemplateError
+from lamina.chat.tools import GENERIC, ToolCallStream, tool_deltas, tool_format, tool_grammar, with_tool_instructions
+from lamina.grammar import GrammarError
 
 from . import protocol, responses, slot_files, webui
 from .errors import ServerError, invalid_request, not_supported
@@ -218,8 +220,19 @@ def create_app(state: ServerState) -> FastAPI:
         engine = state.require_ready()
         body = await read_body(request, state)
         protocol.refuse_unsupported(body)
-        _, tokens = render_chat(state, body)
-        return await answer(request, state, engine, build_request(state, body, [tokens], oai=True), "chat")
+        tools = protocol.tools_of(body)
+        fmt = tool_format(state.template.source) if tools is not None else None
+        _, tokens = render_chat(state, body, tools)
+        tool_grammar_ = None
+        if tools is not None:
+            try:
+                tool_grammar_ = tool_grammar(tools, fmt, state.llm.tokenizer_)
+            except GrammarError as e:
+                raise invalid_request(f"tools: {e}") from None
+        req = build_request(state, body, [tokens], oai=True, tool_grammar=tool_grammar_)
+        if tools is not None:
+            req.tool_format, req.tool_names = fmt, tuple(tools.names)
+        return await answer(request, state, engine, req, "chat")
 
     for path in ("/embedding", "/embeddings", "/v1/embeddings", "/infill", "/rerank", "/reranking", "/v1/rerank",
                  "/v1/reranking"):
@@ -300,26 +313,33 @@ def default_task(state: ServerState) -> CompletionTask:
     return CompletionTask(prompt_tokens=[], params=state.config.sampling, n_predict=state.config.n_predict)
 
 
-def build_request(state: ServerState, body: dict, prompts: list[list[int]], *, oai: bool) -> CompletionRequest:
+def build_request(state: ServerState, body: dict, prompts: list[list[int]], *, oai: bool,
+                  tool_grammar=None) -> CompletionRequest:
     engine = state.engine
     for p in prompts:
         engine.check_prompt(p)
     return protocol.completion_tasks(body, prompts, state.config.sampling, n_ctx=engine.n_ctx_slot,
                                      tokenizer=state.llm.tokenizer_, n_predict_default=state.config.n_predict,
-                                     oai=oai)
+                                     oai=oai, tool_grammar=tool_grammar)
 
 
-def render_chat(state: ServerState, body: dict) -> tuple[str, list[int]]:
-    """The chat prompt as text and as tokens; a final assistant message is continued (prefill)."""
+def render_chat(state: ServerState, body: dict, tools=None) -> tuple[str, list[int]]:
+    """The chat prompt as text and as tokens; a final assistant message is continued (prefill).
+    ``tools`` (a ``ToolRequest``) reach the template, and for a template that knows no tools, a
+    system message that tells the model how to call them."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise invalid_request("'messages' must be a non-empty array of message objects")
+    if tools is not None and tool_format(state.template.source) == GENERIC:
+        messages = with_tool_instructions(messages, tools)
     kwargs = body.get("chat_template_kwargs") or {}
     if not isinstance(kwargs, dict):
         raise invalid_request("'chat_template_kwargs' must be an object")
     prefill = isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant"
     try:
         options = dict(add_generation_prompt=not prefill, continue_final_message=prefill, **kwargs)
+        if tools is not None:
+            options["tools"] = tools.tools
         parts = state.template.render_parts(messages, **options)
     except ChatTemplateError as e:
         raise invalid_request(str(e)) from None
@@ -379,8 +399,10 @@ async def answer(request: Request, state: ServerState, engine, req: CompletionRe
         return JSONResponse(finals if several else finals[0])
     envelope = dict(cid=responses.completion_id("cmpl" if kind == "text" else "chatcmpl"), model=model,
                     created=responses.now(), top_logprobs=req.top_logprobs)
-    build = responses.text_completion_final if kind == "text" else responses.chat_final
-    return JSONResponse(build(tok, choices, **envelope))
+    if kind == "text":
+        return JSONResponse(responses.text_completion_final(tok, choices, **envelope))
+    return JSONResponse(responses.chat_final(tok, choices, tool_format=req.tool_format, tool_names=req.tool_names,
+                                             **envelope))
 
 
 CLIENT_GONE = object()
@@ -434,6 +456,9 @@ async def stream(request: Request, state: ServerState, handles, events: asyncio.
     obj = "text_completion" if kind == "text" else "chat.completion.chunk"
     envelope = dict(cid=responses.completion_id("cmpl" if kind == "text" else "chatcmpl"), model=model,
                     created=responses.now())
+    tool_streams = {}
+    if kind == "chat" and req.tool_format is not None:
+        tool_streams = {i: ToolCallStream(req.tool_format, req.tool_names) for i in range(len(choices))}
     try:
         if kind == "chat":
             for c in choices:
@@ -454,7 +479,13 @@ async def stream(request: Request, state: ServerState, handles, events: asyncio.
                     yield sse(responses.text_completion_chunk(tok, c, None, top_logprobs=req.top_logprobs,
                                                               **envelope))
                 else:
-                    yield sse(responses.chat_chunk(tok, c, {}, finish_reason=c.result.finish_reason, **envelope))
+                    reason = c.result.finish_reason
+                    if index in tool_streams:
+                        rest, calls = tool_streams[index].finish()
+                        for delta in tool_deltas(rest, calls):
+                            yield sse(responses.chat_chunk(tok, c, delta, **envelope))
+                        reason = "tool_calls" if calls and reason == "stop" else reason
+                    yield sse(responses.chat_chunk(tok, c, {}, finish_reason=reason, **envelope))
                 continue
             c.add(event)
             if not event.text and not event.probs:
@@ -464,7 +495,12 @@ async def stream(request: Request, state: ServerState, handles, events: asyncio.
             elif kind == "text":
                 yield sse(responses.text_completion_chunk(tok, c, event, top_logprobs=req.top_logprobs, **envelope))
             else:
-                yield sse(responses.chat_chunk(tok, c, {"content": responses.text(event.text)}, event=event,
+                shown = responses.text(event.text)
+                if index in tool_streams:
+                    shown = tool_streams[index].feed(shown)
+                    if not shown and not event.probs:
+                        continue
+                yield sse(responses.chat_chunk(tok, c, {"content": shown}, event=event,
                                                top_logprobs=req.top_logprobs, **envelope))
         if kind != "native":
             if req.include_usage:

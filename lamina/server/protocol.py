@@ -174,13 +174,13 @@ def refuse_unsupported(body: dict) -> None:
         if fmt["type"] not in ("text", "json_object", "json_schema"):
             raise invalid_request(f"response_format type '{fmt['type']}' is not one of 'text', 'json_object', "
                                   "'json_schema'")
-    for name in ("tools", "functions"):
-        if body.get(name):
-            raise invalid_request(f"'{name}': tool calls need structured output, which this lamina server does not "
-                                  "have yet; send the request without tools")
-    for name in ("tool_choice", "function_call"):
-        if body.get(name) not in (None, "none", "auto"):
-            raise invalid_request(f"'{name}' forces a tool call, which this lamina server cannot do yet")
+    if "messages" not in body:  # tools belong to chat completions
+        for name in ("tools", "functions"):
+            if body.get(name):
+                raise invalid_request(f"'{name}': tools are offered through /v1/chat/completions")
+        for name in ("tool_choice", "function_call"):
+            if body.get(name) not in (None, "none", "auto"):
+                raise invalid_request(f"'{name}': tools are offered through /v1/chat/completions")
     for name, why in UNSUPPORTED.items():
         if body.get(name) not in (None, "", [], {}, False, 1 if name == "best_of" else None):
             raise not_supported(f"'{name}': {why}") if name in ("image_data", "multimodal_data") \
@@ -302,6 +302,19 @@ class CompletionRequest:
     include_usage: bool
     model: str | None
     top_logprobs: int | None = None   # OpenAI logprobs asked for: this many candidates per token
+    tool_format: str | None = None    # tools offered: the family whose calls the answers are read for
+    tool_names: tuple[str, ...] = ()
+
+
+def tools_of(body: dict):
+    """The request's ``tools``/``tool_choice``/``parallel_tool_calls`` (a ``ToolRequest``), or None."""
+    from lamina.chat.tools import ToolCallError, tool_request
+
+    try:
+        return tool_request(body.get("tools"), body.get("tool_choice"), body.get("parallel_tool_calls"),
+                            body.get("functions"), body.get("function_call"))
+    except ToolCallError as e:
+        raise invalid_request(str(e)) from None
 
 
 def grammar_of(body: dict):
@@ -323,11 +336,15 @@ def grammar_of(body: dict):
 
 
 def completion_tasks(body: dict, prompts: list[list[int]], defaults: SamplingParams, *, n_ctx: int, tokenizer,
-                     n_predict_default: int, oai: bool) -> CompletionRequest:
+                     n_predict_default: int, oai: bool, tool_grammar=None) -> CompletionRequest:
     """Tasks for ``prompts`` with the request's settings: one per prompt and per choice (``n``)."""
     refuse_unsupported(body)
     params = sampling_params(body, defaults, n_ctx, tokenizer)
     grammar = grammar_of(body)
+    if tool_grammar is not None:
+        if grammar is not None:
+            raise invalid_request("give tools or a grammar/json_schema/JSON response_format, not both")
+        grammar = tool_grammar
     if grammar is not None:
         grammar.compiled_for(tokenizer)  # <|name|> tokens are looked up now, not in the engine's thread
     n_predict = n_predict_default

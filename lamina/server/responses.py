@@ -191,11 +191,20 @@ def text_completion_chunk(tokenizer, choice: Choice, event: TokenEvent | None, *
 
 # -- OpenAI chat completions ----------------------------------------------------------------------------------------
 def chat_final(tokenizer, choices: list[Choice], *, cid: str, model: str, created: int,
-               top_logprobs: int | None) -> dict:
+               top_logprobs: int | None, tool_format: str | None = None, tool_names=()) -> dict:
+    from lamina.chat.tools import parse_tool_calls
+
     out = {"choices": []}
     for c in choices:
-        entry = {"finish_reason": c.result.finish_reason, "index": c.task.index,
-                 "message": {"role": "assistant", "content": text(c.result.text)}}
+        message = {"role": "assistant", "content": text(c.result.text)}
+        finish_reason = c.result.finish_reason
+        if tool_format is not None:
+            content, calls = parse_tool_calls(message["content"], tool_format, tool_names)
+            message["content"] = content
+            if calls:
+                message["tool_calls"] = calls
+                finish_reason = "tool_calls" if finish_reason == "stop" else finish_reason
+        entry = {"finish_reason": finish_reason, "index": c.task.index, "message": message}
         if top_logprobs is not None:
             entry["logprobs"] = chat_logprobs(tokenizer, c.token_events, top_logprobs)
         out["choices"].append(entry)
