@@ -147,9 +147,9 @@ def test_logprobs_in_the_chat_shape(model_paths):
     (dict(response_format={"type": "xml"}), "not one of"),
     (dict(response_format={"type": "json_object"}, grammar="root ::= [a-z]+"), "not both"),
     (dict(tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
-          tool_choice={"type": "function", "function": {"name": "f"}}), "function 'f'"),
-    (dict(functions=[{"name": "g", "parameters": {}}], function_call={"name": "g"}), "function 'g'"),
-    (dict(tool_choice="required"), "required"),
+          tool_choice={"type": "function", "function": {"name": "h"}}), "'h', which is not among the tools"),
+    (dict(functions=[{"name": "g", "parameters": {}}], function_call={"name": "x"}), "'x', which is not among"),
+    (dict(tool_choice="required"), "needs tools"),
     (dict(stop=[1, 2]), "stop must be"),
 ])
 def test_what_needs_tools_or_is_malformed_is_refused(vocab, kwargs, words):

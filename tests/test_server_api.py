@@ -181,8 +181,7 @@ def test_refused_rather_than_ignored(server):
             ({"prompt": "x", "grammar": "root ::= \"a\"", "json_schema": {}}, "only one of"),
             ({"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"schema": {"not": {}}}}},
              "'not'"),
-            ({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "f"}}]},
-             "tools")):
+            ({"prompt": "x", "tools": [{"type": "function", "function": {"name": "f"}}]}, "chat/completions")):
         path = "/v1/chat/completions" if "messages" in body else "/completion"
         r = httpx.post(server.url + path, json=body)
         assert r.status_code == 400, body
@@ -213,6 +212,32 @@ def test_grammars_and_schemas_constrain_every_route(server):
                                            "enum": ["red", "green", "blue", "black"]}, "minItems": 3, "maxItems": 3}})
     colours = json.loads("".join(c.choices[0].text for c in stream))
     assert len(colours) == 3 and set(colours) <= {"red", "green", "blue", "black"}
+
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 32}}, "required": ["city"]}}}
+
+
+def test_tool_calls(server):
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="none")
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    r = client.chat.completions.create(model="x", messages=ask, tools=[WEATHER_TOOL], tool_choice="required",
+                                       temperature=0, max_tokens=80)
+    call = r.choices[0].message.tool_calls[0]
+    assert r.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather"
+    assert set(json.loads(call.function.arguments)) == {"city"} and call.id.startswith("call_")
+    stream = client.chat.completions.create(model="x", messages=ask, tools=[WEATHER_TOOL], tool_choice="required",
+                                            temperature=0, max_tokens=80, stream=True)
+    chunks = list(stream)
+    calls = [tc for c in chunks for tc in (c.choices[0].delta.tool_calls or [])]
+    assert [(tc.index, tc.function.name, tc.function.arguments) for tc in calls] == \
+        [(0, "get_weather", call.function.arguments)]
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    r = httpx.post(server.url + "/v1/chat/completions", json={"messages": ask, "tools": [WEATHER_TOOL],
+                                                               "tool_choice": {"type": "function",
+                                                                               "function": {"name": "nope"}}})
+    assert r.status_code == 400 and "not among the tools" in r.json()["error"]["message"]
 
 
 def test_prompt_longer_than_a_slot(server):
