@@ -264,10 +264,13 @@ class Llama:
     def sample(self, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, typical_p: float = 1.0,
                temp: float = 0.80, repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
                presence_penalty: float = 0.0, mirostat_mode: int = 0, mirostat_eta: float = 0.1,
-               mirostat_tau: float = 5.0, logits_processor=None, **kwargs) -> int:
-        """Sample one token from the logits after the last evaluated token."""
+               mirostat_tau: float = 5.0, logits_processor=None, grammar=None, **kwargs) -> int:
+        """Sample one token from the logits after the last evaluated token.
+
+        As in llama-cpp-python, ``grammar`` is applied from its start at each call (the grammar's
+        state lives in a generation: use ``generate``/``create_completion`` to follow it)."""
         chain = self._sampler(top_k, top_p, min_p, typical_p, temp, repeat_penalty, frequency_penalty,
-                              presence_penalty, mirostat_mode, mirostat_tau, mirostat_eta)
+                              presence_penalty, mirostat_mode, mirostat_tau, mirostat_eta, grammar=grammar)
         return self._sample_with(chain, logits_processor)
 
     def _sample_with(self, chain, logits_processor=None) -> int:

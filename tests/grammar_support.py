@@ -1,8 +1,8 @@
-"""Test helpers for grammars: a byte-level vocabulary, string matching, and random strings of a grammar.
+"""Test helpers for grammars: string matching and random strings of a grammar.
 
 llama.cpp's grammar tests match strings character by character with no model; here the same is
-done through the real matcher with a vocabulary whose tokens are single bytes (ids 32..287) plus
-32 special tokens (ids 0..31, 0 being the end of sequence), so ``<[10]>`` in a grammar is
+done through the real matcher with lamina's byte vocabulary (``lamina.grammar.vocabulary``:
+single bytes are ids 32..287, and ids 0..31 are special tokens), so ``<[10]>`` in a grammar is
 llama.cpp's ``token(10)`` in a test string.
 """
 
@@ -12,31 +12,8 @@ import random
 
 from lamina.grammar.gbnf import Chars, Choice, Grammar, Literal, Repeat, RuleRef, Sequence, Token
 from lamina.grammar.matcher import GrammarMatcher
-
-N_SPECIAL = 32
-
-
-class ByteVocabulary:
-    def __init__(self):
-        self.tokens = [b"\xff<|s%d|>" % i for i in range(N_SPECIAL)] + [bytes([b]) for b in range(256)]
-        self.eos_token_id = 0
-        self.bos_token_id = None
-        self.special_token_ids = list(range(N_SPECIAL))
-
-    def __call__(self, data: bytes) -> list[int]:
-        return [N_SPECIAL + b for b in data]
-
-
-_TOKENIZER = None
-
-
-def byte_tokenizer():
-    global _TOKENIZER
-    if _TOKENIZER is None:
-        import llguidance
-
-        _TOKENIZER = llguidance.LLTokenizer(llguidance.TokenizerWrapper(ByteVocabulary()), slices=[])
-    return _TOKENIZER
+from lamina.grammar.vocabulary import N_SPECIAL_BYTES_VOCAB as N_SPECIAL
+from lamina.grammar.vocabulary import byte_ids, byte_tokenizer
 
 
 def token_ids(parts) -> list[int]:
@@ -45,7 +22,7 @@ def token_ids(parts) -> list[int]:
         parts = [parts]
     ids: list[int] = []
     for p in parts:
-        ids += [p] if isinstance(p, int) else [N_SPECIAL + b for b in p.encode("utf-8")]
+        ids += [p] if isinstance(p, int) else byte_ids(p)
     return ids
 
 

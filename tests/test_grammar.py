@@ -296,7 +296,9 @@ def _nested(depth, make):
     pytest.param({"$ref": "#/$defs/missing"}, "points to nothing", id="dangling $ref"),
     pytest.param({"type": "integer", "minimum": 0, "maximum": 10 ** 400}, None, id="400-digit bound"),
     pytest.param({"type": "string", "minLength": 10 ** 12}, "", id="huge minLength"),
-    pytest.param({"$ref": "#"}, None, id="$ref to itself"),
+    pytest.param({"$ref": "#"}, "can match nothing", id="$ref to itself"),
+    pytest.param({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"},
+                 "can match nothing", id="$ref cycle"),
     pytest.param({"anyOf": [{"anyOf": [{"type": "string"}] * 50}] * 50}, None, id="2500 alternatives"),
 ])
 def test_hostile_schemas_end_quickly(schema, words):
@@ -310,6 +312,20 @@ def test_hostile_schemas_end_quickly(schema, words):
         with pytest.raises(GrammarError, match=words or None):
             compile_json_schema(schema)
     assert time.perf_counter() - t0 < 10
+
+
+def test_deeply_nested_generated_text_stays_bounded():
+    """10,000 open brackets in a value under llama.cpp's json.gbnf: the matcher follows them in
+    bounded time (llama.cpp's own parser stacks grew without bound here, #4218)."""
+    from lamina.grammar import GrammarMatcher
+    from lamina.grammar.vocabulary import byte_ids, byte_tokenizer
+
+    m = GrammarMatcher(compile_gbnf(CASES["grammars"]["json.gbnf"]), byte_tokenizer(), 288)
+    t0 = time.perf_counter()
+    for t in byte_ids('{"a":' + "[" * 10_000):
+        m.accept(t)
+    assert not m.accepting and m.allows(byte_ids("]")[0]) and not m.allows(byte_ids("}")[0])
+    assert time.perf_counter() - t0 < 20
 
 
 def test_llama_grammar_constructors(tmp_path):

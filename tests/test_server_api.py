@@ -214,6 +214,25 @@ def test_grammars_and_schemas_constrain_every_route(server):
     assert len(colours) == 3 and set(colours) <= {"red", "green", "blue", "black"}
 
 
+def test_server_wide_grammar(model_paths):
+    """``lamina serve --grammar G`` holds requests that ask for no grammar to G, as llama-server does."""
+    srv = ServerProcess(["-m", str(model_paths["smollm2"]), "-c", "512", "-np", "1", "--grammar",
+                         'root ::= "yes" | "no"'])
+    try:
+        srv.wait_ready()
+        for seed in range(3):
+            r = httpx.post(srv.url + "/completion", json={"prompt": "Write a poem", "n_predict": 8, "seed": seed})
+            assert r.json()["content"] in ("yes", "no")
+        r = httpx.post(srv.url + "/completion", json={"prompt": "A number:", "n_predict": 8,
+                                                      "json_schema": {"type": "integer", "minimum": 0}})
+        assert r.json()["content"].isdigit()
+    finally:
+        srv.stop()
+    bad = subprocess.run([sys.executable, "-m", "lamina.cli", "serve", "-m", str(model_paths["smollm2"]),
+                          "--grammar", 'root ::= ('], capture_output=True, text=True)
+    assert bad.returncode == 1 and "line 1, column 10" in bad.stderr
+
+
 WEATHER_TOOL = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather in a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 32}}, "required": ["city"]}}}

@@ -25,27 +25,45 @@ def compile_gbnf(text: str, *, root: str = "root", token_id=None) -> str:
     """
     if isinstance(text, str) and text.lstrip().startswith(LLGUIDANCE_PREFIX):
         return compile_lark(text)
-    from .to_lark import to_lark
+    from .to_lark import names_tokens, to_lark
 
-    return compile_lark(to_lark(parse(text, root), token_id))
+    grammar = parse(text, root)
+    return compile_lark(to_lark(grammar, token_id), probe=not names_tokens(grammar))
 
 
-def compile_lark(lark: str) -> str:
+def compile_lark(lark: str, probe: bool | None = None) -> str:
+    """Lark text for llguidance, compiled and checked; ``probe`` (default: when no ``<...>`` token
+    appears in it) checks that it can match something at all."""
     import llguidance
 
-    return validate_compiled(llguidance.LLMatcher.grammar_from_lark(lark))
+    if probe is None:
+        probe = "<" not in lark
+    return validate_compiled(llguidance.LLMatcher.grammar_from_lark(lark), probe=probe)
 
 
-def validate_compiled(compiled: str, llg_tokenizer=None) -> str:
-    """``compiled`` if llguidance accepts it, else a GrammarError with its reason."""
+def validate_compiled(compiled: str, llg_tokenizer=None, probe: bool = True) -> str:
+    """``compiled`` if llguidance accepts it and it can match something, else a GrammarError.
+
+    A grammar that matches nothing at all (a ``$ref`` cycle that never reaches a value, a rule
+    that only refers to itself) would leave generation no token to choose; it is caught here, on
+    a vocabulary of bytes and token ids, before any model runs."""
     import llguidance
 
-    from .matcher import parser_limits
+    from .matcher import GrammarMatcher, parser_limits
+    from .vocabulary import N_SPECIAL_BYTES_VOCAB, byte_tokenizer
 
     is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(compiled, llg_tokenizer,
                                                                             limits=parser_limits())
     if is_error:
         raise GrammarError(f"the grammar was refused by the matcher: {messages[0] if messages else 'unknown error'}")
+    if probe:  # (a grammar naming token ids may name ids past the byte vocabulary: not probed)
+        matcher = GrammarMatcher(compiled, byte_tokenizer(), N_SPECIAL_BYTES_VOCAB + 256)
+        try:
+            empty = not matcher.accepting and not matcher.mask().any()
+        except GrammarError:
+            empty = True
+        if empty:
+            raise GrammarError("the grammar can match nothing (does a rule or $ref only lead back to itself?)")
     return compiled
 
 

@@ -47,7 +47,7 @@ class LlamaGrammar:
             return
         grammar = parse(self.source, self.root)
         # <|name|> tokens are ids only in a vocabulary; anything else compiles once, now
-        self._vocabulary_free = None if _names_tokens(grammar) else compile_gbnf(self.source, root=self.root)
+        self._vocabulary_free = None if _names_token_text(grammar) else compile_gbnf(self.source, root=self.root)
 
     # llama-cpp-python's constructors
     @classmethod
@@ -92,7 +92,7 @@ class LlamaGrammar:
         return f"LlamaGrammar(kind={self.kind!r}, {len(self.source)} characters)"
 
 
-def _names_tokens(grammar) -> bool:
+def _names_token_text(grammar) -> bool:
     """Whether a grammar spells a token by its text (``<|im_end|>``) rather than its id."""
     from .gbnf import Choice, Repeat, Sequence, Token
 

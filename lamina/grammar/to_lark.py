@@ -160,6 +160,11 @@ def _reachable(grammar: Grammar) -> set[str]:
     return seen
 
 
+def names_tokens(grammar: Grammar) -> bool:
+    """Whether the grammar uses any token (``<[id]>``, ``<|name|>``, ``!<...>``)."""
+    return any(_references(body, set()) for body in grammar.rules.values())
+
+
 def to_lark(grammar: Grammar, token_id: Callable[[str], int] | None = None) -> str:
     """Lark text with the same language as ``grammar``; ``token_id`` looks up ``<|text|>`` tokens."""
     return _Writer(grammar, token_id).write()

@@ -51,3 +51,40 @@ def matcher_tokenizer(tokenizer):
                                   eos_token=view.eog_ids or None)
     tokenizer._llguidance_tokenizer = made
     return made
+
+
+N_SPECIAL_BYTES_VOCAB = 32
+
+
+class _ByteVocabulary:
+    """A vocabulary of 32 special tokens (ids 0..31, 0 ending the sequence) and the 256 bytes
+    (ids 32..287): what a grammar allows can be checked on text with no model, as llama.cpp's
+    grammar tests do, and ``<[10]>`` in a grammar is a token that no text spells."""
+
+    def __init__(self):
+        n = N_SPECIAL_BYTES_VOCAB
+        self.tokens = [b"\xff<|s%d|>" % i for i in range(n)] + [bytes([b]) for b in range(256)]
+        self.eos_token_id = 0
+        self.bos_token_id = None
+        self.special_token_ids = list(range(n))
+
+    def __call__(self, data: bytes) -> list[int]:
+        return [N_SPECIAL_BYTES_VOCAB + b for b in data]
+
+
+_BYTE_TOKENIZER = None
+
+
+def byte_tokenizer():
+    """The ``LLTokenizer`` of the byte vocabulary (made once)."""
+    global _BYTE_TOKENIZER
+    if _BYTE_TOKENIZER is None:
+        import llguidance
+
+        _BYTE_TOKENIZER = llguidance.LLTokenizer(llguidance.TokenizerWrapper(_ByteVocabulary()), slices=[])
+    return _BYTE_TOKENIZER
+
+
+def byte_ids(text: str) -> list[int]:
+    """``text`` as ids of the byte vocabulary."""
+    return [N_SPECIAL_BYTES_VOCAB + b for b in text.encode("utf-8")]

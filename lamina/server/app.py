@@ -320,7 +320,7 @@ def build_request(state: ServerState, body: dict, prompts: list[list[int]], *, o
         engine.check_prompt(p)
     return protocol.completion_tasks(body, prompts, state.config.sampling, n_ctx=engine.n_ctx_slot,
                                      tokenizer=state.llm.tokenizer_, n_predict_default=state.config.n_predict,
-                                     oai=oai, tool_grammar=tool_grammar)
+                                     oai=oai, tool_grammar=tool_grammar, default_grammar=state.config.grammar)
 
 
 def render_chat(state: ServerState, body: dict, tools=None) -> tuple[str, list[int]]:

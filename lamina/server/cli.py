@@ -13,7 +13,7 @@ import os
 import sys
 import threading
 
-from lamina.cli.options import add_model_options, add_sampling_options, sampling_params_from
+from lamina.cli.options import add_model_options, add_sampling_options, grammar_from, sampling_params_from
 
 # variable -> (flag when true or the flag taking the value, flag when false)
 ENV_FLAGS = {
@@ -129,7 +129,8 @@ def config_from(args):
         slot_save_path=args.slot_save_path, chat_template=args.chat_template,
         chat_template_file=args.chat_template_file, use_jinja=args.jinja, context_shift=args.context_shift,
         cache_reuse=args.cache_reuse, timeout=args.timeout, header_timeout=args.header_timeout,
-        queue_max=args.queue_max, body_limit=args.max_body, webui=args.webui, embedding=args.embedding)
+        queue_max=args.queue_max, body_limit=args.max_body, webui=args.webui, embedding=args.embedding,
+        grammar=grammar_from(args))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -336,7 +336,8 @@ def grammar_of(body: dict):
 
 
 def completion_tasks(body: dict, prompts: list[list[int]], defaults: SamplingParams, *, n_ctx: int, tokenizer,
-                     n_predict_default: int, oai: bool, tool_grammar=None) -> CompletionRequest:
+                     n_predict_default: int, oai: bool, tool_grammar=None,
+                     default_grammar=None) -> CompletionRequest:
     """Tasks for ``prompts`` with the request's settings: one per prompt and per choice (``n``)."""
     refuse_unsupported(body)
     params = sampling_params(body, defaults, n_ctx, tokenizer)
@@ -345,6 +346,8 @@ def completion_tasks(body: dict, prompts: list[list[int]], defaults: SamplingPar
         if grammar is not None:
             raise invalid_request("give tools or a grammar/json_schema/JSON response_format, not both")
         grammar = tool_grammar
+    if grammar is None:
+        grammar = default_grammar  # the server's --grammar / --json-schema, as llama-server's
     if grammar is not None:
         grammar.compiled_for(tokenizer)  # <|name|> tokens are looked up now, not in the engine's thread
     n_predict = n_predict_default

@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from lamina.sampling import SamplingParams
 
@@ -32,6 +33,7 @@ class ServerConfig:
     n_threads: int | None = None
     n_predict: int = -1
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    grammar: Any = None  # --grammar/-j: the LlamaGrammar of requests that ask for none
     keys: KeyPolicy = field(default_factory=KeyPolicy)
     metrics: bool = False
     slots_endpoint: bool = True
