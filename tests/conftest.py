@@ -46,6 +46,17 @@ def model_path(model_paths, model_name) -> Path:
     return model_paths[model_name]
 
 
+@pytest.fixture(scope="module")
+def llms(model_paths):
+    """``llms(name)``: a ``Llama`` of that test model (n_ctx 1024), loaded once per test module."""
+    from lamina import Llama
+
+    loaded = {}
+    yield lambda name: loaded.setdefault(name, Llama(str(model_paths[name]), n_ctx=1024, verbose=False))
+    for llm in loaded.values():
+        llm.close()
+
+
 def load_greedy_reference(refdata: Path, name: str) -> list[dict]:
     """llama.cpp's prompts, tokens, top-64 logits and greedy continuations for one model."""
     path = refdata / "llamacpp" / f"{name}.greedy.jsonl"

@@ -117,6 +117,7 @@ def test_llguidance_lark_passes_through():
 @pytest.mark.parametrize("text, words", [
     pytest.param("root ::= " + "(" * 60_000 + '"a"' + ")" * 60_000, "nested more than", id="60000 brackets"),
     pytest.param('root ::= "a"{100}{100}', "limit of 2000", id="repetition of repetition"),
+    pytest.param('root ::= "a"' + "?" * 5000, "repetition operators", id="5000 stacked ?"),
     pytest.param('root ::= ' + ' '.join(f'a{i}' for i in range(30)) + '\n' + '\n'.join(
         f'a{i} ::= ("x" | "x")' for i in range(30)), None, id="2^30 ambiguous readings"),
     pytest.param("root ::= " + " | ".join(f'"{i}"' for i in range(20_000)), None, id="20000 alternatives"),

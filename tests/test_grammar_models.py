@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 
 from grammar_support import byte_tokenizer, token_ids
-from lamina import Llama, LlamaGrammar
+from lamina import LlamaGrammar
 from lamina.grammar import compile_gbnf
 from lamina.grammar.matcher import GrammarMatcher
 from test_grammar import CASES
@@ -42,14 +42,6 @@ SCHEMAS = [
      "required": ["ok"]},
 ]
 OUTPUTS_PER_MODEL = 17
-
-
-@pytest.fixture(scope="module")
-def llms(model_paths):
-    loaded = {}
-    yield lambda name: loaded.setdefault(name, Llama(str(model_paths[name]), n_ctx=512, verbose=False))
-    for llm in loaded.values():
-        llm.close()
 
 
 @pytest.mark.parametrize("name", ["smollm2", "qwen2", "gemma3"])

@@ -12,7 +12,6 @@ import jsonschema
 import pytest
 
 from grammar_support import matches
-from lamina import Llama
 from lamina.chat.completion import ChatCompletionError
 from lamina.chat.tools import (GENERIC, HERMES, LLAMA3, MISTRAL, ToolCallError, ToolCallStream, parse_tool_calls,
                                tool_format, tool_grammar, tool_request)
@@ -157,14 +156,6 @@ def test_unenforceable_parameters_are_refused():
 
 
 # -- real models ---------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def llms(model_paths):
-    loaded = {}
-    yield lambda name: loaded.setdefault(name, Llama(str(model_paths[name]), n_ctx=1024, verbose=False))
-    for llm in loaded.values():
-        llm.close()
-
 
 def _check_calls(message, names):
     assert message["tool_calls"], message

@@ -304,14 +304,20 @@ def _chat_response(completion: dict, tool_format_name: str | None = None, names=
     }
 
 
-def _chat_chunks(chunks: Iterator[dict]) -> Iterator[dict]:
+def _with_chunk_heads(chunks: Iterator[dict]) -> Iterator[tuple[dict, dict, dict | None]]:
+    """Each text chunk with its chat-chunk head; the first also gets the ``role`` chunk to send before it."""
     for i, chunk in enumerate(chunks):
         head = {"id": "chat" + chunk["id"], "model": chunk["model"], "created": chunk["created"],
                 "object": "chat.completion.chunk"}
-        if i == 0:
-            yield {**head, "choices": [{"index": 0, "delta": {"role": "assistant"}, "logprobs": None,
-                                        "finish_reason": None}]}
-        choice = chunk["choices"][0]
+        first = {**head, "choices": [{"index": 0, "delta": {"role": "assistant"}, "logprobs": None,
+                                      "finish_reason": None}]} if i == 0 else None
+        yield head, chunk["choices"][0], first
+
+
+def _chat_chunks(chunks: Iterator[dict]) -> Iterator[dict]:
+    for head, choice, first in _with_chunk_heads(chunks):
+        if first is not None:
+            yield first
         delta = {"content": choice["text"]} if choice["finish_reason"] is None else {}
         yield {**head, "choices": [{"index": 0, "delta": delta, "logprobs": _chat_logprobs(choice["logprobs"]),
                                     "finish_reason": choice["finish_reason"]}]}
@@ -321,14 +327,9 @@ def _tool_chunks(chunks: Iterator[dict], fmt: str, names) -> Iterator[dict]:
     """Chunks of an answer that may call tools: text is streamed until it may be turning into a
     call; then it is held, and the calls come at the end as ``tool_calls`` deltas."""
     calls_stream = ToolCallStream(fmt, names)
-    for i, chunk in enumerate(chunks):
-        head = {"id": "chat" + chunk["id"], "model": chunk["model"], "created": chunk["created"],
-                "object": "chat.completion.chunk"}
-        if i == 0:
-            yield {**head, "choices": [{"index": 0, "delta": {"role": "assistant"}, "logprobs": None,
-                                        "finish_reason": None}]}
-        choice = chunk["choices"][0]
-        deltas = []
+    for head, choice, first in _with_chunk_heads(chunks):
+        if first is not None:
+            yield first
         if choice["finish_reason"] is None:
             shown = calls_stream.feed(choice["text"])
             deltas = [{"content": shown}] if shown else []

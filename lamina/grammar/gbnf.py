@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from .errors import GrammarError
 
 MAX_REPETITION_THRESHOLD = 2000  # llama.cpp's bound on copies made by one repetition
-MAX_NESTING = 200                # groups inside groups: deeper is refused rather than recursed into
+MAX_NESTING = 100                # groups in groups, or x???...: deeper is refused rather than recursed into
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,20 @@ class Grammar:
     """Rules by name, in the order they were defined; ``root`` names the start rule."""
     rules: dict[str, Choice]
     root: str = "root"
+
+
+def nodes(grammar: Grammar):
+    """Every node of every rule's body (depth first)."""
+    todo: list[Node] = list(grammar.rules.values())
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, Choice):
+            todo += node.options
+        elif isinstance(node, Sequence):
+            todo += node.items
+        elif isinstance(node, Repeat):
+            todo.append(node.item)
 
 
 def _is_word_char(c: str) -> bool:
@@ -282,6 +296,8 @@ class _Parser:
                     raise self.error(f"expecting an item before {c!r}", start)
                 n_prev_rules = self.repetition_count(n_prev_rules, lo, hi, start, rule_name)
                 items[-1] = Repeat(items[-1], lo, hi)
+                if _repeat_depth(items[-1]) > MAX_NESTING:
+                    raise self.error(f"more than {MAX_NESTING} repetition operators on one item", start)
             else:
                 break
         return Sequence(tuple(items)), pos
@@ -346,6 +362,13 @@ class _Parser:
         if end < 0:
             raise self.error("expecting '>' to close the token", start)
         return Token(None, self.src[pos - 1:end + 1], negated), end + 1
+
+
+def _repeat_depth(node: Node) -> int:
+    depth = 0
+    while isinstance(node, Repeat):
+        node, depth = node.item, depth + 1
+    return depth
 
 
 def _line_col(src: str, pos: int) -> tuple[int, int]:

@@ -234,8 +234,3 @@ def compile_json_schema(schema) -> str:
     except ValueError as e:
         raise GrammarError(f"the JSON schema could not be compiled: {e}") from None
     return validate_compiled(compiled)
-
-
-def any_json_object() -> str:
-    """``response_format: {"type": "json_object"}``: any JSON object, as llama-server takes it."""
-    return compile_json_schema({"type": "object"})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 
 from .errors import GrammarError
 from .matcher import GrammarMatcher
@@ -25,7 +26,7 @@ class LlamaGrammar:
         if kind not in (GBNF, JSON_SCHEMA, LARK):
             raise GrammarError(f"unknown grammar kind {kind!r}")
         self.source, self.kind, self.root = source, kind, root
-        self._compiled: dict[int, str] = {}
+        self._compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> compiled
         self._check()
 
     def _check(self) -> None:
@@ -72,16 +73,14 @@ class LlamaGrammar:
 
     def compiled_for(self, tokenizer) -> str:
         """The llguidance grammar for this model's vocabulary (made once per tokenizer)."""
-        key = id(tokenizer)
-        if key not in self._compiled:
-            if self._vocabulary_free is not None:
-                self._compiled[key] = self._vocabulary_free
-            else:
-                from . import compile_gbnf
+        if self._vocabulary_free is not None:
+            return self._vocabulary_free
+        if tokenizer not in self._compiled:
+            from . import compile_gbnf
 
-                self._compiled[key] = compile_gbnf(self.source, root=self.root,
-                                                   token_id=lambda text: token_id_of(tokenizer, text))
-        return self._compiled[key]
+            self._compiled[tokenizer] = compile_gbnf(self.source, root=self.root,
+                                                     token_id=lambda text: token_id_of(tokenizer, text))
+        return self._compiled[tokenizer]
 
     def matcher(self, tokenizer, n_vocab: int | None = None) -> GrammarMatcher:
         """A fresh matcher for one generation."""
@@ -94,20 +93,9 @@ class LlamaGrammar:
 
 def _names_token_text(grammar) -> bool:
     """Whether a grammar spells a token by its text (``<|im_end|>``) rather than its id."""
-    from .gbnf import Choice, Repeat, Sequence, Token
+    from .gbnf import Token, nodes
 
-    todo = list(grammar.rules.values())
-    while todo:
-        node = todo.pop()
-        if isinstance(node, Token) and node.text is not None:
-            return True
-        if isinstance(node, Choice):
-            todo += node.options
-        elif isinstance(node, Sequence):
-            todo += node.items
-        elif isinstance(node, Repeat):
-            todo.append(node.item)
-    return False
+    return any(isinstance(n, Token) and n.text is not None for n in nodes(grammar))
 
 
 def token_id_of(tokenizer, text: str) -> int:

@@ -17,10 +17,11 @@ here: llguidance compiles those itself, with lexemes it knows to be safe.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from .errors import GrammarError
-from .gbnf import Chars, Choice, Grammar, Literal, Node, Repeat, RuleRef, Sequence, Token
+from .gbnf import Chars, Choice, Grammar, Literal, Node, Repeat, RuleRef, Sequence, Token, nodes
 
 
 def _regex_char(cp: int) -> str:
@@ -105,15 +106,29 @@ def regular_rules(grammar: Grammar) -> set[str]:
     return regular
 
 
+# one name, one /regex/ (written with no spaces, see _regex_char), one token, or ""
+_ATOM = re.compile(r'\w+|/\S*/|<\[\^?\d+\]>|""')
+
+
 class _Writer:
+    """Writes one rule per GBNF rule, and one more for each group and each repeated item, so that
+    no Lark rule nests parentheses (llguidance refuses grammars nested a few dozen deep)."""
+
     def __init__(self, grammar: Grammar, token_id: Callable[[str], int] | None):
         self.grammar = grammar
         self.token_id = token_id
         self.as_terminal = grammar.root in regular_rules(grammar)
-        prefix = "T" if self.as_terminal else "r"
-        self.names = {name: f"{prefix}{i}" for i, name in enumerate(grammar.rules)}
+        self.prefix = "T" if self.as_terminal else "r"
+        self.names = {name: f"{self.prefix}{i}" for i, name in enumerate(grammar.rules)}
+        self.extra: list[str] = []
 
-    def expr(self, node: Node) -> str:
+    def hoisted(self, body: str) -> str:
+        """A new rule (or terminal) whose body is ``body``; returns its name."""
+        name = f"{self.prefix}{'G' if self.as_terminal else 'g'}{len(self.extra)}"
+        self.extra.append(f"{name}: {body}")
+        return name
+
+    def expr(self, node: Node, top: bool = False) -> str:
         """``node`` as Lark: a terminal expression, or a parser rule made of one-character terminals."""
         if isinstance(node, RuleRef):
             return self.names[node.name]
@@ -126,11 +141,14 @@ class _Writer:
                 return f"/{''.join(_regex_char(ord(c)) for c in node.text)}/" if node.text else '""'
             return " ".join(f"/{_regex_char(ord(c))}/" for c in node.text) or '""'
         if isinstance(node, Repeat):
-            return f"({self.expr(node.item)}){_repeat_suffix(node)}"
+            inner = self.expr(node.item)
+            atom = inner if _ATOM.fullmatch(inner) else self.hoisted(inner)
+            return f"{atom}{_repeat_suffix(node)}"
         if isinstance(node, Sequence):
             return " ".join(self.expr(item) for item in node.items) or '""'
         if isinstance(node, Choice):
-            return "(" + " | ".join(self.expr(option) for option in node.options) + ")"
+            body = " | ".join(self.expr(option) for option in node.options)
+            return body if top or len(node.options) == 1 else self.hoisted(body)
         raise AssertionError(node)
 
     def token(self, node: Token) -> str:
@@ -144,9 +162,9 @@ class _Writer:
     def write(self) -> str:
         lines = [f"start: {self.names[self.grammar.root]}"]
         used = _reachable(self.grammar)
-        lines += [f"{self.names[name]}: {self.expr(body)}" for name, body in self.grammar.rules.items()
+        lines += [f"{self.names[name]}: {self.expr(body, top=True)}" for name, body in self.grammar.rules.items()
                   if name in used]
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines + self.extra) + "\n"
 
 
 def _reachable(grammar: Grammar) -> set[str]:
@@ -162,7 +180,7 @@ def _reachable(grammar: Grammar) -> set[str]:
 
 def names_tokens(grammar: Grammar) -> bool:
     """Whether the grammar uses any token (``<[id]>``, ``<|name|>``, ``!<...>``)."""
-    return any(_references(body, set()) for body in grammar.rules.values())
+    return any(isinstance(n, Token) for n in nodes(grammar))
 
 
 def to_lark(grammar: Grammar, token_id: Callable[[str], int] | None = None) -> str:
