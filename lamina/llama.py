@@ -49,6 +49,23 @@ def default_threads() -> int:
 class Llama:
     """A loaded model with one context, in llama-cpp-python's shape."""
 
+    @classmethod
+    def from_pretrained(cls, repo_id: str, filename: str, additional_files: list[str] | None = None,
+                        local_dir: str | None = None, local_dir_use_symlinks=None, cache_dir: str | None = None,
+                        **kwargs) -> "Llama":
+        """A model from the Hugging Face Hub, as llama-cpp-python's ``Llama.from_pretrained``.
+
+        ``filename`` may be a glob (``"*Q4_K_M.gguf"``) that must match one file; a split model's
+        other parts come along. Files go to the Hub cache (``cache_dir``, else ``HF_HUB_CACHE``...)
+        or to ``local_dir``, are checked against the Hub's sha256, and ``kwargs`` reach ``Llama``.
+        ``local_dir_use_symlinks`` is accepted and ignored, as by current ``huggingface_hub``.
+        """
+        from lamina.hub import pretrained
+
+        path = pretrained(repo_id, filename, local_dir=local_dir, cache_dir=cache_dir,
+                          token=kwargs.pop("hf_token", None), additional_files=additional_files)
+        return cls(model_path=str(path), **kwargs)
+
     def __init__(
         self,
         model_path: str,

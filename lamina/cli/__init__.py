@@ -17,9 +17,11 @@ SUBCOMMANDS = {
     "bench": ("lamina.cli.bench", "measure prompt and generation speed, like llama-bench"),
     "serve": ("lamina.server.cli", "serve a model over HTTP with the OpenAI API, like llama-server"),
     "gguf-split": ("lamina.cli.gguf_split", "split a GGUF model into parts or merge them, like llama-gguf-split"),
+    "pull": ("lamina.cli.pull", "download a model from the Hugging Face Hub into its cache"),
+    "list": ("lamina.cli.list_models", "list the GGUF models in the Hugging Face Hub cache"),
 }
 DEFAULT_COMMAND = "lamina.cli.run"
-WITHOUT_KERNELS = ("info", "tokenize", "gguf-split")  # never load Numba: they start in a fraction of the time
+WITHOUT_KERNELS = ("info", "tokenize", "gguf-split", "pull", "list")  # never load Numba: they start in a fraction of the time
 
 
 def main(argv: list[str] | None = None) -> int:

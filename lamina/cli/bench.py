@@ -18,10 +18,13 @@ import time
 
 import numpy as np
 
+from lamina.cli.options import add_hub_options, resolve_model
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lamina bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("-m", "--model", action="append", required=True, help="model file (repeatable)")
+    p.add_argument("-m", "--model", action="append", default=[], help="model file (repeatable)")
+    add_hub_options(p)
     p.add_argument("-p", "--n-prompt", default="512", help="prompt lengths, comma-separated (default: 512)")
     p.add_argument("-n", "--n-gen", default="128", help="generation lengths, comma-separated (default: 128)")
     p.add_argument("-t", "--threads", default=None, help="thread counts, comma-separated (default: physical cores)")
@@ -146,6 +149,11 @@ def markdown_table(results: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        resolve_model(args)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     from lamina.llama import default_threads
 
     threads = _ints(args.threads) if args.threads else [default_threads()]

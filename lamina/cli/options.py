@@ -8,7 +8,8 @@ import re
 
 def add_model_options(p: argparse.ArgumentParser, ctx_default: int = 0) -> None:
     g = p.add_argument_group("model and context")
-    g.add_argument("-m", "--model", required=True, help="path to a GGUF model file")
+    g.add_argument("-m", "--model", default=None, help="path to a GGUF model file")
+    add_hub_options(g)
     g.add_argument("-c", "--ctx-size", type=int, default=ctx_default,
                    help=f"size of the prompt context (default: {ctx_default}, 0 = the model's training context, "
                         "halved down to 4096 if its KV cache does not fit in memory; the cache is allocated "
@@ -17,6 +18,35 @@ def add_model_options(p: argparse.ArgumentParser, ctx_default: int = 0) -> None:
     g.add_argument("-ub", "--ubatch-size", type=int, default=512, help="physical maximum batch size (default: 512)")
     g.add_argument("-t", "--threads", type=int, default=None,
                    help="number of threads for every parallel region (default: physical cores)")
+
+
+def add_hub_options(g) -> None:
+    """llama.cpp's ``-hf`` flags: a model from the Hugging Face Hub instead of ``-m``."""
+    g.add_argument("-hf", "-hfr", "--hf-repo", dest="hf_repo", default=None, metavar="USER/REPO[:QUANT]",
+                   help="download (or take from the cache) a model from the Hugging Face Hub; QUANT picks the file "
+                        "by its tag, e.g. Q8_0 (default: Q4_K_M, then Q8_0, then the first GGUF file)")
+    g.add_argument("-hff", "--hf-file", dest="hf_file", default=None,
+                   help="the file of the -hf repository to use, instead of choosing by QUANT")
+    g.add_argument("-hft", "--hf-token", dest="hf_token", default=None,
+                   help="Hugging Face access token (default: the HF_TOKEN environment variable)")
+
+
+def resolve_model(args) -> None:
+    """Set ``args.model`` from ``-hf`` (downloading into the Hub cache as needed).
+
+    Raises ``lamina.hub.HubError`` (an OSError) with one line when the model cannot be had, and
+    ValueError when neither or both of ``-m`` and ``-hf`` are given."""
+    hf_repo = getattr(args, "hf_repo", None)
+    given = args.model if not isinstance(args.model, list) else (args.model or None)
+    if hf_repo and given:
+        raise ValueError("give -m FILE or -hf USER/REPO, not both")
+    if hf_repo:
+        from lamina.hub import resolve
+
+        path = str(resolve(hf_repo, args.hf_file, args.hf_token))
+        args.model = [path] if isinstance(args.model, list) else path
+    elif not given:
+        raise ValueError("no model: give -m FILE or -hf USER/REPO[:QUANT]")
 
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ import argparse
 import sys
 import time
 
-from lamina.cli.options import add_model_options
+from lamina.cli.options import add_model_options, resolve_model
 
 DEFAULT_CTX = 512
 
@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        resolve_model(args)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     if args.kl_divergence:
         if not args.kl_divergence_base:
             print("error: --kl-divergence needs --kl-divergence-base FILE, the base model's log-probabilities "

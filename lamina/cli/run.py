@@ -17,6 +17,7 @@ from lamina.cli.options import (
     add_sampling_options,
     grammar_from,
     process_escapes,
+    resolve_model,
     sampler_chain_for,
     sampling_params_from,
     wants_interactive,
@@ -52,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        resolve_model(args)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     if wants_interactive(args):
         from lamina.cli.chat import run_interactive
 

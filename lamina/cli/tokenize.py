@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lamina.cli.options import add_hub_options, resolve_model
 from lamina.gguf import GGUFError
 
 PROG = "lamina tokenize"
@@ -21,7 +22,8 @@ PROG = "lamina tokenize"
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Tokenize text with a GGUF model's vocabulary, "
                                 "printing each token's id and piece (like llama-tokenize).")
-    p.add_argument("-m", "--model", required=True, help="path to a GGUF model file (only its vocabulary is read)")
+    p.add_argument("-m", "--model", default=None, help="path to a GGUF model file (only its vocabulary is read)")
+    add_hub_options(p)
     src = p.add_mutually_exclusive_group()
     src.add_argument("-p", "--prompt", help="text to tokenize")
     src.add_argument("-f", "--file", help="file whose bytes are tokenized")
@@ -86,6 +88,11 @@ def read_text(args, parser: argparse.ArgumentParser) -> bytes:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        resolve_model(args)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     try:
         text = read_text(args, parser)
     except SystemExit as e:

@@ -13,7 +13,8 @@ import os
 import sys
 import threading
 
-from lamina.cli.options import add_model_options, add_sampling_options, grammar_from, sampling_params_from
+from lamina.cli.options import (add_model_options, add_sampling_options, grammar_from, resolve_model,
+                                sampling_params_from)
 
 # variable -> (flag when true or the flag taking the value, flag when false)
 ENV_FLAGS = {
@@ -139,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("lamina.server").setLevel(logging.INFO)
     try:
+        resolve_model(args)
         config = config_from(args)
     except (OSError, ValueError) as e:
         print(f"lamina serve: error: {e}", file=sys.stderr)
