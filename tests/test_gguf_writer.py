@@ -21,6 +21,25 @@ def test_real_model_round_trip_is_byte_identical(model_path, tmp_path):
     assert filecmp.cmp(copy, model_path, shallow=False)
 
 
+def test_the_readers_own_objects_write_back_byte_for_byte(model_path, tmp_path):
+    """``write(path, f)`` and ``write(path, f.metadata, f.tensors)``, as a user would first try them."""
+    original = read(model_path)
+    whole, parts = tmp_path / "whole.gguf", tmp_path / "parts.gguf"
+    write(whole, original)
+    write(parts, original.metadata, original.tensors)
+    assert filecmp.cmp(whole, model_path, shallow=False) and filecmp.cmp(parts, model_path, shallow=False)
+    edited = original.metadata
+    edited["general.name"] = "renamed"
+    edited["tokenizer.ggml.token_type"] = list(edited["tokenizer.ggml.token_type"])  # a list now, not an array
+    write(tmp_path / "edited.gguf", edited, original.tensors)
+    again = read(tmp_path / "edited.gguf")
+    assert again.metadata["general.name"] == "renamed"
+    assert {k: (f.type, f.element_type) for k, f in again.fields.items()} == \
+        {k: (f.type, f.element_type) for k, f in original.fields.items()}  # each key kept its own type
+    with pytest.raises(GGUFError, match="takes the tensors from f"):
+        write(tmp_path / "x.gguf", original, [])
+
+
 def test_tensor_order_and_padding_follow_llama_cpp(tmp_path):
     path = tmp_path / "t.gguf"
     tensors = [NewTensor("b", (3,), "F32", np.array([1, 2, 3], "<f4")),
@@ -210,9 +229,15 @@ def test_refuses_unsupported_version(tmp_path):
         write(tmp_path / "out.gguf", {}, [], version=1)
 
 
-def test_refuses_values_of_unknown_python_types(tmp_path):
-    with pytest.raises(TypeError, match="cannot store a value of type dict"):
-        write(tmp_path / "out.gguf", {"a": {"b": 1}}, [])
+@pytest.mark.parametrize("value, words", [
+    ({"b": 1}, "cannot store a value of type dict.*give a bool, int, float, str, list, NumPy array, or a MetadataValue"),
+    ([], r"empty list has no element type.*MetadataValue\(\[\], ValueType.ARRAY"),
+    ([1, "a"], "a list mixing .*int.*str.* give a MetadataValue with ValueType.ARRAY"),
+    (None, "type NoneType"),
+])
+def test_refuses_values_of_unknown_python_types(tmp_path, value, words):
+    with pytest.raises(TypeError, match=words):
+        write(tmp_path / "out.gguf", {"a": value}, [])
     assert list(tmp_path.iterdir()) == []
 
 

@@ -256,6 +256,24 @@ def _decode_value_string(raw: bytes) -> str:
     return str(raw, "utf-8", "surrogateescape")
 
 
+class TypedMetadata(dict):
+    """The metadata's plain values (``f.metadata["general.name"]``), which remember the GGUF type
+    each key was read with, so ``lamina.gguf.write(path, f.metadata, f.tensors)`` writes every key
+    back with its own type (a UINT8 array stays UINT8, a FLOAT64 stays FLOAT64), changed values too."""
+
+    def __init__(self, fields: dict[str, MetadataValue]):
+        super().__init__((k, f.value) for k, f in fields.items())
+        self.fields = fields
+
+    def typed(self, key: str) -> MetadataValue | None:
+        """The key's value with the type it was read with (None for a key added since)."""
+        field = self.fields.get(key)
+        if field is None:
+            return None
+        value = self[key]
+        return field if value is field.value else MetadataValue(value, field.type, field.element_type)
+
+
 class GGUFFile:
     """An open GGUF file: header, metadata and tensor index, data left in the memory map."""
 
@@ -337,7 +355,7 @@ class GGUFFile:
                 self.fields[key] = cur.array(repr(key))
             else:
                 self.fields[key] = MetadataValue(cur.scalar(vtype, f"value of {key!r}"), vtype)
-        self.metadata: dict[str, Any] = {k: f.value for k, f in self.fields.items()}
+        self.metadata: TypedMetadata = TypedMetadata(self.fields)
         self.alignment = self._alignment(cur)
 
         infos = []

@@ -30,7 +30,7 @@ from .constants import (
     SUPPORTED_VERSIONS,
     ValueType,
 )
-from .reader import GGUFError, MetadataValue, TensorInfo, _pad, tensor_nbytes
+from .reader import GGUFError, GGUFFile, MetadataValue, TensorInfo, TypedMetadata, _pad, tensor_nbytes
 from .types import GGMLType, ggml_type
 
 _U32 = struct.Struct("<I")
@@ -77,27 +77,41 @@ def tensor_from_array(name: str, array: np.ndarray, type: str = "F32") -> NewTen
 
 def write(
     path: str | os.PathLike,
-    metadata: Mapping[str, Any],
-    tensors: Iterable[TensorInfo | NewTensor],
+    metadata,
+    tensors: Iterable[TensorInfo | NewTensor] | Mapping[str, TensorInfo | NewTensor] | None = None,
     *,
-    version: int = DEFAULT_VERSION,
+    version: int | None = None,
 ) -> None:
     """Write a GGUF file atomically.
 
-    ``metadata`` maps keys to :class:`MetadataValue` or plain values (bool, int, float,
-    str, lists, NumPy arrays; ints become UINT32/INT32 if they fit, else 64-bit).
-    ``tensors`` are records with ``name``, ``shape`` (ggml order), ``type`` and ``data``
-    (their bytes as stored: raw blocks or typed values), e.g. another file's
-    :class:`TensorInfo` or :func:`tensor_from_array`'s result.
+    ``write(path, f)`` copies a file the reader opened, byte for byte. Otherwise ``metadata``
+    maps keys to :class:`MetadataValue` or plain values (bool, int, float, str, lists, NumPy
+    arrays; ints become UINT32/INT32 if they fit, else 64-bit); a reader's ``f.metadata`` keeps
+    each key's own type, changed values included. ``tensors`` are records with ``name``,
+    ``shape`` (ggml order), ``type`` and ``data`` (their bytes as stored: raw blocks or typed
+    values), e.g. another file's :class:`TensorInfo` or :func:`tensor_from_array`'s result, as a
+    list or as a reader's ``f.tensors`` (name -> tensor).
     """
     path = os.fspath(path)
+    if isinstance(metadata, GGUFFile):
+        if tensors is not None:
+            raise GGUFError("write(path, f) takes the tensors from f: give no other tensors", path)
+        source = metadata
+        metadata, tensors = source.typed_metadata(), source.tensors
+        version = source.version if version is None else version
+    if tensors is None:
+        raise GGUFError("no tensors given: write(path, metadata, tensors) or write(path, gguf_file)", path)
+    if isinstance(tensors, Mapping):
+        tensors = tensors.values()
+    version = DEFAULT_VERSION if version is None else version
     if version not in SUPPORTED_VERSIONS:
         raise GGUFError(f"cannot write GGUF version {version} (supported: 2 and 3)", path)
     typed = {}
     for key, value in metadata.items():
         if not isinstance(key, str) or not key:
             raise GGUFError(f"metadata key {key!r} must be a non-empty string", path)
-        typed[key] = _typed_value(key, value)
+        known = metadata.typed(key) if isinstance(metadata, TypedMetadata) else None
+        typed[key] = known if known is not None else _typed_value(key, value)
     alignment = DEFAULT_ALIGNMENT
     if KEY_ALIGNMENT in typed:
         field = typed[KEY_ALIGNMENT]
@@ -302,6 +316,9 @@ def _typed_value(key: str, value: Any) -> MetadataValue:
         return MetadataValue(value, ValueType.ARRAY, etype)
     if isinstance(value, (list, tuple)):
         items = list(value)
+        if not items:
+            raise TypeError(f"metadata {key!r}: an empty list has no element type to write; give "
+                            f"MetadataValue([], ValueType.ARRAY, ValueType.INT32) (or the type it should have)")
         if all(isinstance(v, str) for v in items):
             return MetadataValue(items, ValueType.ARRAY, ValueType.STRING)
         if all(isinstance(v, (bool, np.bool_)) for v in items):
@@ -310,7 +327,11 @@ def _typed_value(key: str, value: Any) -> MetadataValue:
             return MetadataValue(items, ValueType.ARRAY, _int_type(items))
         if all(isinstance(v, (int, float, np.integer, np.floating)) for v in items):
             return MetadataValue(items, ValueType.ARRAY, ValueType.FLOAT32)
-    raise TypeError(f"metadata {key!r}: cannot store a value of type {type(value).__name__} in GGUF")
+    if isinstance(value, (list, tuple)):
+        raise TypeError(f"metadata {key!r}: a list mixing {sorted({type(v).__name__ for v in value})} has no one GGUF "
+                        "element type; give a MetadataValue with ValueType.ARRAY and the element type")
+    raise TypeError(f"metadata {key!r}: cannot store a value of type {type(value).__name__} in GGUF; give a "
+                    "bool, int, float, str, list, NumPy array, or a MetadataValue naming its ValueType")
 
 
 def _int_type(values: list[int]) -> ValueType:
