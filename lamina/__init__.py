@@ -9,6 +9,14 @@ def __getattr__(name):
         from .llama import Llama
 
         return Llama
+    if name in ("LogitsProcessorList", "StoppingCriteriaList"):
+        from . import processors
+
+        return getattr(processors, name)
+    if name == "LlamaTokenizer":
+        from .llama_tokenizer import LlamaTokenizer
+
+        return LlamaTokenizer
     if name in ("LlamaGrammar", "GrammarError", "UnsupportedSchemaError"):
         from . import grammar
 

@@ -78,7 +78,8 @@ def run_completion(llm, prompt, *, suffix=None, max_tokens=16, logprobs=None, ec
                 yield chunk(visible.decode("utf-8", "ignore"), None)
             if gen.finished:
                 break
-    finish_reason = gen.finish_reason
+    # the loop also ends when a stopping criterion ends the generation: llama-cpp-python's "stop"
+    finish_reason = gen.finish_reason if gen.finished else "stop"
     completion, text = gen.tokens, gen.text
     if llm.verbose:
         print(llm.perf.report(), file=sys.stderr)

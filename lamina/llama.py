@@ -22,6 +22,7 @@ import numpy as np
 from lamina import gguf
 from lamina.engine.batch import Batch
 from lamina.engine.perf import PerfCounters
+from lamina.processors import as_logits_processor, as_stopping_criteria
 
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF
 FIT_MIN_CTX = 4096  # llama.cpp's fit_params_min_ctx
@@ -159,6 +160,12 @@ class Llama:
     def token_eos(self) -> int:
         return self.tokenizer_.eos_id
 
+    def tokenizer(self):
+        """llama-cpp-python's ``LlamaTokenizer`` for this model (``encode``/``decode``, ``tokenize``/``detokenize``)."""
+        from lamina.llama_tokenizer import LlamaTokenizer
+
+        return LlamaTokenizer(self)
+
     def token_nl(self) -> int:
         ids = self.tokenizer_.tokenize(b"\n", add_special=False, parse_special=False)
         return ids[-1] if ids else -1
@@ -292,6 +299,7 @@ class Llama:
 
     def _sample_with(self, chain, logits_processor=None) -> int:
         t0 = time.perf_counter()
+        logits_processor = as_logits_processor(logits_processor)
         logits = self.logits()
         if logits_processor is not None:
             logits = np.asarray(logits_processor(self._input_ids, logits.copy()), dtype=np.float32)
@@ -310,6 +318,8 @@ class Llama:
         Tokens already evaluated as a prefix of ``tokens`` are reused from the KV cache.
         """
         self._require_model()
+        logits_processor = as_logits_processor(logits_processor)
+        stopping_criteria = as_stopping_criteria(stopping_criteria)
         chain = self._sampler(top_k, top_p, min_p, typical_p, temp, repeat_penalty, frequency_penalty,
                               presence_penalty, mirostat_mode, mirostat_tau, mirostat_eta, logit_bias, grammar)
         tokens = [int(t) for t in tokens]

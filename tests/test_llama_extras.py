@@ -1,0 +1,50 @@
+"""Parts of llama-cpp-python's ``Llama`` beyond completions: processors, stopping criteria, tokenizer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lamina import LlamaTokenizer, LogitsProcessorList, StoppingCriteriaList
+
+
+def test_logits_processors_as_list_or_plain_list(llms):
+    llm = llms("smollm2")
+    the = llm.tokenize(b" the", add_bos=False)[0]
+    free = llm.create_completion("Once upon a time", max_tokens=12, temperature=0, seed=1)
+    assert the in llm.tokenize(free["choices"][0]["text"].encode(), add_bos=False)
+    calls = []
+
+    def ban_the(input_ids, scores):
+        calls.append(len(input_ids))
+        scores = scores.copy()
+        scores[the] = -np.inf
+        return scores
+
+    for processors in ([ban_the], LogitsProcessorList([ban_the]), ban_the):
+        out = llm.create_completion("Once upon a time", max_tokens=12, temperature=0, logits_processor=processors)
+        assert the not in llm.tokenize(out["choices"][0]["text"].encode(), add_bos=False)
+    assert calls and calls[1] == calls[0] + 1  # each step sees the tokens so far
+    with pytest.raises(TypeError, match="logits_processor must be"):
+        llm.create_completion("x", max_tokens=2, logits_processor=[1, 2])
+
+
+def test_stopping_criteria_as_list(llms):
+    llm = llms("smollm2")
+    n_prompt = len(llm.tokenize(b"Once upon a time"))
+    stop_at_4 = lambda input_ids, logits: len(input_ids) >= n_prompt + 4  # noqa: E731
+    for criteria in ([stop_at_4], StoppingCriteriaList([stop_at_4])):
+        out = llm.create_completion("Once upon a time", max_tokens=12, temperature=0, stopping_criteria=criteria)
+        assert out["choices"][0]["finish_reason"] == "stop"
+        # as in llama-cpp-python, the criterion sees the tokens evaluated so far; the token sampled
+        # when it first holds (the fifth) is not kept
+        assert out["usage"]["completion_tokens"] == 4
+
+
+def test_tokenizer_object(llms, model_paths):
+    llm = llms("smollm2")
+    tok = llm.tokenizer()
+    assert tok.encode("Hello world") == llm.tokenize(b"Hello world", special=True)
+    assert tok.decode(tok.encode("Hello world", add_bos=False)) == "Hello world"
+    assert LlamaTokenizer.from_ggml_file(str(model_paths["smollm2"])).encode("Hi", add_bos=False) == \
+        llm.tokenize(b"Hi", add_bos=False)
