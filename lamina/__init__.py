@@ -13,6 +13,10 @@ def __getattr__(name):
         from . import processors
 
         return getattr(processors, name)
+    if name in ("LlamaState", "LlamaRAMCache", "LlamaDiskCache", "LlamaCache"):
+        from . import llama_cache
+
+        return getattr(llama_cache, name)
     if name == "LlamaTokenizer":
         from .llama_tokenizer import LlamaTokenizer
 

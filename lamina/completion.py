@@ -64,6 +64,9 @@ def run_completion(llm, prompt, *, suffix=None, max_tokens=16, logprobs=None, ec
 
     piece = lambda t: llm.tokenizer_.token_to_piece(t, special=False)  # noqa: E731
     gen = TextGeneration(llm.tokenizer_, max_tokens=max_tokens, stops=[s.decode() for s in stops])
+    cache = getattr(llm, "cache", None)
+    if cache is not None:
+        _start_from_cache(llm, cache, prompt_tokens)
     emitted = 0  # characters of text shown in logprobs chunks
     if not gen.finished:
         for token in llm.generate(prompt_tokens, stopping_criteria=stopping_criteria, **(sampling or {})):
@@ -80,6 +83,8 @@ def run_completion(llm, prompt, *, suffix=None, max_tokens=16, logprobs=None, ec
                 break
     # the loop also ends when a stopping criterion ends the generation: llama-cpp-python's "stop"
     finish_reason = gen.finish_reason if gen.finished else "stop"
+    if cache is not None:
+        cache[prompt_tokens + gen.tokens] = llm.save_state()
     completion, text = gen.tokens, gen.text
     if llm.verbose:
         print(llm.perf.report(), file=sys.stderr)
@@ -110,6 +115,18 @@ def run_completion(llm, prompt, *, suffix=None, max_tokens=16, logprobs=None, ec
     response["usage"] = {"prompt_tokens": len(prompt_tokens), "completion_tokens": len(completion),
                          "total_tokens": len(prompt_tokens) + len(completion)}
     yield response
+
+
+def _start_from_cache(llm, cache, prompt_tokens: list[int]) -> None:
+    """Load the cached state whose tokens start the prompt, if it reuses more than the KV cache does now."""
+    from lamina.llama_cache import longest_prefix
+
+    try:
+        state = cache[prompt_tokens]
+    except KeyError:
+        return
+    if longest_prefix(state.input_ids.tolist(), prompt_tokens) > longest_prefix(llm._input_ids.tolist(), prompt_tokens):
+        llm.load_state(state)
 
 
 def _logprobs_for(llm, tokens: list[int], rows: list[int], n_top: int, text_offset: int) -> dict:

@@ -91,6 +91,7 @@ class Llama:
         self.model_path = os.fspath(model_path)
         self.verbose = verbose
         self._seed = seed
+        self.cache = None  # a LlamaRAMCache/LlamaDiskCache after set_cache
         self._logits_all = logits_all
         self.last_n_tokens_size = last_n_tokens_size
         self.chat_format = chat_format
@@ -261,6 +262,55 @@ class Llama:
         if self._last_logits is None:
             raise RuntimeError("no tokens have been evaluated yet")
         return self._last_logits
+
+    # -- saved state and prompt caches ---------------------------------------------------------------
+    def save_state(self):
+        """A ``LlamaState``: the evaluated tokens, the logits after them, their KV cache and the seed."""
+        from lamina.llama_cache import LlamaState, pack_kv
+
+        self._require_model()
+        n = self.n_tokens
+        kv = self._ctx.kv
+        data = pack_kv(self._state_id(), [k[0, :, :n].copy() for k in kv.k], [v[0, :, :n].copy() for v in kv.v])
+        last = (self._last_logits.copy() if n and self._last_logits is not None
+                else np.zeros(self.n_vocab(), np.float32))[None, :]
+        return LlamaState(input_ids=self.input_ids[:n].copy(), scores=last, n_tokens=n, llama_state=data,
+                          llama_state_size=len(data), seed=self._seed)
+
+    def load_state(self, state) -> None:
+        """Put back a ``save_state()``: what is generated next is what would have been."""
+        from lamina.llama_cache import unpack_kv
+
+        self._require_model()
+        kv = self._ctx.kv
+        n = int(state.n_tokens)
+        if n > self._n_ctx:
+            raise ValueError(f"the state holds {n} tokens but this context holds {self._n_ctx}")
+        keys, values = unpack_kv(state.llama_state, self._state_id(), len(kv.k))
+        for layer, (k, v) in enumerate(zip(keys, values)):
+            if k.shape != kv.k[layer][0, :, :n].shape or v.shape != kv.v[layer][0, :, :n].shape:
+                raise ValueError(f"the state's layer {layer} does not fit this model's KV cache")
+        for layer, (k, v) in enumerate(zip(keys, values)):
+            kv.k[layer][0, :, :n] = k
+            kv.v[layer][0, :, :n] = v
+        kv.seq_len[0] = n
+        self.input_ids[:n] = state.input_ids[:n]
+        self.n_tokens = n
+        last = np.asarray(state.scores, np.float32)[-1]
+        if self._logits_all:
+            self.scores[n - 1] = last
+            self._last_logits = self.scores[n - 1]
+        else:
+            self.scores[0] = last
+            self._last_logits = self.scores[0]
+        self._seed = int(state.seed)
+
+    def _state_id(self) -> str:
+        return f"{os.path.basename(self.model_path)}:{self.n_vocab()}:{len(self._ctx.kv.k)}"
+
+    def set_cache(self, cache) -> None:
+        """Keep completions' states in ``cache`` (``LlamaRAMCache``/``LlamaDiskCache``; None: none)."""
+        self.cache = cache
 
     # -- sampling and generation ------------------------------------------------------------------
     def set_seed(self, seed: int) -> None:
