@@ -108,6 +108,12 @@ def _explain(e: Exception, repo: str, filename: str | None = None) -> HubError:
     from huggingface_hub import errors
 
     what = f"{repo}/{filename}" if filename else repo
+    # (the local-cache errors first: LocalEntryNotFoundError is also an EntryNotFoundError)
+    if isinstance(e, errors.LocalEntryNotFoundError):
+        return HubError(f"{what} is not in the cache and the Hub cannot be reached"
+                        + (" (HF_HUB_OFFLINE is set)" if offline() else ""))
+    if isinstance(e, errors.OfflineModeIsEnabled):
+        return HubError(f"{what} is not in the cache, and HF_HUB_OFFLINE is set")
     if isinstance(e, errors.GatedRepoError):
         return HubError(f"{repo} is gated: accept its terms on the Hub, then give a token (HF_TOKEN or --hf-token)")
     if isinstance(e, errors.RepositoryNotFoundError):
@@ -117,11 +123,6 @@ def _explain(e: Exception, repo: str, filename: str | None = None) -> HubError:
         return HubError(f"{repo} has no such revision")
     if isinstance(e, errors.EntryNotFoundError):
         return HubError(f"{what} was not found on the Hub")
-    if isinstance(e, errors.LocalEntryNotFoundError):
-        return HubError(f"{what} is not in the cache and the Hub cannot be reached"
-                        + (" (HF_HUB_OFFLINE is set)" if offline() else ""))
-    if isinstance(e, errors.OfflineModeIsEnabled):
-        return HubError(f"{what} is not in the cache, and HF_HUB_OFFLINE is set")
     if isinstance(e, errors.HfHubHTTPError):
         return HubError(f"the Hub refused {what}: {str(e).splitlines()[0]}")
     return HubError(f"could not reach the Hub for {what}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")

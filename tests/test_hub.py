@@ -117,6 +117,7 @@ def test_split_models_download_every_part(hub_env):
     ("lamina-test/misreported-GGUF", {}, "sha256 is not the Hub's"),
     ("lamina-test/fake-GGUF", {}, "is not a GGUF file"),
     (REPO, {"HF_HUB_OFFLINE": "1"}, "not in the cache"),
+    (REPO, {"HF_ENDPOINT": "http://127.0.0.1:9"}, "could not reach the Hub"),  # no server there: no network
 ])
 def test_failures_are_one_clear_line_and_leave_nothing(hub_env, monkeypatch, tmp_path, spec, env, words):
     for k, v in env.items():
