@@ -43,7 +43,11 @@ def run_completion(llm, prompt, *, suffix=None, max_tokens=16, logprobs=None, ec
     completion_id = f"cmpl-{uuid.uuid4()}"
     created = int(time.time())
     model_name = model if model is not None else llm.model_path
-    prompt_tokens = completion_tokens_for(llm, prompt)
+    from lamina.fim import fim_prompt, has_fim
+
+    # with a suffix, a model that has FIM tokens fills in the middle (else the suffix is appended)
+    infill = suffix is not None and isinstance(prompt, str) and has_fim(llm.tokenizer_)
+    prompt_tokens = fim_prompt(llm.tokenizer_, prompt, suffix) if infill else completion_tokens_for(llm, prompt)
     prompt_text = prompt if isinstance(prompt, str) else llm.detokenize(prompt_tokens).decode("utf-8", "ignore")
     n_ctx = llm.n_ctx()
     if len(prompt_tokens) >= n_ctx:
@@ -97,7 +101,7 @@ def run_completion(llm, prompt, *, suffix=None, max_tokens=16, logprobs=None, ec
     text_str = text.decode("utf-8", "ignore")
     if echo:
         text_str = prompt_text + text_str
-    if suffix is not None:
+    if suffix is not None and not infill:
         text_str += suffix
     lp = None
     if logprobs is not None:

@@ -67,6 +67,7 @@ class TextGeneration:
         self.released = 0  # bytes of ``text`` already handed out
         self.stop_type = STOP_NONE
         self.stopping_word = ""
+        self.end_token: int | None = None  # the end-of-generation token that ended it, if one did
         if self.max_tokens == 0:
             self.stop_type = STOP_LIMIT
 
@@ -86,6 +87,7 @@ class TextGeneration:
             raise RuntimeError("this generation has already ended")
         if self.tokenizer.is_eog(token) and not self.ignore_eos:
             self.stop_type = STOP_EOS
+            self.end_token = int(token)
             return self.release_all()
         self.tokens.append(int(token))
         self.text += self.tokenizer.token_to_piece(int(token), special=self.special)

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lamina.chat.completion import chat_prompt_tokens
 from lamina.chat.errors import ChatTemplateError
 from lamina.chat.tools import GENERIC, ToolCallStream, tool_deltas, tool_format, tool_grammar, with_tool_instructions
+from lamina.fim import has_fim, server_infill_prompt
 from lamina.grammar import GrammarError
 
 from . import protocol, responses, slot_files, webui
@@ -234,7 +235,20 @@ def create_app(state: ServerState) -> FastAPI:
             req.tool_format, req.tool_names = fmt, tuple(tools.names)
         return await answer(request, state, engine, req, "chat")
 
-    for path in ("/embedding", "/embeddings", "/v1/embeddings", "/infill", "/rerank", "/reranking", "/v1/rerank",
+    @app.post("/infill")
+    async def infill(request: Request):
+        engine = state.require_ready()
+        body = await read_body(request, state)
+        tok = state.llm.tokenizer_
+        if not has_fim(tok):
+            raise not_supported("Infill is not supported by this model: it has no FIM prefix, suffix and middle tokens")
+        prefix, suffix, extra, middle = protocol.infill_parts(body, tok)
+        tokens = server_infill_prompt(tok, prefix, suffix, extra, middle, n_batch=cfg.n_batch,
+                                      n_predict=cfg.n_predict, n_ctx=engine.n_ctx_slot)
+        rest = {k: v for k, v in body.items() if k not in protocol.INFILL_FIELDS}
+        return await answer(request, state, engine, build_request(state, rest, [tokens], oai=False), "native")
+
+    for path in ("/embedding", "/embeddings", "/v1/embeddings", "/rerank", "/reranking", "/v1/rerank",
                  "/v1/reranking"):
         app.add_api_route(path, not_available(path), methods=["POST"])
 

@@ -46,9 +46,9 @@ NEEDS_LAZY_GRAMMAR = ("grammar_lazy", "grammar_triggers")
 #: fields with a meaning this server does not implement
 UNSUPPORTED = {
     "lora": "LoRA adapters are not supported",
-    "input_prefix": "infill (input_prefix/input_suffix) is not supported",
-    "input_suffix": "infill (input_prefix/input_suffix) is not supported",
-    "suffix": "suffix (infill) is not supported",
+    "input_prefix": "input_prefix/input_suffix belong to /infill",
+    "input_suffix": "input_prefix/input_suffix belong to /infill",
+    "suffix": "suffix (infill) is not supported: use /infill with input_prefix and input_suffix",
     "image_data": "images are not supported",
     "multimodal_data": "images and audio are not supported",
     "best_of": "best_of is not supported; use n",
@@ -263,12 +263,13 @@ def check_token_ids(ids: list[int], n_vocab: int, what: str = "the prompt") -> N
 
 
 # -- prompts ----------------------------------------------------------------------------------------------------
-def prompt_tokens(prompt, tokenizer, *, add_special: bool = True) -> list[int]:
+def prompt_tokens(prompt, tokenizer, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
     """A prompt as llama-server reads one: text, token ids, or a mix ([12, " text", 34])."""
     if isinstance(prompt, str):
         if len(prompt) > MAX_PROMPT_CHARS:
             raise invalid_request(f"the prompt has {len(prompt)} characters; at most {MAX_PROMPT_CHARS} are accepted")
-        return tokenizer.tokenize(prompt.encode("utf-8", "surrogatepass"), add_special=add_special, parse_special=True)
+        return tokenizer.tokenize(prompt.encode("utf-8", "surrogatepass"), add_special=add_special,
+                                  parse_special=parse_special)
     if isinstance(prompt, list) and prompt:
         out: list[int] = []
         for i, piece in enumerate(prompt):
@@ -277,7 +278,8 @@ def prompt_tokens(prompt, tokenizer, *, add_special: bool = True) -> list[int]:
             if isinstance(piece, int):
                 out.append(piece)
             else:
-                out.extend(prompt_tokens(piece, tokenizer, add_special=add_special and i == 0))
+                out.extend(prompt_tokens(piece, tokenizer, add_special=add_special and i == 0,
+                                         parse_special=parse_special))
         return out
     raise invalid_request("'prompt' must be a string, an array of token ids (and strings), or an array of those")
 
@@ -292,6 +294,34 @@ def prompts_of(body: dict, tokenizer, field: str = "prompt") -> list[list[int]]:
             raise invalid_request(f"'{field}' holds {len(prompt)} prompts; at most {MAX_CHOICES} are accepted")
         return [prompt_tokens(p, tokenizer) for p in prompt]
     return [prompt_tokens(prompt, tokenizer)]
+
+
+INFILL_FIELDS = ("input_prefix", "input_suffix", "input_extra", "prompt")
+
+
+def infill_parts(body: dict, tokenizer) -> tuple[list[int], list[int], list[dict], list[int]]:
+    """``/infill``'s code before and after the cursor, extra files and the start of the middle, as
+    llama-server reads them (prefix and suffix: text or tokens, special tokens not parsed)."""
+    parts = []
+    for name in ("input_prefix", "input_suffix"):
+        if name not in body:
+            raise invalid_request(f"'{name}' is required")
+        value = body[name]
+        parts.append([] if value in ("", []) else prompt_tokens(value, tokenizer, add_special=False,
+                                                                  parse_special=False))
+    extra = body.get("input_extra", [])
+    if not isinstance(extra, list):
+        raise invalid_request("'input_extra' must be an array of {\"filename\": string, \"text\": string}")
+    for chunk in extra:
+        if not isinstance(chunk, dict) or not isinstance(chunk.get("text"), str):
+            raise invalid_request("an 'input_extra' chunk must contain a 'text' field with a string value")
+        if "filename" in chunk and not isinstance(chunk["filename"], str):
+            raise invalid_request("an 'input_extra' chunk's 'filename' must be a string")
+    prompt = body.get("prompt", "")
+    if not isinstance(prompt, str):
+        raise invalid_request("'prompt' must be a string")
+    middle = prompt_tokens(prompt, tokenizer, add_special=False) if prompt else []
+    return parts[0], parts[1], extra, middle
 
 
 # -- a whole completion request ------------------------------------------------------------------------------------

@@ -152,7 +152,9 @@ class Slot:
                           prompt_ms=(t_first - self.t_start) * 1e3, predicted_n=len(gen.tokens),
                           predicted_ms=(now - t_first) * 1e3)
         self.handle.push(FinalEvent(CompletionResult(
-            text=gen.text, tokens=list(gen.tokens), stop_type=gen.stop_type, stopping_word=gen.stopping_word,
+            # as llama-server, the end-of-generation token counts among the generated ones
+            text=gen.text, tokens=list(gen.tokens) + ([gen.end_token] if gen.end_token is not None else []),
+            stop_type=gen.stop_type, stopping_word=gen.stopping_word,
             n_prompt=len(self.task.prompt_tokens), n_cached=self.n_cached, n_ctx_tokens=self.n_past,
             truncated=self.truncated, timings=timings, id_slot=self.id, index=self.task.index)))
         self.n_decoded_total += len(gen.tokens)
