@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -168,20 +167,11 @@ class LlamaDiskCache(BaseLlamaCache):
         return state
 
     def __setitem__(self, key, value: LlamaState) -> None:
-        path = self._file(tuple(key))
-        fd, tmp = tempfile.mkstemp(prefix=".state-", suffix=".npz", dir=self.cache_dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, key=np.asarray(key, np.int64), input_ids=value.input_ids, scores=value.scores,
-                         n_tokens=value.n_tokens,
-                         llama_state=np.frombuffer(value.llama_state, np.uint8), seed=value.seed)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        from lamina.gguf.writer import write_atomically
+
+        write_atomically(str(self._file(tuple(key))), lambda f: np.savez(
+            f, key=np.asarray(key, np.int64), input_ids=value.input_ids, scores=value.scores, n_tokens=value.n_tokens,
+            llama_state=np.frombuffer(value.llama_state, np.uint8), seed=value.seed))
         entries = sorted(self._entries(), key=lambda p: p.stat().st_mtime_ns)
         total = sum(p.stat().st_size for p in entries)
         while total > self.capacity_bytes and len(entries) > 1:
