@@ -145,7 +145,31 @@ def test_named_and_parallel_calls():
     assert not matches(tool_grammar(tool_request(TOOLS, "required", False), HERMES, tok).compiled_for(tok), two)
     auto = tool_grammar(tool_request(TOOLS, "auto"), GENERIC, tok).compiled_for(tok)
     assert matches(auto, '{"response": "Hello"}')
-    assert tool_grammar(tool_request(TOOLS, "auto"), HERMES, tok) is None  # free text, read afterwards
+    assert tool_grammar(tool_request(TOOLS, "auto"), HERMES, tok) is None  # markers are text: read afterwards
+
+
+class SpecialMarkers(TextOnlyTokenizer):
+    """<tool_call>, </tool_call> and [TOOL_CALLS] are tokens of their own: the byte vocabulary's special ids 5, 6, 7."""
+
+    ids = {"<tool_call>": 5, "</tool_call>": 6, "[TOOL_CALLS]": 7}
+
+    def tokenize(self, text, add_special=False, parse_special=False):
+        return [self.ids[text]] if parse_special and text in self.ids else super().tokenize(text)
+
+    def token_to_piece(self, token, special=False):
+        return {v: k.encode() for k, v in self.ids.items()}.get(token) or super().token_to_piece(token)
+
+
+def test_auto_calls_are_typed_where_the_marker_is_a_token():
+    tok = SpecialMarkers()
+    hermes = tool_grammar(tool_request(TOOLS, "auto"), HERMES, tok).compiled_for(tok)
+    assert matches(hermes, "It is sunny.")  # free text stays free
+    assert matches(hermes, ["Let me check.\n", 5, '\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n', 6])
+    assert not matches(hermes, [5, '\n{"name": "get_news", "arguments": {}}\n', 6])        # no such tool
+    assert not matches(hermes, [5, '\n{"name": "get_weather", "arguments": {"town": 1}}\n', 6])  # bad arguments
+    mistral = tool_grammar(tool_request(TOOLS, "auto"), MISTRAL, tok).compiled_for(tok)
+    assert matches(mistral, "plain") and matches(mistral, [7, '[{"name": "get_time", "arguments": {"zone": "UTC"}}]'])
+    assert not matches(mistral, [7, '[{"name": "x", "arguments": {}}]'])
 
 
 def test_unenforceable_parameters_are_refused():

@@ -10,7 +10,8 @@ A model calls tools in its own family's format, which its chat template shows it
 
 ``tool_choice`` decides the constraint. ``"none"``: tools are left out and nothing is parsed.
 ``"auto"``: the model may answer or call; its text is read afterwards (the generic format is
-constrained to its two JSON shapes). ``"required"`` or a named function: the answer is forced,
+constrained to its two JSON shapes, and a Hermes or Mistral call that starts with a marker token
+of its own is held to the schemas). ``"required"`` or a named function: the answer is forced,
 by a grammar, to be a call (to that function), with arguments that match the function's
 ``parameters`` schema; ``parallel_tool_calls`` allows several.
 """
@@ -159,8 +160,19 @@ def _marker(tokenizer, text: str) -> str:
     return json.dumps(text)
 
 
+def _special_marker(tokenizer, text: str) -> str | None:
+    """``<[id]>`` when ``text`` is one special token of the vocabulary (text can never spell it)."""
+    marker = _marker(tokenizer, text)
+    return marker if marker.startswith("<[") else None
+
+
 def tool_grammar(request: ToolRequest, fmt: str, tokenizer):
-    """The ``LlamaGrammar`` the answer must fit, or None when it is free (``auto`` outside ``generic``)."""
+    """The ``LlamaGrammar`` the answer must fit, or None when it is free.
+
+    With ``auto``, Hermes and Mistral answers are free text, but where the vocabulary has the
+    call marker as a token of its own (Qwen's ``<tool_call>``, Mistral's ``[TOOL_CALLS]``), a call
+    the model starts is held to the tools' schemas: free text cannot contain that token, so the
+    grammar knows exactly where a call begins (llama.cpp reaches the same with a lazy grammar)."""
     from lamina.grammar import LlamaGrammar
 
     tools = request.callable_tools()
@@ -174,7 +186,7 @@ def tool_grammar(request: ToolRequest, fmt: str, tokenizer):
         schema = calling if request.forced else {"anyOf": [calling, answering]}
         return LlamaGrammar(f"start: {_json(schema)}\n", "lark")
     if not request.forced:
-        return None
+        return _auto_grammar(request, fmt, tokenizer, tools)
     if fmt == HERMES:
         body = _json({"anyOf": [_call_schema(t, "arguments") for t in tools]})
         start, end = _marker(tokenizer, "<tool_call>"), _marker(tokenizer, "</tool_call>")
@@ -187,6 +199,28 @@ def tool_grammar(request: ToolRequest, fmt: str, tokenizer):
                  "minItems": 1, **({} if request.parallel else {"maxItems": 1})}
         lark = f"start: {_marker(tokenizer, '[TOOL_CALLS]')} body\nbody: {_json(calls)}\n"
     return LlamaGrammar(lark, "lark")
+
+
+def _auto_grammar(request: ToolRequest, fmt: str, tokenizer, tools: list[dict]):
+    from lamina.grammar import LlamaGrammar
+
+    text = "TEXT: /(?s:.)+/\n"
+    if fmt == HERMES:
+        start, end = _special_marker(tokenizer, "<tool_call>"), _special_marker(tokenizer, "</tool_call>")
+        if start is None or end is None:
+            return None
+        body = _json({"anyOf": [_call_schema(t, "arguments") for t in tools]})
+        calls = 'call (/\\s+/? call)*' if request.parallel else "call"
+        return LlamaGrammar(f'start: TEXT? ({calls} TEXT?)?\ncall: {start} /\\s*/ body /\\s*/ {end}\n'
+                            f"body: {body}\n{text}", "lark")
+    if fmt == MISTRAL:
+        start = _special_marker(tokenizer, "[TOOL_CALLS]")
+        if start is None:
+            return None
+        calls = {"type": "array", "items": {"anyOf": [_call_schema(t, "arguments") for t in tools]},
+                 "minItems": 1, **({} if request.parallel else {"maxItems": 1})}
+        return LlamaGrammar(f"start: TEXT? ({start} body)?\nbody: {_json(calls)}\n{text}", "lark")
+    return None
 
 
 # -- reading the answer -------------------------------------------------------------------------------
