@@ -129,24 +129,39 @@ def _explain(e: Exception, repo: str, filename: str | None = None) -> HubError:
 
 
 def repo_files(repo: str, token: str | None = None) -> list[HubFile]:
-    """The repository's files (online), or those of its cached snapshot (offline)."""
+    """The repository's files (online), or those of its cached snapshot (offline, or no network)."""
     if offline():
         return cached_repo_files(repo)
-    from huggingface_hub import HfApi, errors
+    from huggingface_hub import errors
 
     try:
-        entries = list(HfApi(endpoint=_endpoint(), token=_token(token)).list_repo_tree(repo, recursive=True))
-    except errors.GatedRepoError as e:
+        entries = _list_tree(repo, token)
+    except errors.HfHubHTTPError as e:  # the Hub answered: no such repository, gated, ...
         raise _explain(e, repo) from None
-    except errors.HfHubHTTPError as e:
-        raise _explain(e, repo) from None
-    except Exception as e:  # noqa: BLE001 (a network failure: fall back to the cache, as llama.cpp does)
+    except Exception as e:  # noqa: BLE001 (no answer at all: fall back to the cache, as llama.cpp does)
         cached = cached_repo_files(repo)
         if cached:
             return cached
         raise _explain(e, repo) from None
-    return [HubFile(e.path, e.size, e.lfs.sha256 if getattr(e, "lfs", None) else None)
-            for e in entries if hasattr(e, "size")]
+    return [HubFile(e["path"], int(e.get("size", 0)), (e.get("lfs") or {}).get("oid"))
+            for e in entries if e.get("type") == "file"]
+
+
+def _list_tree(repo: str, token: str | None) -> list[dict]:
+    """``GET /api/models/{repo}/tree/main?recursive=true``, every page, once each: with no network
+    it fails at once (``HfApi`` would retry for about 20 s before the cache could be used)."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    url = f"{(_endpoint() or constants.ENDPOINT).rstrip('/')}/api/models/{repo}/tree/main?recursive=true"
+    headers = build_hf_headers(token=_token(token))
+    entries: list[dict] = []
+    while url:
+        response = get_session().get(url, headers=headers, timeout=10)
+        hf_raise_for_status(response)
+        entries += response.json()
+        url = (response.links.get("next") or {}).get("url")
+    return entries
 
 
 def _repo_folder(repo: str) -> Path:
