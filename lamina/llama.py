@@ -126,6 +126,10 @@ class Llama:
         self._last_logits: np.ndarray | None = None
         self.perf.t_load_ms = (time.perf_counter() - t0) * 1e3
         self.perf.reset()
+        if verbose:
+            from lamina.load_report import load_lines
+
+            print("\n".join(load_lines(self)), file=sys.stderr)
         if verbose and kwargs:
             print(f"lamina: ignoring unsupported Llama arguments: {', '.join(sorted(kwargs))}", file=sys.stderr)
 

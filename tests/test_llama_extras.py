@@ -48,3 +48,17 @@ def test_tokenizer_object(llms, model_paths):
     assert tok.decode(tok.encode("Hello world", add_bos=False)) == "Hello world"
     assert LlamaTokenizer.from_ggml_file(str(model_paths["smollm2"])).encode("Hi", add_bos=False) == \
         llm.tokenize(b"Hi", add_bos=False)
+
+
+def test_verbose_prints_llama_cpp_style_load_lines(model_paths, capsys):
+    from lamina import Llama
+
+    llm = Llama(str(model_paths["qwen2"]), n_ctx=128, verbose=True)
+    err = capsys.readouterr().err
+    assert "llama_model_loader: loaded meta data with 26 key-value pairs and 291 tensors" in err
+    assert "print_info: file type   = Q4_K - Medium" in err and "print_info: n_layer          = 24" in err
+    assert "print_info: model params     = 630.17 M" in err and "llama_context: n_ctx         = 128" in err
+    llm("Hi", max_tokens=2)
+    assert "llama_perf_context_print:        eval time" in capsys.readouterr().err
+    Llama(str(model_paths["qwen2"]), n_ctx=128, verbose=False)
+    assert capsys.readouterr().err == ""
