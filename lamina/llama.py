@@ -122,7 +122,8 @@ class Llama:
             self._n_ctx = int(n_ctx) if n_ctx and n_ctx > 0 else self._model.n_ctx_train
             self._ctx = self._make_context(n_ubatch, n_seq_max, fit_ctx)
             self.input_ids = np.zeros(self._n_ctx, dtype=np.intc)
-        self._scores: np.ndarray | None = None  # allocated on first use (n_ctx × n_vocab can be large)
+        self._scores: np.ndarray | None = None  # with logits_all: allocated on first use (n_ctx × n_vocab)
+        self._last_row: np.ndarray | None = None  # without: the one row of logits there is
         self._last_logits: np.ndarray | None = None
         self.perf.t_load_ms = (time.perf_counter() - t0) * 1e3
         self.perf.reset()
@@ -199,11 +200,26 @@ class Llama:
     # -- evaluation -------------------------------------------------------------------------------
     @property
     def scores(self) -> np.ndarray:
-        """Logits per evaluated position (rows filled for every position when ``logits_all``)."""
-        if self._scores is None:
-            rows = self._n_ctx if self._logits_all else 1
-            self._scores = np.zeros((rows, self.n_vocab()), dtype=np.float32)
-        return self._scores
+        """Logits per position, ``(n_ctx, n_vocab)``, laid out as llama-cpp-python lays them out:
+        row ``n_tokens - 1`` holds the logits after the last evaluated token.
+
+        With ``logits_all`` every evaluated row is filled. Without it only the last logits are
+        kept, and every row of this read-only view shows them: one row of memory, however long
+        the context (a full array would grow by ``n_vocab`` floats with each generated token)."""
+        if self._logits_all:
+            if self._scores is None:
+                self._scores = np.zeros((self._n_ctx, self.n_vocab()), dtype=np.float32)
+            return self._scores
+        row = self._last_row_buffer()
+        view = np.lib.stride_tricks.as_strided(row, shape=(max(1, self._n_ctx), row.shape[0]),
+                                               strides=(0, row.strides[0]))
+        view.flags.writeable = False
+        return view
+
+    def _last_row_buffer(self) -> np.ndarray:
+        if self._last_row is None:
+            self._last_row = np.zeros(self.n_vocab(), dtype=np.float32)
+        return self._last_row
 
     @property
     def _input_ids(self) -> np.ndarray:
@@ -241,9 +257,10 @@ class Llama:
             self.input_ids[n_past : n_past + len(chunk)] = chunk
             if self._logits_all:
                 self.scores[n_past : n_past + len(chunk)] = logits
+                self._last_logits = self.scores[n_past + len(chunk) - 1]
             else:
-                self.scores[0] = logits[-1]
-            self._last_logits = self.scores[n_past + len(chunk) - 1] if self._logits_all else self.scores[0]
+                self._last_logits = self._last_row_buffer()
+                self._last_logits[:] = logits[-1]
             self.n_tokens += len(chunk)
 
     def shift_context(self, n_keep: int) -> int:
@@ -305,8 +322,8 @@ class Llama:
             self.scores[n - 1] = last
             self._last_logits = self.scores[n - 1]
         else:
-            self.scores[0] = last
-            self._last_logits = self.scores[0]
+            self._last_logits = self._last_row_buffer()
+            self._last_logits[:] = last
         self._seed = int(state.seed)
 
     def _state_id(self) -> str:

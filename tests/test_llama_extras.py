@@ -62,3 +62,17 @@ def test_verbose_prints_llama_cpp_style_load_lines(model_paths, capsys):
     assert "llama_perf_context_print:        eval time" in capsys.readouterr().err
     Llama(str(model_paths["qwen2"]), n_ctx=128, verbose=False)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("logits_all", [False, True])
+def test_scores_row_n_tokens_minus_one_holds_the_last_logits(model_paths, logits_all):
+    from lamina import Llama
+
+    llm = Llama(str(model_paths["smollm2"]), n_ctx=64, logits_all=logits_all, verbose=False)
+    llm.eval(llm.tokenize(b"The capital of France is"))
+    assert llm.scores.shape == (64, llm.n_vocab())
+    assert np.array_equal(llm.scores[llm.n_tokens - 1], llm.logits())
+    llm.eval([llm.tokenize(b" Paris", add_bos=False)[0]])
+    assert np.array_equal(llm.scores[llm.n_tokens - 1], llm.logits())
+    if not logits_all:
+        assert not llm.scores.flags.writeable and llm.scores.base is not None  # one row, shown at every position
