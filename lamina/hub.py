@@ -205,11 +205,7 @@ def _check_before_first_use(path: Path, file: HubFile, repo: str) -> None:
     if record.exists():
         return
     if file.sha256 is not None:
-        h = hashlib.sha256()
-        with open(blob, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-        if h.hexdigest() != file.sha256:
+        if file_sha256(blob) != file.sha256:
             _remove(path)
             raise HubError(f"{repo}/{file.path}: the download's sha256 is not the Hub's (removed from the cache; "
                            "run the command again)")
@@ -222,6 +218,14 @@ def _check_before_first_use(path: Path, file: HubFile, repo: str) -> None:
     tmp = record.with_suffix(".tmp")
     tmp.write_text(json.dumps({"repo": repo, "path": file.path, "sha256": file.sha256, "file": str(blob)}))
     os.replace(tmp, record)
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _check_record(blob: Path, file: HubFile) -> Path:

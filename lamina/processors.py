@@ -32,18 +32,20 @@ class StoppingCriteriaList(list):
         return any([criterion(input_ids, logits) for criterion in self])
 
 
-def as_logits_processor(value):
-    """One callable for what a caller gave: None, a callable, or a list or tuple of callables."""
+def _one_callable(value, list_class, what: str):
+    """None, a callable, or a list or tuple of callables (made a ``list_class``)."""
     if value is None or (callable(value) and not isinstance(value, (list, tuple))):
         return value
-    if isinstance(value, (list, tuple)) and all(callable(p) for p in value):
-        return value if isinstance(value, LogitsProcessorList) else LogitsProcessorList(value)
-    raise TypeError("logits_processor must be a callable f(input_ids, scores) -> scores, or a list of them")
+    if isinstance(value, (list, tuple)) and all(callable(v) for v in value):
+        return value if isinstance(value, list_class) else list_class(value)
+    raise TypeError(f"{what}, or a list of them")
+
+
+def as_logits_processor(value):
+    return _one_callable(value, LogitsProcessorList,
+                         "logits_processor must be a callable f(input_ids, scores) -> scores")
 
 
 def as_stopping_criteria(value):
-    if value is None or (callable(value) and not isinstance(value, (list, tuple))):
-        return value
-    if isinstance(value, (list, tuple)) and all(callable(c) for c in value):
-        return value if isinstance(value, StoppingCriteriaList) else StoppingCriteriaList(value)
-    raise TypeError("stopping_criteria must be a callable f(input_ids, logits) -> bool, or a list of them")
+    return _one_callable(value, StoppingCriteriaList,
+                         "stopping_criteria must be a callable f(input_ids, logits) -> bool")

@@ -19,15 +19,9 @@ import threading
 import time
 from pathlib import Path
 
+from lamina.hub import file_sha256
+
 TOKEN = "hf_lamina_test_token"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class FakeHub:
@@ -52,7 +46,7 @@ class FakeHub:
         return sorted(p for p in base.rglob("*") if p.is_file())
 
     def entry(self, repo: str, path: Path) -> dict:
-        digest = _sha256(path)
+        digest = file_sha256(path)
         size = path.stat().st_size
         name = path.relative_to(self.root / repo).as_posix()
         if name in self.misreported:
@@ -107,7 +101,7 @@ class FakeHub:
             file = hub.root / repo / path
             if not file.is_file():
                 return error(404, "EntryNotFound", f"{path} does not exist in {repo}")
-            digest, size = _sha256(file), file.stat().st_size
+            digest, size = file_sha256(file), file.stat().st_size
             headers = {"X-Repo-Commit": hub.commit(repo), "ETag": f'"{digest}"', "X-Linked-Etag": f'"{digest}"',
                        "X-Linked-Size": str(size), "Accept-Ranges": "bytes", "Content-Length": str(size)}
             if request.method == "HEAD":
