@@ -84,12 +84,15 @@ class Llama:
         chat_template: str | None = None,
         n_seq_max: int = 1,
         fit_ctx: bool = False,
+        embedding: bool = False,
+        pooling_type: int | str = -1,
         verbose: bool = True,
         **kwargs,
     ):
         t0 = time.perf_counter()
         self.model_path = os.fspath(model_path)
         self.verbose = verbose
+        self.embedding = embedding
         self._seed = seed
         self.cache = None  # a LlamaRAMCache/LlamaDiskCache after set_cache
         self._logits_all = logits_all
@@ -101,6 +104,10 @@ class Llama:
         from lamina.tokenizer import Tokenizer
 
         self.tokenizer_ = Tokenizer.from_gguf(self.gguf)
+        if embedding:
+            from lamina.embeddings import pooling_of
+
+            self._pooling = pooling_of(pooling_type, self.gguf, self.gguf.get_str("general.architecture", ""))
         self._model = None
         self._ctx = None
         self.n_threads = n_threads or default_threads()
@@ -283,6 +290,61 @@ class Llama:
         if self._last_logits is None:
             raise RuntimeError("no tokens have been evaluated yet")
         return self._last_logits
+
+    # -- embeddings ---------------------------------------------------------------------------------
+    def pooling_type(self) -> int:
+        """llama.cpp's pooling type in use (0 none, 1 mean, 2 cls, 3 last)."""
+        if not self.embedding:
+            raise RuntimeError("this Llama was not created with embedding=True")
+        return self._pooling
+
+    def embed(self, input: str | list[str], normalize: bool = False, truncate: bool = True,
+              return_count: bool = False):
+        """Embeddings of a text or a list of texts, as llama-cpp-python's ``embed``: one vector per
+        text (pooled), or with pooling NONE one per token. Texts are tokenized as ``tokenize(text)``
+        does, cut to ``n_batch`` tokens when ``truncate``. The KV cache is used for this, so the
+        evaluated tokens are forgotten (``n_tokens`` becomes 0)."""
+        from lamina.embeddings import normalized, pool
+
+        pooling = self.pooling_type()
+        self._require_model()
+        texts = input if isinstance(input, list) else [input]
+        if not all(isinstance(t, str) for t in texts):
+            raise TypeError("embed takes a string or a list of strings")
+        vectors, total = [], 0
+        for text in texts:
+            tokens = self.tokenize(text.encode("utf-8"))
+            if truncate:
+                tokens = tokens[: self.n_batch]
+            elif len(tokens) > self.n_batch:
+                raise ValueError(f"the text has {len(tokens)} tokens, more than n_batch ({self.n_batch}); "
+                                 "pass truncate=True or a larger n_batch")
+            if not tokens:
+                raise ValueError("cannot embed an empty text (it has no tokens)")
+            self.n_tokens = 0
+            self._ctx.truncate(0, 0)
+            hidden = self._ctx.decode(Batch.for_sequence(tokens, 0, 0, logits_all=True), embeddings=True)
+            self._ctx.truncate(0, 0)
+            total += len(tokens)
+            vector = pool(hidden, pooling)
+            vectors.append((normalized(vector) if normalize else vector).tolist())
+        self.n_tokens = 0
+        out = vectors if isinstance(input, list) else vectors[0]
+        return (out, total) if return_count else out
+
+    def create_embedding(self, input: str | list[str], model: str | None = None) -> dict:
+        """OpenAI's embeddings response: ``{"object": "list", "data": [...], "model", "usage"}``."""
+        from lamina.embeddings import POOLING_NONE
+
+        if self.pooling_type() == POOLING_NONE:
+            raise ValueError("pooling type none gives one vector per token, which OpenAI's shape has no room for: "
+                             "create the Llama with pooling_type='mean' (or 'last', 'cls')")
+        texts = input if isinstance(input, list) else [input]
+        vectors, total = self.embed(texts, return_count=True)
+        return {"object": "list",
+                "data": [{"object": "embedding", "embedding": v, "index": i} for i, v in enumerate(vectors)],
+                "model": model if model is not None else self.model_path,
+                "usage": {"prompt_tokens": total, "total_tokens": total}}
 
     # -- saved state and prompt caches ---------------------------------------------------------------
     def save_state(self):

@@ -39,8 +39,9 @@ class Context:
     def seq_len(self, seq: int = 0) -> int:
         return int(self.kv.seq_len[seq])
 
-    def decode(self, batch: Batch) -> np.ndarray:
-        """Evaluate ``batch``; return the logits (n_outputs, n_vocab) of the rows whose ``output`` is set.
+    def decode(self, batch: Batch, embeddings: bool = False) -> np.ndarray:
+        """Evaluate ``batch``; return the logits (n_outputs, n_vocab) of the rows whose ``output`` is set
+        (with ``embeddings``, their final hidden states, (n_outputs, n_embd), instead).
 
         The whole batch is checked before anything runs: an invalid token or a sequence
         that would overflow its context raises without touching the cache.
@@ -67,13 +68,14 @@ class Context:
             ub = Batch(batch.tokens[part], batch.positions[part], batch.seq_ids[part], batch.output[part])
             state = ForwardState.for_batch(ub, self.kv)
             out_rows = np.flatnonzero(ub.output)
-            logits = self.model.forward(ub.tokens, state, out_rows)
+            run = self.model.hidden if embeddings else self.model.forward
+            logits = run(ub.tokens, state, out_rows)
             for g in state.groups:
                 self.kv.commit(g.seq, g.positions)
             if len(out_rows):
                 outputs.append(logits)
         if not outputs:
-            return np.zeros((0, self.model.n_vocab), dtype=np.float32)
+            return np.zeros((0, self.model.n_embd if embeddings else self.model.n_vocab), dtype=np.float32)
         return np.concatenate(outputs) if len(outputs) > 1 else outputs[0]
 
     def truncate(self, seq: int, n_keep: int) -> None:

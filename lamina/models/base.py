@@ -182,12 +182,16 @@ class DecoderModel:
     # -- the forward pass --------------------------------------------------------------------
     def forward(self, tokens: np.ndarray, state, output_rows: np.ndarray) -> np.ndarray:
         """Logits (len(output_rows), n_vocab) for the batch ``tokens`` described by ``state``."""
+        return self.output(self.hidden(tokens, state, output_rows))
+
+    def hidden(self, tokens: np.ndarray, state, output_rows: np.ndarray) -> np.ndarray:
+        """The output rows' final hidden states (after the output norm): llama.cpp's embeddings."""
         x = self.embed(tokens)
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             x = block(x, state, i, output_rows if i == last else None)
         # the last block already kept only the output rows
-        return self.output(self.final_norm(x))
+        return self.final_norm(x)
 
     def rerope(self, layer: int, keys: np.ndarray, positions: np.ndarray, delta: int) -> np.ndarray:
         """Rotate cached keys (n_kv_head, n, head_dim) of ``layer`` by ``delta`` positions (context shift)."""

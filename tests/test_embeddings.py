@@ -1,0 +1,67 @@
+"""Embeddings from decoder models, against the reference llama-server's own vectors.
+
+tests/data/llamacpp_embeddings.json holds what llama-server answered on /embedding (raw, not
+normalized) for three texts with smollm2 under pooling mean, last and cls (made by
+tests/data/make_llamacpp_embeddings.py). The last and first token's hidden states are llama.cpp's
+bit for bit; the mean differs in its last bits, from the order ggml sums in.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lamina import Llama
+
+REFERENCE = json.loads((Path(__file__).parent / "data" / "llamacpp_embeddings.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def embedders(model_paths):
+    made = {}
+    yield lambda pooling: made.setdefault(pooling, Llama(str(model_paths["smollm2"]), embedding=True,
+                                                         pooling_type=pooling, n_ctx=512, verbose=False))
+    for llm in made.values():
+        llm.close()
+
+
+@pytest.mark.parametrize("pooling", ["mean", "last", "cls"])
+def test_pooled_embeddings_match_llama_server(embedders, pooling):
+    ours = np.array(embedders(pooling).embed(REFERENCE["texts"]), dtype=np.float32)
+    ref = np.array(REFERENCE["poolings"][pooling], dtype=np.float32)
+    if pooling == "mean":
+        assert np.abs(ours - ref).max() <= 2e-6
+    else:
+        assert np.array_equal(ours, ref)
+
+
+def test_embed_and_create_embedding_shapes(embedders):
+    llm = embedders("mean")
+    one = llm.embed("Hello world")
+    assert isinstance(one, list) and len(one) == llm.n_embd()
+    unit = llm.embed("Hello world", normalize=True)
+    assert abs(np.linalg.norm(unit) - 1) < 1e-6
+    assert np.allclose(np.array(unit), np.array(one) / np.linalg.norm(one), atol=1e-6)
+    r = llm.create_embedding(["Hello world", "Embeddings map text to vectors of numbers."])
+    assert r["object"] == "list" and [d["index"] for d in r["data"]] == [0, 1]
+    assert r["data"][0]["object"] == "embedding" and r["data"][0]["embedding"] == one
+    assert r["usage"]["prompt_tokens"] == len(llm.tokenize(b"Hello world")) + \
+        len(llm.tokenize(b"Embeddings map text to vectors of numbers."))
+    with pytest.raises(ValueError, match="n_batch"):
+        llm.embed("word " * 600, truncate=False)
+
+
+def test_pooling_none_and_refusals(model_paths):
+    llm = Llama(str(model_paths["smollm2"]), embedding=True, n_ctx=128, verbose=False)
+    assert llm.pooling_type() == 0  # the file names no pooling: llama.cpp's default for it, none
+    rows = llm.embed("Hello world")
+    assert len(rows) == len(llm.tokenize(b"Hello world")) and len(rows[0]) == llm.n_embd()
+    with pytest.raises(ValueError, match="pooling type none"):
+        llm.create_embedding("x")
+    with pytest.raises(ValueError, match="not one of"):
+        Llama(str(model_paths["smollm2"]), embedding=True, pooling_type="max", verbose=False, vocab_only=True)
+    with pytest.raises(RuntimeError, match="embedding=True"):
+        Llama(str(model_paths["smollm2"]), n_ctx=64, verbose=False).embed("x")
