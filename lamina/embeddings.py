@@ -53,3 +53,29 @@ def normalized(v: np.ndarray) -> np.ndarray:
     v = np.asarray(v, np.float32)
     norms = np.linalg.norm(v.astype(np.float64), axis=-1, keepdims=True)
     return np.where(norms > 0, v / np.where(norms > 0, norms, 1.0), v).astype(np.float32)
+
+
+def normalize_like_llama_cpp(v: np.ndarray, mode: int) -> np.ndarray:
+    """llama.cpp's ``common_embd_normalize``: -1 none, 0 max-abs scaled to int16's range,
+    2 euclidean, any other p: the p-norm (1: taxicab). Sums in double, as llama.cpp does."""
+    x = np.asarray(v, np.float32)
+    ax = np.abs(x.astype(np.float64))
+    if mode == -1:
+        total = 1.0
+    elif mode == 0:
+        total = float(ax.max(initial=0.0)) / 32760.0
+    elif mode == 2:
+        total = float(np.sqrt(np.sum(ax * ax)))
+    else:
+        total = float(np.sum(ax ** mode) ** (1.0 / mode))
+    norm = np.float32(1.0 / total) if total > 0.0 else np.float32(0.0)
+    return (x * norm).astype(np.float32)
+
+
+def cosine(a, b) -> float:
+    """llama.cpp's ``common_embd_similarity_cos`` (1 for two zero vectors, 0 for one)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    na, nb = float(np.sum(a * a)), float(np.sum(b * b))
+    if na == 0.0 or nb == 0.0:
+        return 1.0 if na == 0.0 and nb == 0.0 else 0.0
+    return float(np.float32(np.sum(a * b) / (np.sqrt(na) * np.sqrt(nb))))

@@ -65,3 +65,26 @@ def test_pooling_none_and_refusals(model_paths):
         Llama(str(model_paths["smollm2"]), embedding=True, pooling_type="max", verbose=False, vocab_only=True)
     with pytest.raises(RuntimeError, match="embedding=True"):
         Llama(str(model_paths["smollm2"]), n_ctx=64, verbose=False).embed("x")
+
+
+def test_cli_prints_as_llama_embedding(model_paths):
+    import subprocess
+    import sys
+
+    def run(*args):
+        out = subprocess.run([sys.executable, "-m", "lamina.cli", "embedding", "-m", str(model_paths["smollm2"]), *args],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    texts = REFERENCE["texts"]
+    array = json.loads(run("-p", "\n".join(texts), "--pooling", "last", "--embd-normalize", "-1",
+                           "--embd-output-format", "array"))
+    assert np.array_equal(np.round(np.array(REFERENCE["poolings"]["last"], np.float64), 7), np.array(array))
+    listing = json.loads(run("-p", texts[0], "--pooling", "cls", "--embd-output-format", "json"))
+    v = np.array(listing["data"][0]["embedding"])
+    assert listing["object"] == "list" and abs(np.linalg.norm(v) - 1) < 1e-5  # --embd-normalize 2 by default
+    text = run("-p", "\n".join(texts[:2]), "--pooling", "mean")
+    lines = text.splitlines()
+    assert lines[1].startswith("embedding 0: ") and len(lines[1].split()) == 2 + 16
+    assert "cosine similarity matrix:" in text and lines[-1].strip().startswith("0.")

@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "bench": ("lamina.cli.bench", "measure prompt and generation speed, like llama-bench"),
     "serve": ("lamina.server.cli", "serve a model over HTTP with the OpenAI API, like llama-server"),
     "gguf-split": ("lamina.cli.gguf_split", "split a GGUF model into parts or merge them, like llama-gguf-split"),
+    "embedding": ("lamina.cli.embedding", "embeddings of texts, like llama-embedding"),
     "pull": ("lamina.cli.pull", "download a model from the Hugging Face Hub into its cache"),
     "list": ("lamina.cli.list_models", "list the GGUF models in the Hugging Face Hub cache"),
 }
