@@ -1,6 +1,12 @@
-"""Ask the reference llama-server's /infill for greedy middles: python3 tests/data/make_llamacpp_infill.py PATH/TO/llama-server > tests/data/llamacpp_infill.json
-import json, sys
+"""Ask the reference llama-server's /infill for greedy middles (run by hand):
+
+    python3 tests/data/make_llamacpp_infill.py PATH/TO/llama-server > tests/data/llamacpp_infill.json
+"""
+import json
+import sys
+
 import httpx
+
 from lamina.testing.server_process import ServerProcess
 from lamina.testing.models import model_path
 PEER = sys.argv[1]  # the llama-server binary of the reference build (see ../shared/docs/PEERS.md)
