@@ -88,3 +88,29 @@ def test_cli_prints_as_llama_embedding(model_paths):
     lines = text.splitlines()
     assert lines[1].startswith("embedding 0: ") and len(lines[1].split()) == 2 + 16
     assert "cosine similarity matrix:" in text and lines[-1].strip().startswith("0.")
+
+
+def test_server_embeddings(model_paths):
+    import httpx
+    import openai
+
+    from lamina.testing.server_process import ServerProcess
+
+    srv = ServerProcess(["-m", str(model_paths["smollm2"]), "--embedding", "--pooling", "mean", "-c", "512",
+                         "-np", "1"])
+    try:
+        srv.wait_ready()
+        r = httpx.post(srv.url + "/embedding", json={"content": REFERENCE["texts"], "embd_normalize": -1})
+        assert r.status_code == 200, r.text
+        ours = np.array([item["embedding"][0] for item in r.json()], np.float32)
+        assert np.abs(ours - np.array(REFERENCE["poolings"]["mean"], np.float32)).max() <= 2e-6
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="none")
+        reply = client.embeddings.create(model="x", input=REFERENCE["texts"][:2])
+        assert [d.index for d in reply.data] == [0, 1] and reply.usage.prompt_tokens > 0
+        assert abs(np.linalg.norm(reply.data[0].embedding) - 1) < 1e-5  # euclidean-normalized, as llama-server
+        refused = httpx.post(srv.url + "/completion", json={"prompt": "x", "n_predict": 2})
+        assert refused.status_code == 501 and "--embedding" in refused.json()["error"]["message"]
+        bad = httpx.post(srv.url + "/v1/embeddings", json={"input": [1, 2]})
+        assert bad.status_code == 400
+    finally:
+        srv.stop()

@@ -248,8 +248,32 @@ def create_app(state: ServerState) -> FastAPI:
         rest = {k: v for k, v in body.items() if k not in protocol.INFILL_FIELDS}
         return await answer(request, state, engine, build_request(state, rest, [tokens], oai=False), "native")
 
-    for path in ("/embedding", "/embeddings", "/v1/embeddings", "/rerank", "/reranking", "/v1/rerank",
-                 "/v1/reranking"):
+    @app.post("/embedding")
+    @app.post("/embeddings")
+    async def native_embedding(request: Request):
+        engine = state.require_ready()
+        body = await read_body(request, state)
+        texts = protocol.embedding_inputs(body, "content" if "content" in body else "input")
+        vectors = await embeddings_of(state, engine, texts, protocol.embd_normalize(body))
+        return JSONResponse([{"index": i, "embedding": v if state.llm.pooling_type() == 0 else [v]}
+                             for i, v in enumerate(vectors)])
+
+    @app.post("/v1/embeddings")
+    async def oai_embeddings(request: Request):
+        engine = state.require_ready()
+        body = await read_body(request, state)
+        if state.llm.embedding and state.llm.pooling_type() == 0:
+            raise invalid_request("pooling type 'none' is not OAI compatible: start the server with --pooling "
+                                  "mean, cls or last")
+        texts = protocol.embedding_inputs(body, "input")
+        vectors = await embeddings_of(state, engine, texts, 2)
+        n = sum(len(state.llm.tokenize(t.encode("utf-8"))) for t in texts)
+        return JSONResponse({"object": "list", "model": body.get("model") or cfg.model_id,
+                             "data": [{"object": "embedding", "index": i, "embedding": v}
+                                      for i, v in enumerate(vectors)],
+                             "usage": {"prompt_tokens": n, "total_tokens": n}})
+
+    for path in ("/rerank", "/reranking", "/v1/rerank", "/v1/reranking"):
         app.add_api_route(path, not_available(path), methods=["POST"])
 
     # -- slots and metrics ------------------------------------------------------------------------------------
@@ -317,10 +341,31 @@ def create_app(state: ServerState) -> FastAPI:
 
 def not_available(path: str):
     async def refuse(request: Request):
-        if path.endswith(("embedding", "embeddings")):
-            raise not_supported("embeddings are not available in this lamina server yet")
         raise not_supported(f"{path} is not available in this lamina server")
     return refuse
+
+
+async def embeddings_of(state: ServerState, engine, texts: list[str], normalize: int) -> list:
+    """The texts' embeddings, computed on the engine's thread between its steps (only a server
+    started with --embedding has them; it runs no completions, so its cache is free)."""
+    from lamina.embeddings import normalize_like_llama_cpp
+
+    if not state.llm.embedding:
+        raise not_supported("This server does not support embeddings. Start it with `--embedding`")
+
+    def compute():
+        out = []
+        for text in texts:
+            v = state.llm.embed(text)
+            rows = v if state.llm.pooling_type() == 0 else [v]
+            rows = [normalize_like_llama_cpp(r, normalize).tolist() for r in rows]
+            out.append(rows if state.llm.pooling_type() == 0 else rows[0])
+        return out
+
+    try:
+        return await asyncio.wrap_future(engine.call(compute))
+    except ValueError as e:
+        raise invalid_request(str(e)) from None
 
 
 def default_task(state: ServerState) -> CompletionTask:
@@ -329,6 +374,8 @@ def default_task(state: ServerState) -> CompletionTask:
 
 def build_request(state: ServerState, body: dict, prompts: list[list[int]], *, oai: bool,
                   tool_grammar=None) -> CompletionRequest:
+    if state.config.embedding:
+        raise not_supported("This server does not support completions. Start it without `--embedding`")
     engine = state.engine
     for p in prompts:
         engine.check_prompt(p)

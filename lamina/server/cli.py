@@ -80,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--webui", action=argparse.BooleanOptionalAction, default=True, help="serve the web page at /")
     g.add_argument("--offline", action="store_true", help="never use the network (lamina only reads local files)")
     g.add_argument("--embedding", "--embeddings", action="store_true",
-                   help="accepted; embedding routes answer 501 until lamina computes embeddings")
+                   help="serve embeddings only (/embedding, /v1/embeddings); completions are refused, as in llama-server")
+    g.add_argument("--pooling", default=None, choices=["none", "mean", "cls", "last"],
+                   help="how --embedding pools token vectors (default: the model's, else none)")
     g.add_argument("-v", "--verbose", action="store_true", help="log every request")
     add_sampling_options(p)
     return p
@@ -131,6 +133,7 @@ def config_from(args):
         chat_template_file=args.chat_template_file, use_jinja=args.jinja, context_shift=args.context_shift,
         cache_reuse=args.cache_reuse, timeout=args.timeout, header_timeout=args.header_timeout,
         queue_max=args.queue_max, body_limit=args.max_body, webui=args.webui, embedding=args.embedding,
+        pooling=args.pooling,
         grammar=grammar_from(args))
 
 

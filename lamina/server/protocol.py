@@ -297,6 +297,25 @@ def prompts_of(body: dict, tokenizer, field: str = "prompt") -> list[list[int]]:
 
 
 INFILL_FIELDS = ("input_prefix", "input_suffix", "input_extra", "prompt")
+MAX_EMBEDDING_INPUTS = 256
+
+
+def embedding_inputs(body: dict, field: str) -> list[str]:
+    """The texts to embed: one string or a list of strings (llama-server's ``content``, OpenAI's ``input``)."""
+    value = body.get(field)
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise invalid_request(f"'{field}' must be a string or a non-empty array of strings")
+    if len(texts) > MAX_EMBEDDING_INPUTS:
+        raise invalid_request(f"'{field}' holds {len(texts)} texts; at most {MAX_EMBEDDING_INPUTS} are accepted")
+    if any(len(t) > MAX_PROMPT_CHARS for t in texts):
+        raise invalid_request(f"a text is longer than {MAX_PROMPT_CHARS} characters")
+    return texts
+
+
+def embd_normalize(body: dict) -> int:
+    """llama-server's ``embd_normalize``: -1 none, 0 max-abs, 1 taxicab, 2 euclidean (default), p."""
+    return get_int(body, "embd_normalize", 2, minimum=-1)
 
 
 def infill_parts(body: dict, tokenizer) -> tuple[list[int], list[int], list[dict], list[int]]:

@@ -49,6 +49,7 @@ class ServerConfig:
     body_limit: int = 32 << 20
     webui: bool = True
     embedding: bool = False
+    pooling: str | None = None
 
     @property
     def model_id(self) -> str:
@@ -102,7 +103,8 @@ class ServerState:
         n_ctx = c.n_ctx if c.n_ctx > 0 else _training_context(c.model)
         n_ctx_slot = max(1, n_ctx // c.n_parallel)
         llm = Llama(c.model, n_ctx=n_ctx_slot, n_batch=c.n_batch, n_ubatch=c.n_ubatch, n_threads=c.n_threads,
-                    n_seq_max=c.n_parallel, fit_ctx=c.n_ctx <= 0, verbose=False)
+                    n_seq_max=c.n_parallel, fit_ctx=c.n_ctx <= 0, verbose=False, embedding=c.embedding,
+                    pooling_type=c.pooling or -1)
         tok = llm.tokenizer_
         matcher_tokenizer(tok)  # the grammar matcher's view of the vocabulary, made once (about 1 s for 152k)
         self.template = load_chat_template(
