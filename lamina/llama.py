@@ -353,8 +353,7 @@ class Llama:
 
         self._require_model()
         n = self.n_tokens
-        kv = self._ctx.kv
-        data = pack_kv(self._state_id(), [k[0, :, :n].copy() for k in kv.k], [v[0, :, :n].copy() for v in kv.v])
+        data = pack_kv(self._state_id(), *self._ctx.kv.export_seq(0, n))
         last = (self._last_logits.copy() if n and self._last_logits is not None
                 else np.zeros(self.n_vocab(), np.float32))[None, :]
         return LlamaState(input_ids=self.input_ids[:n].copy(), scores=last, n_tokens=n, llama_state=data,
@@ -365,18 +364,11 @@ class Llama:
         from lamina.llama_cache import unpack_kv
 
         self._require_model()
-        kv = self._ctx.kv
         n = int(state.n_tokens)
-        if n > self._n_ctx:
-            raise ValueError(f"the state holds {n} tokens but this context holds {self._n_ctx}")
-        keys, values = unpack_kv(state.llama_state, self._state_id(), len(kv.k))
-        for layer, (k, v) in enumerate(zip(keys, values)):
-            if k.shape != kv.k[layer][0, :, :n].shape or v.shape != kv.v[layer][0, :, :n].shape:
-                raise ValueError(f"the state's layer {layer} does not fit this model's KV cache")
-        for layer, (k, v) in enumerate(zip(keys, values)):
-            kv.k[layer][0, :, :n] = k
-            kv.v[layer][0, :, :n] = v
-        kv.seq_len[0] = n
+        keys, values = unpack_kv(state.llama_state, self._state_id(), len(self._ctx.kv.k))
+        if keys and keys[0].shape[1] != n:
+            raise ValueError(f"the state says {n} tokens but holds keys for {keys[0].shape[1]}")
+        self._ctx.kv.import_seq(0, keys, values)
         self.input_ids[:n] = state.input_ids[:n]
         self.n_tokens = n
         last = np.asarray(state.scores, np.float32)[-1]
@@ -414,7 +406,9 @@ class Llama:
         )
         matcher = None
         if grammar is not None:
-            matcher = _as_grammar(grammar).matcher(self.tokenizer_, self.n_vocab())
+            from lamina.grammar import as_grammar
+
+            matcher = as_grammar(grammar).matcher(self.tokenizer_, self.n_vocab())
         # llama-cpp-python's grammar sampler sits after the penalties: the mask comes before the draw
         return SamplerChain(params, self.n_vocab(), grammar=matcher, grammar_first=True)
 
@@ -487,6 +481,7 @@ class Llama:
 
         ``grammar`` (a :class:`lamina.LlamaGrammar`, or GBNF text) constrains every generated token."""
         from lamina.completion import run_completion
+        from lamina.grammar import as_grammar
 
         chunks = run_completion(
             self, prompt, suffix=suffix, max_tokens=max_tokens, logprobs=logprobs, echo=echo, stop=stop,
@@ -495,7 +490,7 @@ class Llama:
                           frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
                           repeat_penalty=repeat_penalty, mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau,
                           mirostat_eta=mirostat_eta, logits_processor=logits_processor, logit_bias=logit_bias,
-                          grammar=_as_grammar(grammar) if grammar is not None else None),
+                          grammar=as_grammar(grammar) if grammar is not None else None),
         )
         return chunks if stream else next(chunks)
 
@@ -532,14 +527,3 @@ def _meta_str(value) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_meta_str(v) if not isinstance(v, str) else f'"{v}"' for v in value) + "]"
     return str(value)
-
-
-def _as_grammar(grammar):
-    """A ``LlamaGrammar`` as given, or GBNF text made into one (checked before anything runs)."""
-    from lamina.grammar import LlamaGrammar
-
-    if isinstance(grammar, LlamaGrammar):
-        return grammar
-    if isinstance(grammar, str):
-        return LlamaGrammar.from_string(grammar)
-    raise TypeError(f"grammar must be a LlamaGrammar or GBNF text, not {type(grammar).__name__}")

@@ -184,18 +184,19 @@ def _stop_list(stop: str | list[str] | None) -> list[str]:
 
 def _grammar_for(response_format, grammar):
     """The grammar a chat request asks for, by ``response_format`` or ``grammar`` (not both)."""
-    from lamina.grammar import LlamaGrammar, request_grammar
+    from lamina.grammar import RESPONSE_FORMAT_TYPES, as_grammar, request_grammar
 
     if response_format is not None and (not isinstance(response_format, dict)
                                         or not isinstance(response_format.get("type"), str)):
         raise ChatCompletionError(f"response_format must be an object with a 'type', got {response_format!r}")
-    if response_format is not None and response_format["type"] not in ("text", "json_object", "json_schema"):
-        raise ChatCompletionError(f"response_format type {response_format['type']!r} is not one of 'text', "
-                                  "'json_object', 'json_schema'")
-    if grammar is not None and not isinstance(grammar, LlamaGrammar):
-        if not isinstance(grammar, str):
-            raise ChatCompletionError(f"grammar must be a LlamaGrammar or GBNF text, not {type(grammar).__name__}")
-        grammar = LlamaGrammar.from_string(grammar)
+    if response_format is not None and response_format["type"] not in RESPONSE_FORMAT_TYPES:
+        raise ChatCompletionError(f"response_format type {response_format['type']!r} is not one of "
+                                  f"{', '.join(repr(t) for t in RESPONSE_FORMAT_TYPES)}")
+    if grammar is not None:
+        try:
+            grammar = as_grammar(grammar)
+        except TypeError as e:
+            raise ChatCompletionError(str(e)) from None
     from_format = request_grammar(response_format=response_format)
     if grammar is not None and from_format is not None:
         raise ChatCompletionError("give either grammar or a JSON response_format, not both")

@@ -122,6 +122,28 @@ class KVCache:
     def values(self, layer: int, seq: int, n: int) -> np.ndarray:
         return self.v[layer][seq, :, :n]
 
+    def export_seq(self, seq: int, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Copies of the first ``n`` cells' keys and values of sequence ``seq``, per layer (for saving)."""
+        return [k[seq, :, :n].copy() for k in self.k], [v[seq, :, :n].copy() for v in self.v]
+
+    def import_seq(self, seq: int, keys: list[np.ndarray], values: list[np.ndarray], what: str = "saved state") -> None:
+        """Put saved keys and values (``export_seq``'s) into sequence ``seq`` as its valid cells.
+
+        Raises ValueError naming ``what``, before anything is written, if they do not fit this cache."""
+        if len(keys) != len(self.k) or len(values) != len(self.v):
+            raise ValueError(f"the {what} has {len(keys)} layers but this model has {len(self.k)}")
+        n = keys[0].shape[1] if keys else 0
+        if n > self.n_ctx_seq:
+            raise ValueError(f"the {what} holds {n} tokens but a sequence here holds {self.n_ctx_seq}")
+        for layer, (k, v) in enumerate(zip(keys, values)):
+            if k.shape != self.k[layer][seq, :, :n].shape or v.shape != self.v[layer][seq, :, :n].shape:
+                raise ValueError(f"the {what}'s layer {layer} has keys {k.shape} / values {v.shape}, which do "
+                                 "not fit this model's cache: was it saved from another model?")
+        for layer, (k, v) in enumerate(zip(keys, values)):
+            self.k[layer][seq, :, :n] = k
+            self.v[layer][seq, :, :n] = v
+        self.seq_len[seq] = n
+
     def truncate(self, seq: int, n_keep: int) -> None:
         """Forget positions ``n_keep`` and later (llama_memory_seq_rm from n_keep)."""
         self.seq_len[seq] = min(int(self.seq_len[seq]), max(0, int(n_keep)))

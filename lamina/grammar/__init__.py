@@ -12,7 +12,8 @@ from .errors import GrammarError, UnsupportedSchemaError
 from .gbnf import Grammar, parse
 
 __all__ = ["GrammarError", "UnsupportedSchemaError", "Grammar", "LlamaGrammar", "GrammarMatcher", "parse",
-           "compile_gbnf", "compile_lark", "request_grammar", "validate_compiled"]
+           "RESPONSE_FORMAT_TYPES", "as_grammar", "compile_gbnf", "compile_lark", "request_grammar",
+           "validate_compiled"]
 
 LLGUIDANCE_PREFIX = "%llguidance"
 
@@ -67,5 +68,5 @@ def validate_compiled(compiled: str, llg_tokenizer=None, probe: bool = True) -> 
     return compiled
 
 
-from .llama_grammar import LlamaGrammar, request_grammar  # noqa: E402  (needs compile_* above)
+from .llama_grammar import RESPONSE_FORMAT_TYPES, LlamaGrammar, as_grammar, request_grammar  # noqa: E402
 from .matcher import GrammarMatcher  # noqa: E402

@@ -17,6 +17,7 @@ from .matcher import GrammarMatcher
 from .vocabulary import matcher_tokenizer
 
 GBNF, JSON_SCHEMA, LARK = "gbnf", "json_schema", "lark"
+RESPONSE_FORMAT_TYPES = ("text", "json_object", "json_schema")  # OpenAI's response_format types
 
 
 class LlamaGrammar:
@@ -91,6 +92,15 @@ class LlamaGrammar:
         return f"LlamaGrammar(kind={self.kind!r}, {len(self.source)} characters)"
 
 
+def as_grammar(grammar) -> LlamaGrammar:
+    """A ``LlamaGrammar`` as given, or GBNF text made into one (checked before anything runs)."""
+    if isinstance(grammar, LlamaGrammar):
+        return grammar
+    if isinstance(grammar, str):
+        return LlamaGrammar.from_string(grammar)
+    raise TypeError(f"grammar must be a LlamaGrammar or GBNF text, not {type(grammar).__name__}")
+
+
 def _names_token_text(grammar) -> bool:
     """Whether a grammar spells a token by its text (``<|im_end|>``) rather than its id."""
     from .gbnf import Token, nodes
@@ -142,4 +152,4 @@ def grammar_for_response_format(response_format) -> LlamaGrammar | None:
         if not isinstance(schema, (dict, bool)):
             raise GrammarError("response_format json_schema.schema must be a JSON schema object")
         return LlamaGrammar.from_json_schema(schema)
-    raise GrammarError(f"response_format type {kind!r} is not one of text, json_object, json_schema")
+    raise GrammarError(f"response_format type {kind!r} is not one of {', '.join(RESPONSE_FORMAT_TYPES)}")

@@ -22,8 +22,7 @@ class _VocabularyView:
         self._tokenizer = tokenizer
         self.tokens = []
         self.special_token_ids = []
-        for i in range(tokenizer.n_vocab):
-            piece = tokenizer.token_to_piece(i, special=True)
+        for i, piece in enumerate(tokenizer.all_pieces):  # special tokens rendered as their text
             attr = tokenizer.token_attr(i)
             if attr & TokenAttr.CONTROL or (attr & TokenAttr.USER_DEFINED and piece.startswith(b"<")
                                             and piece.endswith(b">")):

@@ -156,23 +156,23 @@ class SamplerChain:
         return int(cand.ids[cand.selected])
 
     def accept(self, token: int) -> None:
-        """Remember a token of the sequence (prompt or generated) for penalties, DRY and Mirostat."""
-        if isinstance(token, bool) or not isinstance(token, (int, np.integer)) or not 0 <= token < self.n_vocab:
-            raise SamplingError(f"accepted token must be an id in 0..{self.n_vocab - 1}, got {token!r}")
-        token = int(token)
-        for sampler in self.samplers:
-            sampler.accept(token)
+        """Remember a generated token: for penalties, DRY and Mirostat, and to advance the grammar."""
+        token = self._remember(token)
         if self.grammar is not None:
             self.grammar.accept(token)
 
     def accept_many(self, tokens: Iterable[int]) -> None:
         """Remember prompt tokens: penalties and DRY see them, the grammar does not (as in llama.cpp)."""
-        grammar, self.grammar = self.grammar, None
-        try:
-            for token in tokens:
-                self.accept(token)
-        finally:
-            self.grammar = grammar
+        for token in tokens:
+            self._remember(token)
+
+    def _remember(self, token: int) -> int:
+        if isinstance(token, bool) or not isinstance(token, (int, np.integer)) or not 0 <= token < self.n_vocab:
+            raise SamplingError(f"accepted token must be an id in 0..{self.n_vocab - 1}, got {token!r}")
+        token = int(token)
+        for sampler in self.samplers:
+            sampler.accept(token)
+        return token
 
     def reset(self) -> None:
         """Forget accepted tokens and restart every random sampler from the seed."""

@@ -223,7 +223,7 @@ def create_app(state: ServerState) -> FastAPI:
         protocol.refuse_unsupported(body)
         tools = protocol.tools_of(body)
         fmt = tool_format(state.template.source) if tools is not None else None
-        _, tokens = render_chat(state, body, tools)
+        _, tokens = render_chat(state, body, tools, fmt)
         tool_grammar_ = None
         if tools is not None:
             try:
@@ -254,9 +254,8 @@ def create_app(state: ServerState) -> FastAPI:
         engine = state.require_ready()
         body = await read_body(request, state)
         texts = protocol.embedding_inputs(body, "content" if "content" in body else "input")
-        vectors = await embeddings_of(state, engine, texts, protocol.embd_normalize(body))
-        return JSONResponse([{"index": i, "embedding": v if state.llm.pooling_type() == 0 else [v]}
-                             for i, v in enumerate(vectors)])
+        rows, _ = await embeddings_of(state, engine, texts, protocol.embd_normalize(body))
+        return JSONResponse([{"index": i, "embedding": r} for i, r in enumerate(rows)])
 
     @app.post("/v1/embeddings")
     async def oai_embeddings(request: Request):
@@ -266,11 +265,10 @@ def create_app(state: ServerState) -> FastAPI:
             raise invalid_request("pooling type 'none' is not OAI compatible: start the server with --pooling "
                                   "mean, cls or last")
         texts = protocol.embedding_inputs(body, "input")
-        vectors = await embeddings_of(state, engine, texts, 2)
-        n = sum(len(state.llm.tokenize(t.encode("utf-8"))) for t in texts)
+        rows, n = await embeddings_of(state, engine, texts, 2)
         return JSONResponse({"object": "list", "model": body.get("model") or cfg.model_id,
-                             "data": [{"object": "embedding", "index": i, "embedding": v}
-                                      for i, v in enumerate(vectors)],
+                             "data": [{"object": "embedding", "index": i, "embedding": r[0]}
+                                      for i, r in enumerate(rows)],
                              "usage": {"prompt_tokens": n, "total_tokens": n}})
 
     for path in ("/rerank", "/reranking", "/v1/rerank", "/v1/reranking"):
@@ -345,22 +343,23 @@ def not_available(path: str):
     return refuse
 
 
-async def embeddings_of(state: ServerState, engine, texts: list[str], normalize: int) -> list:
-    """The texts' embeddings, computed on the engine's thread between its steps (only a server
-    started with --embedding has them; it runs no completions, so its cache is free)."""
-    from lamina.embeddings import normalize_like_llama_cpp
+async def embeddings_of(state: ServerState, engine, texts: list[str], normalize: int) -> tuple[list, int]:
+    """Each text's embedding rows (one row when pooled, one per token with pooling none) and the
+    tokens evaluated, computed on the engine's thread between its steps (only a server started
+    with --embedding has them; it runs no completions, so its cache is free)."""
+    from lamina.embeddings import POOLING_NONE, normalize_like_llama_cpp
 
     if not state.llm.embedding:
         raise not_supported("This server does not support embeddings. Start it with `--embedding`")
+    pooled = state.llm.pooling_type() != POOLING_NONE
 
     def compute():
-        out = []
+        out, total = [], 0
         for text in texts:
-            v = state.llm.embed(text)
-            rows = v if state.llm.pooling_type() == 0 else [v]
-            rows = [normalize_like_llama_cpp(r, normalize).tolist() for r in rows]
-            out.append(rows if state.llm.pooling_type() == 0 else rows[0])
-        return out
+            v, n = state.llm.embed(text, return_count=True)
+            out.append([normalize_like_llama_cpp(r, normalize).tolist() for r in ([v] if pooled else v)])
+            total += n
+        return out, total
 
     try:
         return await asyncio.wrap_future(engine.call(compute))
@@ -384,14 +383,14 @@ def build_request(state: ServerState, body: dict, prompts: list[list[int]], *, o
                                      oai=oai, tool_grammar=tool_grammar, default_grammar=state.config.grammar)
 
 
-def render_chat(state: ServerState, body: dict, tools=None) -> tuple[str, list[int]]:
+def render_chat(state: ServerState, body: dict, tools=None, fmt: str | None = None) -> tuple[str, list[int]]:
     """The chat prompt as text and as tokens; a final assistant message is continued (prefill).
-    ``tools`` (a ``ToolRequest``) reach the template, and for a template that knows no tools, a
-    system message that tells the model how to call them."""
+    ``tools`` (a ``ToolRequest``) reach the template, and for a template that knows no tools
+    (``fmt`` generic), a system message that tells the model how to call them."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise invalid_request("'messages' must be a non-empty array of message objects")
-    if tools is not None and tool_format(state.template.source) == GENERIC:
+    if tools is not None and fmt == GENERIC:
         messages = with_tool_instructions(messages, tools)
     kwargs = body.get("chat_template_kwargs") or {}
     if not isinstance(kwargs, dict):

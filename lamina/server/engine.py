@@ -387,28 +387,18 @@ class Engine:
     def slot_state(self, slot_id: int) -> tuple[list[int], list[np.ndarray], list[np.ndarray]]:
         """The tokens an idle slot's cache holds and their keys and values, per layer (for saving)."""
         slot = self._idle_slot(slot_id)
-        n = len(slot.cache_tokens)
-        kv = self.ctx.kv
-        return (list(slot.cache_tokens), [k[slot.id, :, :n].copy() for k in kv.k],
-                [v[slot.id, :, :n].copy() for v in kv.v])
+        keys, values = self.ctx.kv.export_seq(slot.id, len(slot.cache_tokens))
+        return list(slot.cache_tokens), keys, values
 
     def load_slot_state(self, slot_id: int, tokens: list[int], keys: list[np.ndarray], values: list[np.ndarray]) -> None:
-        """Put saved tokens, keys and values into an idle slot (shapes already checked by the caller)."""
+        """Put saved tokens, keys and values into an idle slot (400 when they do not fit it)."""
         slot = self._idle_slot(slot_id)
-        kv = self.ctx.kv
-        n = len(tokens)
-        if n > self.n_ctx_slot:
-            raise invalid_request(f"the saved slot holds {n} tokens but a slot here holds {self.n_ctx_slot}")
-        for layer, (k, v) in enumerate(zip(keys, values)):
-            if k.shape != kv.k[layer][slot.id, :, :n].shape or v.shape != kv.v[layer][slot.id, :, :n].shape:
-                raise invalid_request(f"the saved slot's layer {layer} has keys {k.shape} / values {v.shape}, "
-                                      "which do not fit this model's cache: was it saved from another model?")
-        if len(keys) != len(kv.k):
-            raise invalid_request(f"the saved slot has {len(keys)} layers but this model has {len(kv.k)}")
-        for layer, (k, v) in enumerate(zip(keys, values)):
-            kv.k[layer][slot.id, :, :n] = k
-            kv.v[layer][slot.id, :, :n] = v
-        kv.seq_len[slot.id] = n
+        if keys and keys[0].shape[1] != len(tokens):
+            raise invalid_request(f"the saved slot holds {len(tokens)} tokens but keys for {keys[0].shape[1]}")
+        try:
+            self.ctx.kv.import_seq(slot.id, keys, values, what="saved slot")
+        except ValueError as e:
+            raise invalid_request(str(e)) from None
         slot.forget()
         slot.cache_tokens = list(tokens)
 

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from lamina.grammar.llama_grammar import RESPONSE_FORMAT_TYPES
 from lamina.sampling import SamplingError, SamplingParams
 
 from .errors import ServerError, invalid_request, not_supported
@@ -171,9 +172,9 @@ def refuse_unsupported(body: dict) -> None:
     if fmt is not None:
         if not isinstance(fmt, dict) or not isinstance(fmt.get("type"), str):
             raise invalid_request("'response_format' must be an object with a string 'type'")
-        if fmt["type"] not in ("text", "json_object", "json_schema"):
-            raise invalid_request(f"response_format type '{fmt['type']}' is not one of 'text', 'json_object', "
-                                  "'json_schema'")
+        if fmt["type"] not in RESPONSE_FORMAT_TYPES:
+            raise invalid_request(f"response_format type '{fmt['type']}' is not one of "
+                                  f"{', '.join(repr(t) for t in RESPONSE_FORMAT_TYPES)}")
     if "messages" not in body:  # tools belong to chat completions
         for name in ("tools", "functions"):
             if body.get(name):
