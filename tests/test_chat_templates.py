@@ -331,7 +331,10 @@ def _payloads(sentinel: Path) -> dict[str, str]:
         "joiner_globals": "{{ joiner.__init__.__globals__['os'].popen('" + touch + "').read() }}",
         "self_reference": "{{ self.__init__.__globals__.__builtins__.__import__('os').system('" + touch + "') }}",
         "lipsum_globals": "{{ lipsum.__globals__['os'].system('" + touch + "') }}",
-        "mutation": "{% set d = {} %}{{ d.update({'a': 1}) }}",
+        "caller_list_mutation": "{{ messages.append({'role': 'user', 'content': 'x'}) }}",
+        "caller_dict_mutation": "{{ messages[0].update({'role': 'system'}) }}",
+        "caller_list_through_set": "{% set m = messages %}{{ m.clear() }}",
+        "doubling_own_list": "{% set l = [1] %}{% for i in range(64) %}{% set _ = l.extend(l) %}{% endfor %}",
         "include": "{% include '/etc/passwd' %}",
         "power_tower": "{{ 10**10**9 }}",
         "big_power": "{{ 2**100000 }}",
@@ -359,7 +362,7 @@ def _payloads(sentinel: Path) -> dict[str, str]:
         "unclosed_block": "{% if true %}hi",
         "raise_exception": "{{ raise_exception('System role not supported') }}",
         "undefined_attribute": "{{ missing.attr }}",
-        "undefined_operand": "{{ missing + 'x' }}",
+        "undefined_operand": "{{ missing + 1 }}",
     }
 
 
@@ -391,6 +394,26 @@ def test_hostile_template_errors_say_what_happened():
     assert isinstance(error("{{ 'a' * 10**10 }}"), ChatTemplateLimitError)
     assert isinstance(error("{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}"),
                       ChatTemplateLimitError)
+
+
+def test_templates_may_change_what_they_made_and_never_what_they_were_given():
+    """Kimi-K2 queues its tool-call ids in a list of its own; the caller's messages stay as they were."""
+    source = ("{% set ns = namespace(ids=[]) %}{% set seen = {} %}{% for m in messages %}"
+              "{% set _ = ns.ids.append(m.role) %}{% set _ = seen.update({m.role: 1}) %}{% endfor %}"
+              "{% set copy = messages | list %}{% set _ = copy.append(1) %}"
+              "{{ ns.ids | join(',') }} {{ seen | length }} {{ copy | length }} {{ messages | length }}")
+    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+    assert load_chat_template(template=source).render(messages, add_generation_prompt=False) == "user,assistant 2 3 2"
+    with pytest.raises(ChatTemplateError, match="unsafe"):
+        load_chat_template(template="{% for m in messages | list %}{{ m.update({'x': 1}) }}{% endfor %}").render(
+            messages)
+    assert messages == [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+
+
+def test_generation_blocks_and_none_in_string_joins_render_as_in_llama_cpp():
+    source = ("{% for m in messages %}{% generation %}[{{ m.content }}]{% endgeneration %}{% endfor %}"
+              "{{ 'a' + none }}{{ missing ~ 'b' }}{{ 'c' + messages[0].nothing }}")
+    assert load_chat_template(template=source).render(HELLO[:1], add_generation_prompt=False) == "[Hello]abc"
 
 
 def test_default_limits_stop_an_endless_template():

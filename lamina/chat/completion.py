@@ -32,8 +32,8 @@ from .builtin import BUILTIN_TEMPLATE_NAMES
 from .errors import ChatTemplateError
 from .messages import normalize_messages
 from .templates import ChatTemplate, builtin_chat_template, load_chat_template, read_model_chat_template
-from .tools import (GENERIC, ToolCallError, ToolCallStream, parse_tool_calls, tool_deltas, tool_format,
-                    tool_grammar, tool_request, with_tool_instructions)
+from .tools import (ToolCallError, ToolCallStream, parse_tool_calls, tool_deltas, tool_format,
+                    tool_grammar, tool_request)
 
 
 class ChatCompletionError(ValueError):
@@ -237,8 +237,6 @@ def create_chat_completion(llm, messages, functions=None, function_call=None, to
             raise ChatCompletionError("give tools or a grammar/JSON response_format, not both")
         fmt = tool_format(chat_template_for(llm).source)
         grammar = tool_grammar(tool_req, fmt, llm.tokenizer_)
-        if fmt == GENERIC:
-            messages = with_tool_instructions(list(messages), tool_req)
     stops = _stop_list(stop)
     if logprobs and top_logprobs is not None and (not isinstance(top_logprobs, int) or top_logprobs < 0):
         raise ChatCompletionError(f"top_logprobs must be a non-negative integer, got {top_logprobs!r}")

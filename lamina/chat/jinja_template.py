@@ -13,7 +13,8 @@ and ``common_chat_template_direct_apply``), and so what this class does:
   system messages;
 * the template sees ``messages``, ``bos_token``, ``eos_token``,
   ``add_generation_prompt`` (only when true), ``tools`` (only when given),
-  ``enable_thinking``, ``datetime`` and ``date_string``, the server's default
+  ``enable_thinking`` (on where llama.cpp finds the template thinks, ``thinking.py``),
+  ``datetime`` and ``date_string``, the server's default
   ``preserve_reasoning`` (and the ``preserve_thinking``/``clear_thinking``/...
   switches it sets), and any extra keyword arguments;
 * a leading BOS token text is removed when the tokenizer adds BOS itself, and a
@@ -31,11 +32,13 @@ from typing import Any
 
 import jinja2
 
+from . import workarounds
 from .errors import ChatTemplateError, ChatTemplateLimitError
 from .messages import ChatMessagesError, join_text_parts
-from .sandbox import BoundedSandbox, RenderLimits, TemplateLimitExceeded, TemplateRaised
+from .sandbox import BoundedSandbox, RenderLimits, TemplateLimitExceeded, TemplateRaised, WatchedList, watching
 
 _TEMPLATE_FILENAME = "<chat template>"
+_LIST_USE = {"array_access", "selectattr"}  # what llama.cpp counts as using a value as a list
 
 
 class _Watched(dict):
@@ -88,17 +91,24 @@ class TemplateCaps:
             return None
 
     def _probe(self, template: "JinjaChatTemplate") -> None:
-        # Typed content: the template reaches into the parts (reads a part's "text"). String content: it
-        # renders a string content without failing (and shows it, when it also handles parts).
-        seen: set[str] = set()
-        string_out = self._try(template, [{"role": "user", "content": "STRING_MARKER"}])
-        part = _Watched({"type": "text", "text": "TYPED_MARKER"}, seen=seen, tag="part")
-        typed_out = self._try(template, [{"role": "user", "content": [part]}])
-        self.supports_typed_content = typed_out is not None and "part.text" in seen
-        self.supports_string_content = string_out is not None and (
-            not self.supports_typed_content or "STRING_MARKER" in string_out)
+        # Content, as llama.cpp's caps_get decides it: a string content that the template indexes or
+        # iterates means typed content; one it fails on, or uses as a list without showing it, means
+        # no string content; a template that tests "is string" is asked again with an empty list.
+        marker = "STRING_MARKER"
+        with watching(marker) as ops:
+            string_out = self._try(template, [{"role": "user", "content": marker}])
+        as_list = bool(ops[id(marker)] & _LIST_USE)
+        self.supports_typed_content = as_list
+        self.supports_string_content = string_out is not None and not (as_list and marker not in string_out)
+        if "test_is_string" in ops[id(marker)]:
+            empty = WatchedList()
+            with watching(empty) as ops:
+                empty_out = self._try(template, [{"role": "user", "content": empty}])
+            if empty_out is not None and ops[id(empty)] & _LIST_USE:
+                self.supports_typed_content = True
 
-        seen.clear()
+        seen: set[str] = set()
+
         system = _Watched({"role": "system", "content": "System message"}, seen=seen, tag="system")
         self._try(template, [system, {"role": "user", "content": "User message"}])
         self.supports_system_role = "system.content" in seen
@@ -147,6 +157,7 @@ class JinjaChatTemplate:
         except (TemplateLimitExceeded, RecursionError, MemoryError) as e:
             raise ChatTemplateError(f"cannot be compiled: {e}", template=name) from None
         self._caps: TemplateCaps | None = None
+        self._thinks: bool | None = None
 
     @property
     def caps(self) -> TemplateCaps:
@@ -154,10 +165,20 @@ class JinjaChatTemplate:
             self._caps = TemplateCaps(self)
         return self._caps
 
-    def render_raw(self, variables: dict[str, Any]) -> str:
-        """Render with exactly these variables (no message handling); errors become ChatTemplateError."""
+    @property
+    def supports_thinking(self) -> bool:
+        """Whether llama.cpp's server renders this template with ``enable_thinking`` on by default."""
+        if self._thinks is None:
+            from .thinking import supports_thinking
+
+            self._thinks = supports_thinking(self)
+        return self._thinks
+
+    def render_raw(self, variables: dict[str, Any], now: datetime.datetime | None = None) -> str:
+        """Render with exactly these variables (no message handling); errors become ChatTemplateError.
+        ``now`` is the time ``strftime_now`` tells (the clock's when None)."""
         try:
-            return self.environment.render(self._template, variables)
+            return self.environment.render(self._template, variables, now=now)
         except TemplateRaised as e:
             raise ChatTemplateError(f"the template raised an error: {e}", template=self.name,
                                     line=_template_line(e)) from None
@@ -179,6 +200,8 @@ class JinjaChatTemplate:
         """The normalised messages as this template will see them (llama.cpp's workarounds applied)."""
         caps = self.caps
         out = [dict(m) for m in messages]
+        if workarounds.STEPFUN_MARK in self.source:
+            workarounds.trim_contents(out)
         only_string = caps.supports_string_content and not caps.supports_typed_content
         only_typed = caps.supports_typed_content and not caps.supports_string_content
         for message in out:
@@ -197,6 +220,8 @@ class JinjaChatTemplate:
             first = out.pop(0)
             if out:
                 out[0]["content"] = _as_text(first["content"]) + "\n" + _as_text(out[0]["content"])
+        if caps.supports_tool_calls:
+            workarounds.null_content_as_empty(out)
         if caps.supports_object_arguments:
             for message in out:
                 for call in message.get("tool_calls", ()):
@@ -206,14 +231,19 @@ class JinjaChatTemplate:
                             call["function"] = {**call["function"], "arguments": json.loads(arguments)}
                         except ValueError as e:
                             raise ChatMessagesError(f"tool call arguments are not valid JSON: {e}") from None
+        if workarounds.needs_gemma4_tool_responses(self.source):
+            out = workarounds.gemma4_tool_responses(out)
         return out
 
     def render(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True,
-               tools: list[dict[str, Any]] | None = None, enable_thinking: bool = True,
+               tools: list[dict[str, Any]] | None = None, enable_thinking: bool | None = None,
                preserve_reasoning: bool = True, now: datetime.datetime | None = None,
                **template_kwargs: Any) -> str:
-        """Render normalised messages (see ``messages.normalize_messages``) to the prompt text."""
+        """Render normalised messages (see ``messages.normalize_messages``) to the prompt text.
+        ``enable_thinking`` defaults to :attr:`supports_thinking`, as llama-server's does."""
         now = now or datetime.datetime.now()
+        if enable_thinking is None:
+            enable_thinking = self.supports_thinking
         variables: dict[str, Any] = {
             "messages": self.template_messages(messages),
             "bos_token": self.bos_token,
@@ -232,7 +262,7 @@ class JinjaChatTemplate:
             keep = variables["preserve_reasoning"]
             variables.update(preserve_thinking=keep, clear_thinking=not keep, truncate_history_thinking=not keep,
                              drop_thinking=not keep)
-        text = self.render_raw(variables)
+        text = self.render_raw(variables, now=now)
         if self.add_bos and self.bos_token and text.startswith(self.bos_token):
             text = text[len(self.bos_token):]
         if self.add_eos and self.eos_token and text.endswith(self.eos_token):

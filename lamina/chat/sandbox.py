@@ -2,7 +2,13 @@
 
 ``ImmutableSandboxedEnvironment`` already stops templates from reaching Python
 internals (``__class__``, ``__subclasses__``, ``str.format`` tricks) and from
-mutating lists and dicts. It does not stop a template from running forever or
+mutating lists and dicts. Templates do build lists of their own and append to
+them (Kimi-K2 queues its tool-call ids that way), so here only the caller's
+values are immutable: everything passed in is wrapped by :func:`caller_values`
+(``CallerList``/``CallerDict``), and a list, dict or set the template made
+itself may be changed, its size checked after every change. The
+``{% generation %}`` block (Hugging Face's assistant-mask marker) renders its
+body, as llama.cpp's Jinja engine does. It does not stop a template from running forever or
 filling memory (``{{ 10**10**9 }}``, ``{{ 'a' * 10**10 }}``, nested
 ``range(100000)`` loops, doubling a string in a loop, recursive macros). This
 environment adds, per render:
@@ -36,10 +42,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from jinja2 import nodes
-from jinja2.ext import loopcontrols
+from jinja2.ext import Extension, loopcontrols
 from jinja2.filters import FILTERS
-from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.runtime import Context, Undefined
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 from jinja2.utils import pass_context
 from jinja2.visitor import NodeTransformer
 from markupsafe import Markup
@@ -78,6 +84,73 @@ class _Budget:
 
 
 _BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("lamina_chat_budget", default=None)
+# the time strftime_now() tells a render (llama.cpp's inputs.now), None for the clock
+_NOW: contextvars.ContextVar[datetime.datetime | None] = contextvars.ContextVar("lamina_chat_now", default=None)
+
+
+class CallerList(list):
+    """A list the caller passed to the template: it may read it, never change it."""
+
+
+class CallerDict(dict):
+    """A dict the caller passed to the template: it may read it, never change it."""
+
+
+def caller_values(value: Any) -> Any:
+    """``value`` with every plain list and dict in it made a Caller* copy the template cannot change.
+
+    Other dict and list subclasses (the capability probes' watched dicts) are kept as they are:
+    being subclasses, they are immutable to the template too."""
+    if type(value) is dict:
+        return CallerDict((k, caller_values(v)) for k, v in value.items())
+    if type(value) is list:
+        return CallerList(caller_values(v) for v in value)
+    return value
+
+
+_TEMPLATE_MADE = (list, dict, set)
+
+# the values a capability probe watches (id -> the operations done on it), None when not probing
+_WATCHED: contextvars.ContextVar[dict[int, set[str]] | None] = contextvars.ContextVar("lamina_chat_watched",
+                                                                                     default=None)
+
+
+class WatchedList(list):
+    """A list a probe watches (a subclass, so :func:`caller_values` keeps it, and its identity)."""
+
+
+def _note(value: Any, operation: str) -> None:
+    watched = _WATCHED.get()
+    if watched is not None and id(value) in watched:
+        watched[id(value)].add(operation)
+
+
+class watching:
+    """``with watching(a, b) as ops:``: while rendering, ``ops[id(a)]`` collects what the template did
+    with ``a``, in llama.cpp's words: ``test_is_string``, ``array_access`` (iterated or indexed by
+    a number), ``selectattr``."""
+
+    def __init__(self, *values: Any):
+        self.ops = {id(v): set() for v in values}
+
+    def __enter__(self) -> dict[int, set[str]]:
+        self._token = _WATCHED.set(self.ops)
+        return self.ops
+
+    def __exit__(self, *exc: Any) -> None:
+        _WATCHED.reset(self._token)
+
+
+class GenerationBlock(Extension):
+    """``{% generation %}...{% endgeneration %}``: transformers marks the assistant's tokens with it; it
+    changes nothing in the text, and llama.cpp's parser ignores the tags the same way."""
+
+    tags = {"generation"}
+
+    def parse(self, parser):
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return nodes.Scope(body, lineno=lineno)
 
 # str methods whose result size is driven by a numeric argument, and their argument names.
 _SIZED_STR_METHODS = {"center", "ljust", "rjust", "zfill", "expandtabs"}
@@ -105,7 +178,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         # trim_blocks and lstrip_blocks as llama.cpp's Jinja engine, llama-cpp-python and transformers
         # use them; a single trailing newline of the template is dropped (Jinja's and llama.cpp's default).
         super().__init__(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False,
-                         extensions=[loopcontrols], autoescape=False, cache_size=0)
+                         extensions=[loopcontrols, GenerationBlock], autoescape=False, cache_size=0)
         self.limits = limits or RenderLimits()
         self.globals.pop("lipsum", None)  # generates text of any size; no chat template needs it
         self.globals["range"] = self._range
@@ -113,6 +186,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         self.globals["strftime_now"] = _strftime_now
         self.filters = {name: self._bounded_filter(name, f) for name, f in FILTERS.items()}
         self.filters["tojson"] = self._tojson
+        self.tests["string"] = _is_string
+        # with autoescape off, Markup only harms: "a"|safe + text would HTML-escape the text
+        self.filters["safe"] = self._bounded_filter("safe", str)
         self.filters["lamina_iter"] = self._iterate
         self.filters["lamina_concat"] = self._concat
         self.filters["lamina_emit"] = self._emit
@@ -144,12 +220,19 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         return value
 
     # -- what sandboxed code calls ------------------------------------------------------------
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        if type(obj) in _TEMPLATE_MADE:  # the template's own list/dict/set: changing it harms no one
+            return SandboxedEnvironment.is_safe_attribute(self, obj, attr, value)
+        return super().is_safe_attribute(obj, attr, value)
+
     def getattr(self, obj: Any, attribute: str) -> Any:
         self.step()
         return super().getattr(obj, attribute)
 
     def getitem(self, obj: Any, argument: Any) -> Any:
         self.step()
+        if isinstance(argument, int):
+            _note(obj, "array_access")
         return super().getitem(obj, argument)
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
@@ -168,6 +251,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         finally:
             if budget is not None:
                 budget.depth -= 1
+        owner = getattr(__obj, "__self__", None)
+        if type(owner) in _TEMPLATE_MADE:  # l.extend(l) doubles a list per call: its size is checked as it grows
+            __self.check_size(len(owner), f"a {type(owner).__name__} the template built")
         return __self._check_result(result, f"{name or 'a call'}()")
 
     def _check_str_method(self, text: str, name: str, args: tuple, kwargs: dict) -> None:
@@ -225,6 +311,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
                     raise TemplateLimitExceeded(f"a product of about {bits} bits is more than the "
                                                 f"{self.limits.max_int_bits} allowed")
         elif operator == "+":
+            if isinstance(left, str) and _is_nothing(right) or isinstance(right, str) and _is_nothing(left):
+                return right if _is_nothing(left) else left  # llama.cpp: none/undefined join a string as ""
             if _size_of(left) or _size_of(right):
                 self.check_size(_size_of(left) + _size_of(right), "a concatenation")
         elif operator == "%" and isinstance(left, str):
@@ -260,6 +348,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         @functools.wraps(func)
         def bounded(*args: Any, **kwargs: Any) -> Any:
             self.step()
+            if name == "selectattr" and len(args) > first:
+                _note(args[first], "selectattr")
             if name in _SIZED_FILTERS:
                 for value in (*args[first + 1:], *kwargs.values()):
                     self.check_count(value, f"the {name} filter's argument")
@@ -289,6 +379,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     @pass_context
     def _iterate(self, context: Context, iterable: Any) -> Iterator[Any]:
         """Every ``{% for %}`` loop iterates through here: one step per item."""
+        _note(iterable, "array_access")
         return self._stepping(iter(iterable))
 
     def _stepping(self, items: Iterator[Any]) -> Iterator[Any]:
@@ -300,7 +391,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     def _concat(self, context: Context, parts: list) -> str:
         """The ``~`` operator, with its result size checked before it is built."""
         self.step()
-        texts = [str(p) for p in parts]
+        joins_text = any(isinstance(p, str) for p in parts)  # llama.cpp: none/undefined join a string as ""
+        texts = ["" if joins_text and _is_nothing(p) else str(p) for p in parts]
         self.check_size(sum(len(t) for t in texts), "a ~ concatenation")
         return "".join(texts)
 
@@ -325,6 +417,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
                 raise TemplateLimitExceeded(f"tojson indent must be an integer from 0 to 64, got {indent!r}")
         if separators is not None:
             separators = tuple(separators)
+        if hasattr(value, "__next__"):  # map()/select() give generators; llama.cpp's give arrays
+            value = self._materialise(value)
         text = to_json(value, indent=indent, separators=separators, sort_keys=sort_keys, ensure_ascii=ensure_ascii)
         return self._check_result(text, "tojson")
 
@@ -335,9 +429,13 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         source.set_environment(self)
         return super()._generate(source, name, filename, defer_init=defer_init)
 
-    def render(self, template, context: dict[str, Any]) -> str:
-        """Render with a fresh budget; raises TemplateLimitExceeded, TemplateRaised or Jinja's errors."""
+    def render(self, template, context: dict[str, Any], now: datetime.datetime | None = None) -> str:
+        """Render with a fresh budget; raises TemplateLimitExceeded, TemplateRaised or Jinja's errors.
+
+        The caller's values are wrapped by :func:`caller_values`; ``strftime_now`` tells ``now``."""
+        context = caller_values(context)
         token = _BUDGET.set(_Budget(self.limits))
+        now_token = _NOW.set(now)
         try:
             pieces, size = [], 0
             for piece in template.generate(context):
@@ -348,7 +446,17 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
                 pieces.append(piece)
             return "".join(pieces)
         finally:
+            _NOW.reset(now_token)
             _BUDGET.reset(token)
+
+
+def _is_string(value: Any) -> bool:
+    _note(value, "test_is_string")
+    return isinstance(value, str)
+
+
+def _is_nothing(value: Any) -> bool:
+    return value is None or isinstance(value, Undefined)
 
 
 def _value_index(func) -> int:
@@ -384,7 +492,7 @@ def _raise_exception(message: Any = "") -> None:
 def _strftime_now(format: str = "%Y-%m-%d %H:%M:%S") -> str:
     if not isinstance(format, str) or len(format) > 1000:
         raise TypeError("strftime_now takes a format string (at most 1000 characters)")
-    return datetime.datetime.now().strftime(format)
+    return (_NOW.get() or datetime.datetime.now()).strftime(format)
 
 
 def to_json(value: Any, indent: int | None = None, separators: tuple[str, str] | None = None,

@@ -5,13 +5,18 @@ A model calls tools in its own family's format, which its chat template shows it
 - ``hermes`` (Hermes 2 Pro, Qwen 2.5/3): ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>``;
 - ``llama3`` (Llama 3.1+): a bare ``{"name": ..., "parameters": {...}}``;
 - ``mistral`` (Mistral Nemo and later): ``[TOOL_CALLS][{"name": ..., "arguments": {...}}]``;
-- ``generic``, for a template that knows no tools (llama.cpp's fallback): the model is told, in a
-  system message, to answer with JSON ``{"tool_call": {...}}`` or ``{"response": "..."}``.
+- ``generic``, for every other template: lamina knows no call syntax of its own for it, so a
+  call is JSON ``{"tool_call": {"name": ..., "arguments": {...}}}`` (``{"tool_calls": [...]}``
+  when parallel).
+
+The prompt is always the template's own rendering with ``tools`` passed in, as llama.cpp's
+server renders it (it adds no instructions of its own: a template that shows no tools gives the
+model none to see).
 
 ``tool_choice`` decides the constraint. ``"none"``: tools are left out and nothing is parsed.
-``"auto"``: the model may answer or call; its text is read afterwards (the generic format is
-constrained to its two JSON shapes, and a Hermes or Mistral call that starts with a marker token
-of its own is held to the schemas). ``"required"`` or a named function: the answer is forced,
+``"auto"``: the model may answer or call; its text is read afterwards (a Hermes or Mistral call
+that starts with a marker token of its own is held to the schemas; a generic answer is read as
+a call only when it is one of the JSON shapes above, or a bare call naming an offered tool). ``"required"`` or a named function: the answer is forced,
 by a grammar, to be a call (to that function), with arguments that match the function's
 ``parameters`` schema; ``parallel_tool_calls`` allows several.
 """
@@ -111,29 +116,6 @@ def tool_format(template_source: str | None) -> str:
     return GENERIC
 
 
-# -- the prompt ---------------------------------------------------------------------------------------
-
-def with_tool_instructions(messages: list[dict], request: ToolRequest) -> list[dict]:
-    """For the generic format: a system message that lists the tools and the JSON to answer with."""
-    lines = ["You can call these tools (functions), given as JSON schemas of their arguments:"]
-    for tool in request.tools:
-        f = tool["function"]
-        lines.append(json.dumps({"name": f["name"], "description": f["description"],
-                                 "parameters": f["parameters"]}, ensure_ascii=False))
-    key = "tool_calls" if request.parallel else "tool_call"
-    shape = '{"%s": %s}' % (key, '[{"name": ..., "arguments": {...}}]' if request.parallel
-                           else '{"name": ..., "arguments": {...}}')
-    if request.forced:
-        lines.append(f"Respond in JSON, calling a tool: {shape}")
-    else:
-        lines.append(f'Respond in JSON, either calling a tool: {shape}, or answering the user: '
-                     '{"response": "..."}')
-    text = "\n".join(lines)
-    if messages and messages[0].get("role") == "system" and isinstance(messages[0].get("content"), str):
-        return [{**messages[0], "content": messages[0]["content"] + "\n\n" + text}] + list(messages[1:])
-    return [{"role": "system", "content": text}] + list(messages)
-
-
 # -- the grammar --------------------------------------------------------------------------------------
 
 def _call_schema(tool: dict, arguments_key: str) -> dict:
@@ -181,10 +163,7 @@ def tool_grammar(request: ToolRequest, fmt: str, tokenizer):
         key = "tool_calls" if request.parallel else "tool_call"
         value = {"type": "array", "items": call, "minItems": 1} if request.parallel else call
         calling = {"type": "object", "properties": {key: value}, "required": [key], "additionalProperties": False}
-        answering = {"type": "object", "properties": {"response": {"type": "string"}}, "required": ["response"],
-                     "additionalProperties": False}
-        schema = calling if request.forced else {"anyOf": [calling, answering]}
-        return LlamaGrammar(f"start: {_json(schema)}\n", "lark")
+        return LlamaGrammar(f"start: {_json(calling)}\n", "lark") if request.forced else None
     if not request.forced:
         return _auto_grammar(request, fmt, tokenizer, tools)
     if fmt == HERMES:
@@ -296,6 +275,8 @@ def parse_tool_calls(text: str, fmt: str, names: Sequence[str] = ()) -> tuple[st
                 calls = [c for c in (_call(item) for item in found["tool_calls"]) if c is not None]
             elif "tool_call" in found:
                 calls = [c for c in [_call(found["tool_call"])] if c is not None]
+            elif found.get("name") in names:
+                calls = [c for c in [_call(found)] if c is not None]
             if calls:
                 content = ""
             elif isinstance(found.get("response"), str):
@@ -306,8 +287,8 @@ def parse_tool_calls(text: str, fmt: str, names: Sequence[str] = ()) -> tuple[st
 
 def showable_end(text: str, fmt: str) -> int:
     """While streaming: how much of the text so far can be shown now, as it cannot be part of a call."""
-    if fmt == GENERIC:
-        return 0  # the whole answer is JSON: its text is known at the end
+    if fmt == GENERIC:  # an answer that starts as JSON may be a call: it is known at the end
+        return 0 if text.lstrip() == "" or text.lstrip().startswith(("{", "`")) else len(text)
     if fmt == LLAMA3:
         stripped = text.lstrip()
         starts_a_call = stripped == "" or stripped.startswith("{") or "<|python_tag|>".startswith(stripped[:14]) \
@@ -345,7 +326,9 @@ class ToolCallStream:
         content, calls = parse_tool_calls(self.text, self.fmt, self.names)
         if calls:  # the text outside the calls that was not shown yet
             return parse_tool_calls(self.text[self.shown:], self.fmt, self.names)[0] or "", calls
-        return (content if self.fmt == GENERIC else self.text[self.shown:]), []
+        if self.fmt == GENERIC and self.shown == 0:
+            return content or "", []  # held back whole: {"response": ...} is given as its text
+        return self.text[self.shown:], []
 
 
 def tool_deltas(rest: str, calls: list[dict]) -> list[dict]:

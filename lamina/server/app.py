@@ -21,8 +21,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lamina.chat.completion import chat_prompt_tokens
-from lamina.chat.errors import ChatTemplateError
-from lamina.chat.tools import GENERIC, ToolCallStream, tool_deltas, tool_format, tool_grammar, with_tool_instructions
+from lamina.chat.tools import ToolCallStream, tool_deltas, tool_format, tool_grammar
 from lamina.fim import has_fim, server_infill_prompt
 from lamina.grammar import GrammarError
 
@@ -196,7 +195,7 @@ def create_app(state: ServerState) -> FastAPI:
     async def apply_template(request: Request):
         state.require_ready()
         body = await read_body(request, state)
-        return {"prompt": render_chat(state, body)[0]}
+        return {"prompt": render_chat(state, body, protocol.tools_of(body))[0]}
 
     # -- completions -------------------------------------------------------------------------------------------
     @app.post("/completion")
@@ -223,7 +222,7 @@ def create_app(state: ServerState) -> FastAPI:
         protocol.refuse_unsupported(body)
         tools = protocol.tools_of(body)
         fmt = tool_format(state.template.source) if tools is not None else None
-        _, tokens = render_chat(state, body, tools, fmt)
+        _, tokens = render_chat(state, body, tools)
         tool_grammar_ = None
         if tools is not None:
             try:
@@ -383,28 +382,9 @@ def build_request(state: ServerState, body: dict, prompts: list[list[int]], *, o
                                      oai=oai, tool_grammar=tool_grammar, default_grammar=state.config.grammar)
 
 
-def render_chat(state: ServerState, body: dict, tools=None, fmt: str | None = None) -> tuple[str, list[int]]:
-    """The chat prompt as text and as tokens; a final assistant message is continued (prefill).
-    ``tools`` (a ``ToolRequest``) reach the template, and for a template that knows no tools
-    (``fmt`` generic), a system message that tells the model how to call them."""
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise invalid_request("'messages' must be a non-empty array of message objects")
-    if tools is not None and fmt == GENERIC:
-        messages = with_tool_instructions(messages, tools)
-    kwargs = body.get("chat_template_kwargs") or {}
-    if not isinstance(kwargs, dict):
-        raise invalid_request("'chat_template_kwargs' must be an object")
-    prefill = isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant"
-    try:
-        options = dict(add_generation_prompt=not prefill, continue_final_message=prefill, **kwargs)
-        if tools is not None:
-            options["tools"] = tools.tools
-        parts = state.template.render_parts(messages, **options)
-    except ChatTemplateError as e:
-        raise invalid_request(str(e)) from None
-    except TypeError as e:
-        raise invalid_request(f"'chat_template_kwargs': {e}") from None
+def render_chat(state: ServerState, body: dict, tools=None) -> tuple[str, list[int]]:
+    """The chat prompt as text and as tokens (see ``protocol.chat_prompt_parts``)."""
+    parts = protocol.chat_prompt_parts(state.template, body, tools)
     tok = state.llm.tokenizer_
     tokens = chat_prompt_tokens(tok, parts, add_bos=tok.add_bos)
     return "".join(p for p, _ in parts), tokens

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from lamina.chat.errors import ChatTemplateError
 from lamina.grammar.llama_grammar import RESPONSE_FORMAT_TYPES
 from lamina.sampling import SamplingError, SamplingParams
 
@@ -365,6 +366,29 @@ def tools_of(body: dict):
                             body.get("functions"), body.get("function_call"))
     except ToolCallError as e:
         raise invalid_request(str(e)) from None
+
+
+def chat_prompt_parts(template, body: dict, tools=None, now=None) -> list[tuple[str, bool]]:
+    """A chat request's prompt as ``template.render_parts`` gives it, the way llama-server renders
+    ``/v1/chat/completions`` and ``/apply-template``: a final assistant message is continued (prefill);
+    ``tools`` (a ``ToolRequest``) reach the template, which shows them to the model as it likes;
+    ``chat_template_kwargs`` are the template's extra variables; ``now`` the time it is told (the clock's)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise invalid_request("'messages' must be a non-empty array of message objects")
+    kwargs = body.get("chat_template_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise invalid_request("'chat_template_kwargs' must be an object")
+    prefill = isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant"
+    options = dict(add_generation_prompt=not prefill, continue_final_message=prefill, now=now, **kwargs)
+    if tools is not None:
+        options["tools"] = tools.tools
+    try:
+        return template.render_parts(messages, **options)
+    except ChatTemplateError as e:
+        raise invalid_request(str(e)) from None
+    except TypeError as e:
+        raise invalid_request(f"'chat_template_kwargs': {e}") from None
 
 
 def grammar_of(body: dict):
