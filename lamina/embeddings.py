@@ -7,7 +7,10 @@ as llama.cpp reads it. Vectors are the hidden states after the output norm, in f
 ``normalize`` they are scaled to unit length (L2), as llama-cpp-python's ``embed(normalize=True)``.
 
 Decoder models (llama, qwen2, qwen3, gemma3 ...) embed with their own causal attention, as
-llama.cpp does; encoder-only families (bert, nomic-bert, jina-bert-v2) are not built yet.
+llama.cpp does; encoder models (bert, nomic-bert: ``lamina.models.bert``) see the whole input.
+Mean pooling is llama.cpp's matrix product of the hidden states' transpose with the mean matrix
+(``1/n`` on each sequence's tokens), computed in ggml's order, so it is its vectors bit for bit.
+RANK pooling gives a reranker's scores (its classification head on the first token).
 """
 
 from __future__ import annotations
@@ -30,22 +33,48 @@ def pooling_of(value, gguf_file, arch: str) -> int:
     if value not in POOLING_NAMES.values():
         raise ValueError(f"pooling_type {value!r} is not one of -1 (the model's), 0 none, 1 mean, 2 cls, 3 last, "
                          "4 rank")
-    if value == POOLING_RANK:
-        raise ValueError("pooling_type rank needs a reranker's classification head, which lamina does not load yet")
     return value
 
 
-def pool(hidden: np.ndarray, pooling: int) -> np.ndarray:
-    """``hidden`` (n_tokens, n_embd) to one vector (or, for NONE, the rows themselves)."""
+def check_pooling(pooling: int, model) -> None:
+    """A pooling the model can give: RANK needs a classification head."""
+    if pooling == POOLING_RANK and not getattr(model, "has_rank_head", False):
+        raise ValueError("pooling_type rank needs a reranker's classification head (cls.weight / cls.output.weight), "
+                         "which this model does not have")
+
+
+def pool(hidden: np.ndarray, pooling: int, model=None) -> np.ndarray:
+    """``hidden`` (n_tokens, n_embd) of one sequence to one vector (or, for NONE, the rows themselves)."""
+    return pool_sequences(hidden, [np.arange(hidden.shape[0])], pooling, model)[0]
+
+
+def pool_sequences(hidden: np.ndarray, sequences: list[np.ndarray], pooling: int, model=None) -> list[np.ndarray]:
+    """Each sequence's pooled vector, from the hidden states of the batch that held them all
+    (``sequences``: each one's row indices, in order). RANK asks ``model.rank`` for the scores."""
     if pooling == POOLING_NONE:
-        return hidden
+        return [hidden[rows] for rows in sequences]
     if pooling == POOLING_MEAN:
-        return hidden.astype(np.float32).mean(axis=0, dtype=np.float32)
-    if pooling == POOLING_CLS:
-        return hidden[0]
+        return list(mean_rows(hidden, sequences))
+    if pooling in (POOLING_CLS, POOLING_RANK):
+        firsts = hidden[[int(rows[0]) for rows in sequences]]
+        return list(firsts if pooling == POOLING_CLS else model.rank(firsts))
     if pooling == POOLING_LAST:
-        return hidden[-1]
+        return [hidden[int(rows[-1])] for rows in sequences]
     raise ValueError(f"unknown pooling type {pooling}")
+
+
+def mean_rows(hidden: np.ndarray, sequences: list[np.ndarray]) -> np.ndarray:
+    """llama.cpp's mean pooling, (n_sequences, n_embd): ``ggml_mul_mat(transpose(hidden), inp_mean)``
+    where ``inp_mean`` holds ``1.0f/n`` on each sequence's ``n`` tokens and 0 elsewhere, with ggml's
+    float32 matrix product (its vec_dot for one sequence, tinyBLAS's order for several)."""
+    from lamina.kernels.floats import PackedFloatExact
+
+    n = hidden.shape[0]
+    weights = np.zeros((len(sequences), n), np.float32)
+    for i, rows in enumerate(sequences):
+        weights[i, rows] = np.float32(1.0) / np.float32(len(rows))
+    by_dimension = np.ascontiguousarray(np.asarray(hidden, np.float32).T)
+    return PackedFloatExact([by_dimension], n, "F32").matmul(weights)
 
 
 def normalized(v: np.ndarray) -> np.ndarray:
@@ -79,3 +108,52 @@ def cosine(a, b) -> float:
     if na == 0.0 or nb == 0.0:
         return 1.0 if na == 0.0 and nb == 0.0 else 0.0
     return float(np.float32(np.sum(a * b) / (np.sqrt(na) * np.sqrt(nb))))
+
+
+def encoder_batches(token_lists: list[list[int]], n_batch: int, n_vocab: int):
+    """``(Batch, sequences)`` pairs for an encoder: as many whole token lists per batch as fit in
+    ``n_batch`` tokens, each a sequence of its own from position 0 (as llama-cpp-python's ``embed``
+    packs them); ``sequences`` are each list's rows in the batch."""
+    from lamina.engine.batch import Batch
+
+    group: list[list[int]] = []
+    for tokens in [*token_lists, None]:
+        if group and (tokens is None or sum(map(len, group)) + len(tokens) > n_batch):
+            ids = np.concatenate([np.asarray(t, np.int32) for t in group])
+            bad = (ids < 0) | (ids >= n_vocab)
+            if bad.any():
+                raise ValueError(f"token id {int(ids[bad][0])} is outside the vocabulary (0..{n_vocab - 1})")
+            positions = np.concatenate([np.arange(len(t), dtype=np.int32) for t in group])
+            seq_ids = np.concatenate([np.full(len(t), i, np.int32) for i, t in enumerate(group)])
+            starts = np.cumsum([0] + [len(t) for t in group])
+            yield (Batch(ids, positions, seq_ids, np.ones(len(ids), bool)),
+                   [np.arange(starts[i], starts[i + 1]) for i in range(len(group))])
+            group = []
+        if tokens is not None:
+            group.append(tokens)
+
+
+RERANK_TEMPLATE_KEY = "tokenizer.chat_template.rerank"
+
+
+def rerank_tokens(tokenizer, query: str, document: str, template: str | None = None) -> list[int]:
+    """A query/document pair as llama-server's ``format_prompt_rerank`` writes it: the model's
+    rerank template (``tokenizer.chat_template.rerank``, ``{query}`` and ``{document}`` filled
+    in, special tokens parsed) when it has one; else ``[BOS] query [EOS] [SEP] document [EOS]``,
+    each special token only where the vocabulary adds it (EOS falling back to SEP)."""
+    if template:
+        prompt = template.replace("{query}", query).replace("{document}", document)
+        return tokenizer.tokenize(prompt, add_special=False, parse_special=True)
+    q = tokenizer.tokenize(query, add_special=False, parse_special=False)
+    d = tokenizer.tokenize(document, add_special=False, parse_special=False)
+    eos = tokenizer.eos_id if tokenizer.eos_id >= 0 else tokenizer.sep_id
+    out = [tokenizer.bos_id] if tokenizer.add_bos else []
+    out += q
+    if tokenizer.add_eos:
+        out.append(eos)
+    if tokenizer.add_sep:
+        out.append(tokenizer.sep_id)
+    out += d
+    if tokenizer.add_eos:
+        out.append(eos)
+    return out

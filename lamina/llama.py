@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from lamina import gguf
-from lamina.engine.batch import Batch
+from lamina.engine.batch import Batch, ForwardState
 from lamina.engine.perf import PerfCounters
 from lamina.processors import as_logits_processor, as_stopping_criteria
 
@@ -128,6 +128,10 @@ class Llama:
                                      f"{self.tokenizer_.n_vocab} tokens", self.model_path)
             self._n_ctx = int(n_ctx) if n_ctx and n_ctx > 0 else self._model.n_ctx_train
             self._ctx = self._make_context(n_ubatch, n_seq_max, fit_ctx)
+            if embedding:
+                from lamina.embeddings import check_pooling
+
+                check_pooling(self._pooling, self._model)
             self.input_ids = np.zeros(self._n_ctx, dtype=np.intc)
         self._scores: np.ndarray | None = None  # with logits_all: allocated on first use (n_ctx × n_vocab)
         self._last_row: np.ndarray | None = None  # without: the one row of logits there is
@@ -301,36 +305,54 @@ class Llama:
     def embed(self, input: str | list[str], normalize: bool = False, truncate: bool = True,
               return_count: bool = False):
         """Embeddings of a text or a list of texts, as llama-cpp-python's ``embed``: one vector per
-        text (pooled), or with pooling NONE one per token. Texts are tokenized as ``tokenize(text)``
-        does, cut to ``n_batch`` tokens when ``truncate``. The KV cache is used for this, so the
-        evaluated tokens are forgotten (``n_tokens`` becomes 0)."""
-        from lamina.embeddings import normalized, pool
+        text (pooled; for a reranker, its scores), or with pooling NONE one per token. Texts are
+        tokenized as ``tokenize(text)`` does, cut to ``n_batch`` tokens when ``truncate``. An encoder
+        (BERT family) evaluates several texts together, as separate sequences of one batch of up to
+        ``n_batch`` tokens; a decoder evaluates each text through the KV cache, so the evaluated
+        tokens are forgotten (``n_tokens`` becomes 0)."""
+        from lamina.embeddings import normalized
 
         pooling = self.pooling_type()
         self._require_model()
         texts = input if isinstance(input, list) else [input]
         if not all(isinstance(t, str) for t in texts):
             raise TypeError("embed takes a string or a list of strings")
-        vectors, total = [], 0
-        for text in texts:
-            tokens = self.tokenize(text.encode("utf-8"))
-            if truncate:
-                tokens = tokens[: self.n_batch]
-            elif len(tokens) > self.n_batch:
-                raise ValueError(f"the text has {len(tokens)} tokens, more than n_batch ({self.n_batch}); "
-                                 "pass truncate=True or a larger n_batch")
-            if not tokens:
-                raise ValueError("cannot embed an empty text (it has no tokens)")
-            self.n_tokens = 0
-            self._ctx.truncate(0, 0)
-            hidden = self._ctx.decode(Batch.for_sequence(tokens, 0, 0, logits_all=True), embeddings=True)
-            self._ctx.truncate(0, 0)
-            total += len(tokens)
-            vector = pool(hidden, pooling)
-            vectors.append((normalized(vector) if normalize else vector).tolist())
-        self.n_tokens = 0
+        token_lists = [self._embedding_tokens(self.tokenize(text.encode("utf-8")), truncate) for text in texts]
+        vectors = [(normalized(v) if normalize else v).tolist() for v in self.embed_tokens(token_lists, pooling)]
         out = vectors if isinstance(input, list) else vectors[0]
+        total = sum(len(t) for t in token_lists)
         return (out, total) if return_count else out
+
+    def _embedding_tokens(self, tokens: list[int], truncate: bool) -> list[int]:
+        if truncate:
+            tokens = tokens[: self.n_batch]
+        elif len(tokens) > self.n_batch:
+            raise ValueError(f"the text has {len(tokens)} tokens, more than n_batch ({self.n_batch}); "
+                             "pass truncate=True or a larger n_batch")
+        if not tokens:
+            raise ValueError("cannot embed an empty text (it has no tokens)")
+        return tokens
+
+    def embed_tokens(self, token_lists: list[list[int]], pooling: int | None = None) -> list[np.ndarray]:
+        """Each token list's pooled vector (see :meth:`embed`), with the Llama's pooling by default."""
+        from lamina.embeddings import encoder_batches, pool, pool_sequences
+
+        pooling = self.pooling_type() if pooling is None else pooling
+        self._require_model()
+        self.n_tokens = 0
+        if getattr(self._model, "causal", True):
+            out = []
+            for tokens in token_lists:
+                self._ctx.truncate(0, 0)
+                hidden = self._ctx.decode(Batch.for_sequence(tokens, 0, 0, logits_all=True), embeddings=True)
+                self._ctx.truncate(0, 0)
+                out.append(pool(hidden, pooling, self._model))
+            return out
+        out = []
+        for batch, sequences in encoder_batches(token_lists, self.n_batch, self._model.n_vocab):
+            hidden = self._model.hidden(batch.tokens, ForwardState.for_batch(batch, None), np.arange(len(batch)))
+            out += pool_sequences(hidden, sequences, pooling, self._model)
+        return out
 
     def create_embedding(self, input: str | list[str], model: str | None = None) -> dict:
         """OpenAI's embeddings response: ``{"object": "list", "data": [...], "model", "usage"}``."""

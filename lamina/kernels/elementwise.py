@@ -52,6 +52,46 @@ def rms_norm_rows(x, weight, eps, out):
             out[i, j] = x[i, j] * scale * weight[j]
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _reduce_add_16(v):
+    """_mm512_reduce_add_ps's order: halves of 8, of 4, then lanes (0+2)+(1+3)."""
+    a = [F32(v[i] + v[i + 8]) for i in range(8)]
+    b = [F32(a[i] + a[i + 4]) for i in range(4)]
+    return F32(F32(b[0] + b[2]) + F32(b[1] + b[3]))
+
+
+@njit(cache=True, error_model="numpy")
+def layer_norm_rows(x, weight, bias, eps, out):
+    """out = (x - mean) / sqrt(var + eps) * weight + bias, exactly as ggml_norm (AVX-512 build)
+    then ggml_mul and ggml_add: the sum in double stored as float, the mean in float; the
+    variance over 16-lane chunks, each chunk's float squares reduced as _mm512_reduce_add_ps
+    and added in double, the rest one by one in double; the scale in float."""
+    n = x.shape[1]
+    v = np.empty(16, np.float32)
+    for i in range(x.shape[0]):
+        s = 0.0
+        for j in range(n):
+            s += np.float64(x[i, j])
+        mean = F32(F32(s) / F32(n))
+        var = 0.0
+        j = 0
+        while j + 15 < n:
+            for k in range(16):
+                c = F32(x[i, j + k] - mean)
+                out[i, j + k] = c
+                v[k] = F32(c * c)
+            var += np.float64(_reduce_add_16(v))
+            j += 16
+        while j < n:
+            c = F32(x[i, j] - mean)
+            out[i, j] = c
+            var += np.float64(F32(c * c))
+            j += 1
+        scale = F32(1.0) / np.sqrt(F32(F32(var / n) + F32(eps)))
+        for j in range(n):
+            out[i, j] = F32(F32(out[i, j] * scale) * weight[j]) + bias[j]
+
+
 @njit(cache=True, error_model="numpy")
 def rope_rows(x, cos, sin, n_rot, neox):
     """Rotate the first ``n_rot`` values of every head of x (tokens, heads, head_dim) in place:

@@ -6,8 +6,9 @@ float32 weight by the activation as it is, and how it adds the products depends 
 * one token, or a weight whose rows are not a multiple of 4 or whose row length is not a multiple
   of 16, or an expert weight (``mul_mat_id``): ``ggml_vec_dot_f16``/``_f32`` per output — four
   16-lane accumulators over steps of 64 values, folded ``(a0 + a2) + (a1 + a3)`` and summed in
-  the order of ``_mm512_reduce_add_ps``, the leftover values added one by one (in double for F16,
-  with float FMAs for F32);
+  the order of ``_mm512_reduce_add_ps``, the leftover values added one by one (in double for F16;
+  for F32 as GCC compiles that loop: products of 16, then of 8, rounded and added in order, the
+  last seven or fewer with FMAs);
 * otherwise llamafile's ``tinyBLAS`` (on AVX-512): one 16-lane accumulator per output over steps
   of 16 values, then ``_mm512_reduce_add_ps``.
 
@@ -63,8 +64,19 @@ def _vec_dot(w16, w32, wo, x, xo, n):
         for i in range(main, n):
             s += np.float64(load_f16(w16, wo + i) * x[xo + i])
         return F32(s)
-    for i in range(main, n):  # ggml_vec_dot_f32's float ``sumf += x[i]*y[i]``, contracted
-        total = fma32(w32[wo + i], x[xo + i], total)
+    # ggml_vec_dot_f32's leftover loop ``sumf += x[i]*y[i]`` as GCC compiles it for AVX-512: 16
+    # and then 8 products at a time rounded and added in order, the last few contracted into FMAs
+    i = main
+    while n - i >= 16:
+        for j in range(i, i + 16):
+            total = F32(total + F32(w32[wo + j] * x[xo + j]))
+        i += 16
+    if n - i >= 8:
+        for j in range(i, i + 8):
+            total = F32(total + F32(w32[wo + j] * x[xo + j]))
+        i += 8
+    for j in range(i, n):
+        total = fma32(w32[wo + j], x[xo + j], total)
     return total
 
 

@@ -16,6 +16,8 @@ ARCHITECTURES = {
     "olmo2": ("lamina.models.olmo2", "Olmo2Model"),
     "stablelm": ("lamina.models.layer_norm_models", "StableLMModel"),
     "starcoder2": ("lamina.models.layer_norm_models", "StarCoder2Model"),
+    "bert": ("lamina.models.bert", "BertModel"),
+    "nomic-bert": ("lamina.models.bert", "NomicBertModel"),
 }
 
 

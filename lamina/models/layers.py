@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lamina.kernels.elementwise import rms_norm_rows, rope_cache, rope_rows
+from lamina.kernels.elementwise import layer_norm_rows, rms_norm_rows, rope_cache, rope_rows
 from lamina.kernels.glu import geglu_rows, swiglu_rows
 
 
@@ -28,16 +28,15 @@ def rms_norm(x: np.ndarray, weight: np.ndarray | None, eps: float) -> np.ndarray
 
 
 def layer_norm(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float) -> np.ndarray:
-    """ggml_norm (mean and variance over the last axis), then the optional scale and shift."""
-    mean = x.mean(axis=-1, dtype=np.float64, keepdims=True).astype(np.float32)
-    centered = x - mean
-    var = np.einsum("...i,...i->...", centered, centered, dtype=np.float64) / x.shape[-1]
-    y = centered * (1.0 / np.sqrt((var + eps).astype(np.float32)))[..., None]
-    if weight is not None:
-        y *= weight
-    if bias is not None:
-        y += bias
-    return y
+    """ggml_norm (mean and variance over the last axis), then the optional scale and shift, with
+    ggml's arithmetic (see ``layer_norm_rows``)."""
+    n = x.shape[-1]
+    rows = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, n)
+    out = np.empty_like(rows)
+    w = np.ones(n, np.float32) if weight is None else np.asarray(weight, np.float32)
+    b = np.zeros(n, np.float32) if bias is None else np.asarray(bias, np.float32)
+    layer_norm_rows(rows, w, b, float(eps), out)
+    return out.reshape(x.shape)
 
 
 def swiglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:

@@ -270,8 +270,17 @@ def create_app(state: ServerState) -> FastAPI:
                                       for i, r in enumerate(rows)],
                              "usage": {"prompt_tokens": n, "total_tokens": n}})
 
-    for path in ("/rerank", "/reranking", "/v1/rerank", "/v1/reranking"):
-        app.add_api_route(path, not_available(path), methods=["POST"])
+    @app.post("/rerank")
+    @app.post("/reranking")
+    @app.post("/v1/rerank")
+    @app.post("/v1/reranking")
+    async def rerank(request: Request):
+        engine = state.require_ready()
+        body = await read_body(request, state)
+        query, documents, top_n, tei = protocol.rerank_inputs(body)
+        scores, n = await rerank_scores(state, engine, query, documents)
+        return JSONResponse(responses.rerank(body, cfg.model_id, scores, documents, tei=tei, top_n=top_n,
+                                             n_tokens=n))
 
     # -- slots and metrics ------------------------------------------------------------------------------------
     @app.get("/slots")
@@ -336,12 +345,6 @@ def create_app(state: ServerState) -> FastAPI:
     return app
 
 
-def not_available(path: str):
-    async def refuse(request: Request):
-        raise not_supported(f"{path} is not available in this lamina server")
-    return refuse
-
-
 async def embeddings_of(state: ServerState, engine, texts: list[str], normalize: int) -> tuple[list, int]:
     """Each text's embedding rows (one row when pooled, one per token with pooling none) and the
     tokens evaluated, computed on the engine's thread between its steps (only a server started
@@ -364,6 +367,29 @@ async def embeddings_of(state: ServerState, engine, texts: list[str], normalize:
         return await asyncio.wrap_future(engine.call(compute))
     except ValueError as e:
         raise invalid_request(str(e)) from None
+
+
+async def rerank_scores(state: ServerState, engine, query: str, documents: list[str]) -> tuple[list[float], int]:
+    """Each document's score against the query (the reranker's first output), and the tokens
+    evaluated; each pair is its own batch, as llama-server evaluates each in a slot of its own."""
+    from lamina.embeddings import POOLING_RANK, RERANK_TEMPLATE_KEY, rerank_tokens
+
+    llm = state.llm
+    if not llm.embedding or llm.pooling_type() != POOLING_RANK:
+        raise not_supported("This server does not support reranking. Start it with `--reranking`")
+    template = llm.gguf.get_str(RERANK_TEMPLATE_KEY, None)
+    pairs = [rerank_tokens(llm.tokenizer_, query, d, template) for d in documents]
+    for tokens in pairs:
+        engine.check_prompt(tokens)
+
+    def compute():
+        return [float(llm.embed_tokens([tokens])[0][0]) for tokens in pairs]
+
+    try:
+        scores = await asyncio.wrap_future(engine.call(compute))
+    except ValueError as e:
+        raise invalid_request(str(e)) from None
+    return scores, sum(len(t) for t in pairs)
 
 
 def default_task(state: ServerState) -> CompletionTask:

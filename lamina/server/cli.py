@@ -33,7 +33,7 @@ ENV_FLAGS = {
     "LLAMA_ARG_CACHE_REUSE": ("--cache-reuse", None), "LLAMA_ARG_ALIAS": ("-a", None),
     "LLAMA_ARG_TIMEOUT": ("--timeout", None), "LLAMA_ARG_THREADS_HTTP": ("--threads-http", None),
     "LLAMA_ARG_UI": ("--webui", "--no-webui"), "LLAMA_ARG_OFFLINE": ("--offline", None),
-    "LLAMA_ARG_EMBEDDINGS": ("--embedding", None),
+    "LLAMA_ARG_EMBEDDINGS": ("--embedding", None), "LLAMA_ARG_RERANKING": ("--reranking", None),
 }
 TRUTHY, FALSEY = {"1", "true", "on", "enabled"}, {"0", "false", "off", "disabled"}
 
@@ -81,8 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--offline", action="store_true", help="never use the network (lamina only reads local files)")
     g.add_argument("--embedding", "--embeddings", action="store_true",
                    help="serve embeddings only (/embedding, /v1/embeddings); completions are refused, as in llama-server")
-    g.add_argument("--pooling", default=None, choices=["none", "mean", "cls", "last"],
+    g.add_argument("--pooling", default=None, choices=["none", "mean", "cls", "last", "rank"],
                    help="how --embedding pools token vectors (default: the model's, else none)")
+    g.add_argument("--reranking", "--rerank", action="store_true",
+                   help="serve a reranker's /rerank (--embedding with --pooling rank), as llama-server does")
     g.add_argument("-v", "--verbose", action="store_true", help="log every request")
     add_sampling_options(p)
     return p
@@ -132,8 +134,8 @@ def config_from(args):
         slot_save_path=args.slot_save_path, chat_template=args.chat_template,
         chat_template_file=args.chat_template_file, use_jinja=args.jinja, context_shift=args.context_shift,
         cache_reuse=args.cache_reuse, timeout=args.timeout, header_timeout=args.header_timeout,
-        queue_max=args.queue_max, body_limit=args.max_body, webui=args.webui, embedding=args.embedding,
-        pooling=args.pooling,
+        queue_max=args.queue_max, body_limit=args.max_body, webui=args.webui,
+        embedding=args.embedding or args.reranking, pooling="rank" if args.reranking else args.pooling,
         grammar=grammar_from(args))
 
 

@@ -315,6 +315,25 @@ def embedding_inputs(body: dict, field: str) -> list[str]:
     return texts
 
 
+def rerank_inputs(body: dict) -> tuple[str, list[str], int, bool]:
+    """``/rerank``'s query, documents, ``top_n`` and whether the body is TEI's (``texts``), as
+    llama-server reads them."""
+    query = body.get("query")
+    if "query" not in body:
+        raise invalid_request('"query" must be provided')
+    if not isinstance(query, str):
+        raise invalid_request('"query" must be a string')
+    tei = "texts" in body
+    documents = body.get("documents", body.get("texts"))
+    if not isinstance(documents, list) or not documents or not all(isinstance(d, str) for d in documents):
+        raise invalid_request('"documents" must be a non-empty string array')
+    if len(documents) > MAX_EMBEDDING_INPUTS:
+        raise invalid_request(f'"documents" holds {len(documents)} texts; at most {MAX_EMBEDDING_INPUTS} are accepted')
+    if any(len(t) > MAX_PROMPT_CHARS for t in [query, *documents]):
+        raise invalid_request(f"a text is longer than {MAX_PROMPT_CHARS} characters")
+    return query, documents, get_int(body, "top_n", len(documents), minimum=0), tei
+
+
 def embd_normalize(body: dict) -> int:
     """llama-server's ``embd_normalize``: -1 none, 0 max-abs, 1 taxicab, 2 euclidean (default), p."""
     return get_int(body, "embd_normalize", 2, minimum=-1)

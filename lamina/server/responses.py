@@ -233,5 +233,23 @@ def usage_chunk(choices: list[Choice], *, obj: str, cid: str, model: str, create
     return out
 
 
+def rerank(body: dict, model: str, scores: list[float], documents: list[str], *, tei: bool, top_n: int,
+           n_tokens: int):
+    """llama-server's ``format_response_rerank``: results by falling score, ``top_n`` of them; TEI's
+    bare list (``score``, and ``text`` with ``return_text``) or the Jina/Cohere envelope
+    (``relevance_score``, ``usage``)."""
+    label = "score" if tei else "relevance_score"
+    results = [{"index": i, label: float(s)} for i, s in enumerate(scores)]
+    if tei and body.get("return_text") is True:
+        for r in results:
+            r["text"] = documents[r["index"]]
+    results.sort(key=lambda r: -r[label])
+    results = results[:top_n]
+    if tei:
+        return results
+    return {"model": body.get("model") or model, "object": "list",
+            "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}, "results": results}
+
+
 def now() -> int:
     return int(time.time())

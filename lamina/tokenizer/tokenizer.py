@@ -111,6 +111,11 @@ class Tokenizer:
     def add_eos(self) -> bool:
         return self.vocab.flags.add_eos
 
+    @property
+    def add_sep(self) -> bool:
+        """Whether a separator goes between the two texts of a pair (a reranker's query and document)."""
+        return self.vocab.flags.add_sep
+
     def is_eog(self, token_id: int) -> bool:
         return token_id in self.vocab.eog_ids
 

@@ -1,0 +1,214 @@
+"""Encoder-only embedding models: BERT (BGE, all-MiniLM, mxbai, bge-reranker) and nomic-bert
+(nomic-embed-text), as llama.cpp's ``src/models/bert.cpp`` builds them.
+
+Every token sees every token of its own sequence (no causal mask, no KV cache: each batch is
+evaluated whole). The input is the token embedding plus the first token-type row (llama.cpp
+treats every token as "sentence A"), plus, for ``bert``, the learned position embedding, then a
+LayerNorm. Each block is post-norm::
+
+    x = norm(x + attn(x));  x = norm(x + ffn(x))
+
+``bert``'s attention has biased q/k/v and output projections and its feed-forward is
+``down(gelu(up(x)))`` with biases; ``nomic-bert`` has one fused ``attn_qkv``, NeoX rotary
+embeddings and a SwiGLU feed-forward without biases. Keys and values are rounded to float16
+before attention, as llama.cpp's flash attention does with an uncached batch.
+
+A reranker (``pooling_type`` rank) also has a classification head: the first token's state
+through ``cls`` (with bias) and tanh, then ``cls.output``: one score per sequence.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from lamina.gguf import GGUFError
+from lamina.kernels import embedding_rows
+from lamina.kernels.attention import TILE as ATTENTION_TILE
+from lamina.kernels.attention import attention
+
+from .base import AttentionShape, HParams, Weights, rope_from_metadata
+from .blocks import FeedForward, GatedFeedForward
+from .layer_norm_models import LayerNorm
+
+
+class EncoderAttention:
+    def __init__(self, model: "BertModel", prefix: str):
+        w, s = model.weights, model.attn_shape
+        self.shape = s
+        if w.has(f"{prefix}.attn_qkv.weight"):
+            self.wqkv = w.linear(f"{prefix}.attn_qkv", s.n_embd, 3 * s.n_embd, bias=True)
+            self.fused = True
+        else:
+            self.wqkv = w.fused([f"{prefix}.attn_q", f"{prefix}.attn_k", f"{prefix}.attn_v"], s.n_embd,
+                                [s.n_embd] * 3, bias=True)
+            self.fused = False
+        self.wo = w.linear(f"{prefix}.attn_output", s.n_embd, s.n_embd, bias=True)
+        self.rope = model.rope
+        self.scale = 1.0 / math.sqrt(s.head_dim_k)
+
+    def __call__(self, x: np.ndarray, state) -> np.ndarray:
+        s = self.shape
+        n = x.shape[0]
+        qkv = self.wqkv(x)
+        if self.fused:
+            q, k, v = qkv[:, :s.n_embd], qkv[:, s.n_embd:2 * s.n_embd], qkv[:, 2 * s.n_embd:]
+        else:
+            q, k, v = self.wqkv.split(qkv)
+        q = np.ascontiguousarray(q).reshape(n, s.n_head, s.head_dim_k)
+        k = np.ascontiguousarray(k).reshape(n, s.n_head_kv, s.head_dim_k)
+        v = np.ascontiguousarray(v).reshape(n, s.n_head_kv, s.head_dim_v)
+        if self.rope is not None:
+            state.rope(self.rope, q)
+            state.rope(self.rope, k)
+        return self.wo(attend_within_sequences(state, q, k, v, self.scale))
+
+
+def attend_within_sequences(state, q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
+    """Non-causal attention of each sequence's rows over that sequence's keys and values only.
+
+    Keys and values are float16 (llama.cpp casts them for its flash attention); every query is
+    given the sequence's last position, so no key is masked."""
+    out = np.empty((q.shape[0], q.shape[1] * v.shape[2]), np.float32)
+    tiled = len(state.positions) >= ATTENTION_TILE  # ggml picks its kernel by the whole batch
+    n_threads = numba.get_num_threads()
+    for g in state.groups:
+        rows = g.rows
+        keys = np.ascontiguousarray(k[rows].transpose(1, 0, 2), dtype=np.float16)
+        values = np.ascontiguousarray(v[rows].transpose(1, 0, 2), dtype=np.float16)
+        sees_all = np.full(len(rows), len(rows) - 1, dtype=np.int64)
+        out[rows] = attention(q[rows], keys, values, sees_all, scale, tiled=tiled, n_threads=n_threads)
+    return out
+
+
+class EncoderBlock:
+    def __init__(self, model: "BertModel", i: int):
+        p = f"blk.{i}"
+        self.attn = EncoderAttention(model, p)
+        self.attn_out_norm = LayerNorm(model, f"{p}.attn_output_norm")
+        self.ffn = model.feed_forward(p)
+        self.layer_out_norm = LayerNorm(model, f"{p}.layer_output_norm")
+
+    def __call__(self, x: np.ndarray, state, output_rows=None) -> np.ndarray:
+        h = self.attn(x, state)
+        if output_rows is not None:
+            h, x = h[output_rows], x[output_rows]
+        x = self.attn_out_norm(h + x)
+        return self.layer_out_norm(self.ffn(x) + x)
+
+
+class BertModel:
+    """``bert``: see the module docstring."""
+
+    arch = "bert"
+    causal = False
+
+    def __init__(self, gguf):
+        self.gguf = gguf
+        self.hp = hp = HParams(gguf, self.arch)
+        self.weights = w = Weights(gguf)
+        self.n_layer = hp.int("block_count")
+        self.n_embd = hp.int("embedding_length")
+        self.n_ctx_train = hp.int("context_length", default=512)
+        self.n_ff = hp.int("feed_forward_length")
+        self.eps = hp.float("attention.layer_norm_epsilon")
+        if gguf.get_bool(hp.key("attention.causal"), False):
+            raise GGUFError(f"{hp.key('attention.causal')} is true: causal {self.arch} models are not supported",
+                            gguf.path)
+        n_head = hp.int("attention.head_count")
+        n_head_kv = hp.int("attention.head_count_kv", default=n_head)
+        if n_head_kv != n_head or self.n_embd % n_head:
+            raise GGUFError(f"{self.arch}: {self.n_embd} wide with {n_head} heads and {n_head_kv} key/value heads "
+                            "is not an encoder lamina knows", gguf.path)
+        head_dim = self.n_embd // n_head
+        self.attn_shape = AttentionShape(self.n_embd, n_head, n_head, head_dim, head_dim)
+        tok = w.get("token_embd.weight")
+        if len(tok.shape) != 2 or tok.shape[0] != self.n_embd:
+            raise GGUFError(f"token_embd.weight has shape {list(tok.shape)}, expected [{self.n_embd}, n_vocab]",
+                            gguf.path)
+        self.token_embd = tok
+        self.n_vocab = int(tok.shape[1])
+        n_types = gguf.get_int("tokenizer.ggml.token_type_count", 0)
+        if not n_types:
+            raise GGUFError(f"{self.arch} model needs tokenizer.ggml.token_type_count (its token type count)",
+                            gguf.path)
+        types = w.get("token_types.weight", (self.n_embd, n_types), required=False)
+        self.type_row = None if types is None else embedding_rows(types, np.zeros(1, np.int64))[0]
+        self.position_embd = self.read_position_embeddings()
+        self.rope = self.read_rope()
+        self.input_norm = LayerNorm(self, "token_embd_norm")
+        self.blocks = [EncoderBlock(self, i) for i in range(self.n_layer)]
+        self.cls = self.cls_out = None
+        if w.has("cls.weight"):
+            self.cls = w.linear("cls", self.n_embd, self.n_embd, bias=True)
+        if w.has("cls.output.weight"):
+            n_out = int(w.get("cls.output.weight").shape[1])
+            self.cls_out = w.linear("cls.output", self.n_embd, n_out, bias=True)
+
+    def read_position_embeddings(self):
+        return self.weights.get("position_embd.weight", (self.n_embd, self.n_ctx_train))
+
+    def read_rope(self):
+        return None
+
+    def feed_forward(self, prefix: str):
+        return FeedForward(self.weights, prefix, self.n_embd, self.n_ff)
+
+    def kv_shapes(self) -> list:
+        return []  # nothing is cached: every batch is evaluated whole
+
+    @property
+    def has_rank_head(self) -> bool:
+        return self.cls is not None or self.cls_out is not None
+
+    def embed(self, tokens: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        x = embedding_rows(self.token_embd, tokens)
+        if self.type_row is not None:
+            x = x + self.type_row
+        if self.position_embd is not None:
+            x = embedding_rows(self.position_embd, positions) + x
+        return self.input_norm(x)
+
+    def hidden(self, tokens: np.ndarray, state, output_rows: np.ndarray) -> np.ndarray:
+        """The output rows' final hidden states (llama.cpp's embeddings, before pooling)."""
+        positions = state.positions
+        if len(positions) and int(positions.max()) >= self.n_ctx_train and self.position_embd is not None:
+            raise ValueError(f"position {int(positions.max())} is past the {self.n_ctx_train} positions "
+                             f"{self.arch} was trained with")
+        x = self.embed(tokens, positions)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            keep = output_rows if i == last and len(output_rows) != len(tokens) else None
+            x = block(x, state, keep)
+        return x
+
+    def forward(self, tokens, state, output_rows):
+        raise ValueError(f"{self.arch} is an embedding model: it gives embeddings (embedding=True), not logits")
+
+    def rank(self, first_rows: np.ndarray) -> np.ndarray:
+        """Reranker scores (n_sequences, n_cls_out) from each sequence's first-token state."""
+        if not self.has_rank_head:
+            raise ValueError(f"this {self.arch} model has no classification head (cls.weight), so it cannot rerank")
+        x = first_rows
+        if self.cls is not None:
+            x = np.tanh(self.cls(x)).astype(np.float32)
+        if self.cls_out is not None:
+            x = self.cls_out(x)
+        return x
+
+
+class NomicBertModel(BertModel):
+    """``nomic-bert``: see the module docstring."""
+
+    arch = "nomic-bert"
+
+    def read_position_embeddings(self):
+        return None
+
+    def read_rope(self):
+        return rope_from_metadata(self.hp, self.attn_shape.head_dim_k, neox=True)
+
+    def feed_forward(self, prefix: str):
+        return GatedFeedForward(self.weights, prefix, self.n_embd, self.n_ff, "silu")
