@@ -110,6 +110,29 @@ def cosine(a, b) -> float:
     return float(np.float32(np.sum(a * b) / (np.sqrt(na) * np.sqrt(nb))))
 
 
+# An encoder's last layer may run for the pooled rows only (CLS, LAST, RANK) when there are at least
+# this many: every ggml kernel then takes the same batched path it takes for the whole batch, so the
+# kept rows' values are unchanged (ggml's order depends on the batch size only below ~8 rows).
+MIN_KEPT_ROWS = 32
+
+
+def encode(model, batch, sequences: list[np.ndarray], pooling: int) -> list[np.ndarray]:
+    """Run an encoder batch and pool each sequence; the last layer skips rows no pooling reads."""
+    from lamina.engine.batch import ForwardState
+
+    kept = None
+    if pooling in (POOLING_CLS, POOLING_RANK):
+        kept = np.array([rows[0] for rows in sequences])
+    elif pooling == POOLING_LAST:
+        kept = np.array([rows[-1] for rows in sequences])
+    state = ForwardState.for_batch(batch, None)
+    if kept is not None and len(kept) >= MIN_KEPT_ROWS:
+        hidden = model.hidden(batch.tokens, state, kept)
+        return pool_sequences(hidden, [np.array([i]) for i in range(len(kept))], pooling, model)
+    hidden = model.hidden(batch.tokens, state, np.arange(len(batch)))
+    return pool_sequences(hidden, sequences, pooling, model)
+
+
 def encoder_batches(token_lists: list[list[int]], n_batch: int, n_vocab: int):
     """``(Batch, sequences)`` pairs for an encoder: as many whole token lists per batch as fit in
     ``n_batch`` tokens, each a sequence of its own from position 0 (as llama-cpp-python's ``embed``

@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from lamina import gguf
-from lamina.engine.batch import Batch, ForwardState
+from lamina.engine.batch import Batch
 from lamina.engine.perf import PerfCounters
 from lamina.processors import as_logits_processor, as_stopping_criteria
 
@@ -335,7 +335,7 @@ class Llama:
 
     def embed_tokens(self, token_lists: list[list[int]], pooling: int | None = None) -> list[np.ndarray]:
         """Each token list's pooled vector (see :meth:`embed`), with the Llama's pooling by default."""
-        from lamina.embeddings import encoder_batches, pool, pool_sequences
+        from lamina.embeddings import encode, encoder_batches, pool
 
         pooling = self.pooling_type() if pooling is None else pooling
         self._require_model()
@@ -350,8 +350,7 @@ class Llama:
             return out
         out = []
         for batch, sequences in encoder_batches(token_lists, self.n_batch, self._model.n_vocab):
-            hidden = self._model.hidden(batch.tokens, ForwardState.for_batch(batch, None), np.arange(len(batch)))
-            out += pool_sequences(hidden, sequences, pooling, self._model)
+            out += encode(self._model, batch, sequences, pooling)
         return out
 
     def create_embedding(self, input: str | list[str], model: str | None = None) -> dict:

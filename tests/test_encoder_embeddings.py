@@ -4,8 +4,10 @@
 ``tests/data/make_llamacpp_encoder_embeddings.py``) holds, for the random-weight models of
 ``lamina.testing.tiny_encoders`` written with llama.cpp's ``gguf`` package, the sha256 of every
 tensor's bytes, the raw vectors llama-server's ``/embedding`` answered under pooling mean, cls
-and none, and its ``/rerank`` answer for the reranker. lamina writes the same models with its own
-writer (the hashes prove they are the same) and must give the same vectors, bit for bit.
+and none, its ``/rerank`` answer for the reranker, and what ``llama-embedding`` printed (7
+decimals) for 40 texts embedded as one batch. lamina writes the same models with its own writer
+(the hashes prove they are the same) and must give the same vectors: bit for bit one text at a
+time, to the printed digits for the batch.
 """
 
 from __future__ import annotations
@@ -55,6 +57,16 @@ def test_embeddings_are_llama_servers_bit_for_bit(embedders, name, pooling):
         got = np.array(llm.embed(text), np.float32)
         want = np.array(want, np.float32).reshape(got.shape)
         assert np.array_equal(got, want), (name, pooling, text, float(np.abs(got - want).max()))
+
+
+@pytest.mark.parametrize("name", ["bert", "nomic-bert"])
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_a_batch_of_sequences_is_llama_embeddings(embedders, name, pooling):
+    """40 texts in one batch (several hundred tokens: the tiled attention, and for CLS the last layer
+    run for the first tokens only) give what llama-embedding's batch gives, to its 7 printed decimals."""
+    got = np.array(embedders(name, pooling).embed(REFERENCE["batch_texts"]), np.float32)
+    want = np.array(REFERENCE["models"][name]["batched"][pooling], np.float64)
+    assert np.abs(got.astype(np.float64) - want).max() <= 5.1e-8
 
 
 @pytest.mark.parametrize("name", ["bert", "nomic-bert"])

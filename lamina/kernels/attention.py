@@ -222,6 +222,32 @@ def _attention_one_query_each(q, key_bits, value_bits, seqs, q_pos, n_kvs, n_chu
 @njit(cache=True, parallel=True, error_model="numpy")
 def _attention_tiled(q, key_bits, value_bits, q_pos, scale, window, softcap, out):
     """ggml_compute_forward_flash_attn_ext_tiled: per head, 64 queries against 64 keys at a time."""
+    _tiled(q, key_bits, value_bits, q_pos, np.zeros(0, np.int64), np.zeros(0, np.int64), scale, window, softcap,
+           out)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _attention_tiled_seqs(q, key_bits, value_bits, q_seq, k_seq, scale, out):
+    """The tiled kernel over a whole batch of sequences that see all of their own tokens and none
+    of the others' (an encoder's mask): keys are the batch's tokens, ``k_seq`` their sequences."""
+    _tiled(q, key_bits, value_bits, np.zeros(0, np.int64), q_seq, k_seq, scale, 0, 0.0, out)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _masked_tile(q_seq, t0, rows, k_seq, c0, hi):
+    """Whether no query t0..t0+rows-1 shares a sequence with any key of the tile at c0."""
+    for tq in range(rows):
+        for j in range(c0, min(c0 + TILE, hi + 1)):
+            if k_seq[j] == q_seq[t0 + tq]:
+                return False
+    return True
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _tiled(q, key_bits, value_bits, q_pos, q_seq, k_seq, scale, window, softcap, out):
+    """The tiled kernel's body: causal over one sequence's cache (``q_pos``), or, with ``k_seq``,
+    each query seeing exactly the keys of its own sequence ``q_seq``."""
+    by_seq = k_seq.shape[0] > 0
     n_tok, n_head, d_k = q.shape
     n_kv_head, _, d_v = value_bits.shape
     group = n_head // n_kv_head
@@ -240,9 +266,11 @@ def _attention_tiled(q, key_bits, value_bits, q_pos, scale, window, softcap, out
         best = np.full(TILE, -np.inf, F32)
         total = np.zeros(TILE, F32)
         live = np.empty(TILE, np.bool_)
-        hi = q_pos[t0 + rows - 1]
-        lo = q_pos[t0] - window + 1 if window > 0 else 0
+        hi = k_seq.shape[0] - 1 if by_seq else q_pos[t0 + rows - 1]
+        lo = q_pos[t0] - window + 1 if window > 0 and not by_seq else 0
         for c0 in range((max(0, lo) // TILE) * TILE, hi + 1, TILE):
+            if by_seq and _masked_tile(q_seq, t0, rows, k_seq, c0, hi):
+                continue  # as ggml: a tile no query of this tile may see is skipped whole
             for tk in range(TILE):
                 for d in range(d_k):
                     kt[d, tk] = h2f(key_bits[kh, c0 + tk, d]) if c0 + tk <= hi else F32(0.0)
@@ -254,14 +282,14 @@ def _attention_tiled(q, key_bits, value_bits, q_pos, scale, window, softcap, out
                     for tk in range(TILE):
                         kq[tq, tk] = fma32(kt[d, tk], p, kq[tq, tk])
             for tq in range(rows):
-                pos = q_pos[t0 + tq]
+                pos = hi if by_seq else q_pos[t0 + tq]
                 tile_max = F32(-np.inf)
                 for tk in range(TILE):
                     j = c0 + tk
                     s = kq[tq, tk] * F32(scale)
                     if softcap > 0:
                         s = F32(softcap) * math.tanh(s)
-                    if j > pos or (window > 0 and pos - j >= window):
+                    if j > pos or (window > 0 and pos - j >= window) or (by_seq and k_seq[j] != q_seq[t0 + tq]):
                         s = F32(-np.inf)
                     kq[tq, tk] = s
                     if s > tile_max:
@@ -295,6 +323,20 @@ def _attention_tiled(q, key_bits, value_bits, q_pos, scale, window, softcap, out
             inv = F32(1.0) / total[tq] if total[tq] != 0 else F32(0.0)
             for d in range(d_v):
                 out[t0 + tq, h * d_v + d] = acc[tq, d] * inv
+
+
+def attention_within_sequences(q: np.ndarray, keys: np.ndarray, values: np.ndarray, q_seqs: np.ndarray,
+                               k_seqs: np.ndarray, scale: float) -> np.ndarray:
+    """An encoder batch's attention with ggml's tiled kernel, as llama.cpp runs it over the whole
+    batch: queries ``q`` (queries, n_head, head_dim) and float16 ``keys``/``values`` (n_kv_head,
+    tokens, head_dim) of every token, each query seeing all tokens of its own sequence
+    (``q_seqs`` against ``k_seqs``) and no other. Each query's result depends on no other query,
+    so a subset of the batch's queries may be asked. Returns (queries, n_head * head_dim_v)."""
+    out = np.empty((q.shape[0], q.shape[1] * values.shape[2]), np.float32)
+    _attention_tiled_seqs(np.ascontiguousarray(q, dtype=np.float32), keys.view(np.uint16), values.view(np.uint16),
+                          np.ascontiguousarray(q_seqs, dtype=np.int64), np.ascontiguousarray(k_seqs, dtype=np.int64),
+                          float(scale), out)
+    return out
 
 
 def cache_view_cells(q_pos: np.ndarray, n_cells: int) -> np.ndarray:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from lamina.quants.common import bits_f32, f32_bits32
 
@@ -55,20 +55,22 @@ def rms_norm_rows(x, weight, eps, out):
 @njit(cache=True, inline="always", error_model="numpy")
 def _reduce_add_16(v):
     """_mm512_reduce_add_ps's order: halves of 8, of 4, then lanes (0+2)+(1+3)."""
-    a = [F32(v[i] + v[i + 8]) for i in range(8)]
-    b = [F32(a[i] + a[i + 4]) for i in range(4)]
-    return F32(F32(b[0] + b[2]) + F32(b[1] + b[3]))
+    b0 = F32(F32(v[0] + v[8]) + F32(v[4] + v[12]))
+    b1 = F32(F32(v[1] + v[9]) + F32(v[5] + v[13]))
+    b2 = F32(F32(v[2] + v[10]) + F32(v[6] + v[14]))
+    b3 = F32(F32(v[3] + v[11]) + F32(v[7] + v[15]))
+    return F32(F32(b0 + b2) + F32(b1 + b3))
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, parallel=True, error_model="numpy")
 def layer_norm_rows(x, weight, bias, eps, out):
     """out = (x - mean) / sqrt(var + eps) * weight + bias, exactly as ggml_norm (AVX-512 build)
     then ggml_mul and ggml_add: the sum in double stored as float, the mean in float; the
     variance over 16-lane chunks, each chunk's float squares reduced as _mm512_reduce_add_ps
     and added in double, the rest one by one in double; the scale in float."""
     n = x.shape[1]
-    v = np.empty(16, np.float32)
-    for i in range(x.shape[0]):
+    for i in prange(x.shape[0]):
+        v = np.empty(16, np.float32)
         s = 0.0
         for j in range(n):
             s += np.float64(x[i, j])

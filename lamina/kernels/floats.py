@@ -80,38 +80,170 @@ def _vec_dot(w16, w32, wo, x, xo, n):
     return total
 
 
+TILE_ROWS, TILE_TOKENS = 8, 3  # the register tile: rows x tokens of accumulators
+ROW_BLOCK = 32   # weight rows one thread takes at a time (their vectors stay in L1/L2)
+TILE_BYTES = 1 << 18  # the activations of a token tile shared by those rows (kept in L2)
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def _matmul_float(w16, w32, tiny_rows, n, x, n_tok, out):
-    """out (n_tok, rows) = x @ W.T; ``tiny_rows[r]``: row r belongs to a weight tinyBLAS takes."""
+    """out (n_tok, rows) = x @ W.T; ``tiny_rows[r]``: row r belongs to a weight tinyBLAS takes.
+
+    Each output is its own accumulation (tinyBLAS's 16-lane one, or vec_dot's), so the order the
+    outputs are visited in changes nothing: rows are taken in blocks and tokens in tiles, for the
+    cache's sake."""
     rows = tiny_rows.shape[0]
-    for r in prange(rows):
-        wo = r * n
-        if n_tok >= 2 and tiny_rows[r]:
-            for t0 in range(0, n_tok, TOKENS_PER_PASS):
-                a0 = vzero_f()
-                a1 = vzero_f()
-                a2 = vzero_f()
-                a3 = vzero_f()
-                m = min(TOKENS_PER_PASS, n_tok - t0)
-                for i in range(0, n, 16):
-                    wv = _load(w16, w32, wo + i)
-                    a0 = vfma(wv, vload_f(x, t0 * n + i), a0)
-                    if m > 1:
-                        a1 = vfma(wv, vload_f(x, (t0 + 1) * n + i), a1)
-                    if m > 2:
-                        a2 = vfma(wv, vload_f(x, (t0 + 2) * n + i), a2)
-                    if m > 3:
-                        a3 = vfma(wv, vload_f(x, (t0 + 3) * n + i), a3)
-                out[t0, r] = vreduce_add_f(a0)
-                if m > 1:
-                    out[t0 + 1, r] = vreduce_add_f(a1)
-                if m > 2:
-                    out[t0 + 2, r] = vreduce_add_f(a2)
-                if m > 3:
-                    out[t0 + 3, r] = vreduce_add_f(a3)
-        else:
-            for t in range(n_tok):
-                out[t, r] = _vec_dot(w16, w32, wo, x, t * n, n)
+    n_blocks = (rows + ROW_BLOCK - 1) // ROW_BLOCK
+    widen = w16.shape[0] > 0 and n_tok >= 2 * TILE_TOKENS and n % 16 == 0
+    token_tile = max(TILE_TOKENS, TILE_BYTES // (4 * n) // TILE_TOKENS * TILE_TOKENS)
+    for b in prange(n_blocks):
+        r0 = b * ROW_BLOCK
+        r1 = min(rows, r0 + ROW_BLOCK)
+        # a float16 block is widened once, not once per token tile (the values are the same)
+        tw16, tw32, base = w16, w32, 0
+        if widen:
+            tw16 = np.zeros(0, np.uint16)
+            tw32 = np.empty((r1 - r0) * n, np.float32)
+            for k in range(0, (r1 - r0) * n, 16):
+                vstore_f(tw32, k, vload_f16(w16, r0 * n + k))
+            base = r0
+        for tt in range(0, n_tok, token_tile):
+            t_end = min(n_tok, tt + token_tile)
+            r = r0
+            while r < r1:
+                if n_tok >= 2 and r + TILE_ROWS <= r1 and tiny_rows[r:r + TILE_ROWS].all():
+                    full = tt + (t_end - tt) // TILE_TOKENS * TILE_TOKENS
+                    _tiny_tile(tw16, tw32, r - base, r, n, x, tt, full, out)
+                    for q in range(r, r + TILE_ROWS):
+                        _tiny_rows(tw16, tw32, (q - base) * n, q, n, x, full, t_end, out)
+                    r += TILE_ROWS
+                    continue
+                if n_tok >= 2 and tiny_rows[r]:
+                    _tiny_rows(tw16, tw32, (r - base) * n, r, n, x, tt, t_end, out)
+                else:
+                    for t in range(tt, t_end):
+                        out[t, r] = _vec_dot(w16, w32, r * n, x, t * n, n)
+                r += 1
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _tiny_tile(w16, w32, wr, r, n, x, t_start, t_end, out):
+    """:func:`_tiny_rows` for output rows r..r+7 (weight rows wr..wr+7) and a multiple of 3 tokens:
+    each loaded weight vector serves 3 tokens and each activation vector 8 rows (the outputs' sums are
+    unchanged)."""
+    for t0 in range(t_start, t_end, 3):
+        a0_0 = vzero_f()
+        a0_1 = vzero_f()
+        a0_2 = vzero_f()
+        a1_0 = vzero_f()
+        a1_1 = vzero_f()
+        a1_2 = vzero_f()
+        a2_0 = vzero_f()
+        a2_1 = vzero_f()
+        a2_2 = vzero_f()
+        a3_0 = vzero_f()
+        a3_1 = vzero_f()
+        a3_2 = vzero_f()
+        a4_0 = vzero_f()
+        a4_1 = vzero_f()
+        a4_2 = vzero_f()
+        a5_0 = vzero_f()
+        a5_1 = vzero_f()
+        a5_2 = vzero_f()
+        a6_0 = vzero_f()
+        a6_1 = vzero_f()
+        a6_2 = vzero_f()
+        a7_0 = vzero_f()
+        a7_1 = vzero_f()
+        a7_2 = vzero_f()
+        for i in range(0, n, 16):
+            x0 = vload_f(x, (t0 + 0) * n + i)
+            x1 = vload_f(x, (t0 + 1) * n + i)
+            x2 = vload_f(x, (t0 + 2) * n + i)
+            w = _load(w16, w32, (wr + 0) * n + i)
+            a0_0 = vfma(w, x0, a0_0)
+            a0_1 = vfma(w, x1, a0_1)
+            a0_2 = vfma(w, x2, a0_2)
+            w = _load(w16, w32, (wr + 1) * n + i)
+            a1_0 = vfma(w, x0, a1_0)
+            a1_1 = vfma(w, x1, a1_1)
+            a1_2 = vfma(w, x2, a1_2)
+            w = _load(w16, w32, (wr + 2) * n + i)
+            a2_0 = vfma(w, x0, a2_0)
+            a2_1 = vfma(w, x1, a2_1)
+            a2_2 = vfma(w, x2, a2_2)
+            w = _load(w16, w32, (wr + 3) * n + i)
+            a3_0 = vfma(w, x0, a3_0)
+            a3_1 = vfma(w, x1, a3_1)
+            a3_2 = vfma(w, x2, a3_2)
+            w = _load(w16, w32, (wr + 4) * n + i)
+            a4_0 = vfma(w, x0, a4_0)
+            a4_1 = vfma(w, x1, a4_1)
+            a4_2 = vfma(w, x2, a4_2)
+            w = _load(w16, w32, (wr + 5) * n + i)
+            a5_0 = vfma(w, x0, a5_0)
+            a5_1 = vfma(w, x1, a5_1)
+            a5_2 = vfma(w, x2, a5_2)
+            w = _load(w16, w32, (wr + 6) * n + i)
+            a6_0 = vfma(w, x0, a6_0)
+            a6_1 = vfma(w, x1, a6_1)
+            a6_2 = vfma(w, x2, a6_2)
+            w = _load(w16, w32, (wr + 7) * n + i)
+            a7_0 = vfma(w, x0, a7_0)
+            a7_1 = vfma(w, x1, a7_1)
+            a7_2 = vfma(w, x2, a7_2)
+        out[t0 + 0, r + 0] = vreduce_add_f(a0_0)
+        out[t0 + 1, r + 0] = vreduce_add_f(a0_1)
+        out[t0 + 2, r + 0] = vreduce_add_f(a0_2)
+        out[t0 + 0, r + 1] = vreduce_add_f(a1_0)
+        out[t0 + 1, r + 1] = vreduce_add_f(a1_1)
+        out[t0 + 2, r + 1] = vreduce_add_f(a1_2)
+        out[t0 + 0, r + 2] = vreduce_add_f(a2_0)
+        out[t0 + 1, r + 2] = vreduce_add_f(a2_1)
+        out[t0 + 2, r + 2] = vreduce_add_f(a2_2)
+        out[t0 + 0, r + 3] = vreduce_add_f(a3_0)
+        out[t0 + 1, r + 3] = vreduce_add_f(a3_1)
+        out[t0 + 2, r + 3] = vreduce_add_f(a3_2)
+        out[t0 + 0, r + 4] = vreduce_add_f(a4_0)
+        out[t0 + 1, r + 4] = vreduce_add_f(a4_1)
+        out[t0 + 2, r + 4] = vreduce_add_f(a4_2)
+        out[t0 + 0, r + 5] = vreduce_add_f(a5_0)
+        out[t0 + 1, r + 5] = vreduce_add_f(a5_1)
+        out[t0 + 2, r + 5] = vreduce_add_f(a5_2)
+        out[t0 + 0, r + 6] = vreduce_add_f(a6_0)
+        out[t0 + 1, r + 6] = vreduce_add_f(a6_1)
+        out[t0 + 2, r + 6] = vreduce_add_f(a6_2)
+        out[t0 + 0, r + 7] = vreduce_add_f(a7_0)
+        out[t0 + 1, r + 7] = vreduce_add_f(a7_1)
+        out[t0 + 2, r + 7] = vreduce_add_f(a7_2)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _tiny_rows(w16, w32, wo, r, n, x, t_start, t_end, out):
+    """tinyBLAS's outputs of weight row ``r`` for tokens t_start..t_end: one 16-lane accumulator
+    per token over steps of 16 values, reduced as _mm512_reduce_add_ps (four tokens per pass)."""
+    for t0 in range(t_start, t_end, TOKENS_PER_PASS):
+        a0 = vzero_f()
+        a1 = vzero_f()
+        a2 = vzero_f()
+        a3 = vzero_f()
+        m = min(TOKENS_PER_PASS, t_end - t0)
+        for i in range(0, n, 16):
+            wv = _load(w16, w32, wo + i)
+            a0 = vfma(wv, vload_f(x, t0 * n + i), a0)
+            if m > 1:
+                a1 = vfma(wv, vload_f(x, (t0 + 1) * n + i), a1)
+            if m > 2:
+                a2 = vfma(wv, vload_f(x, (t0 + 2) * n + i), a2)
+            if m > 3:
+                a3 = vfma(wv, vload_f(x, (t0 + 3) * n + i), a3)
+        out[t0, r] = vreduce_add_f(a0)
+        if m > 1:
+            out[t0 + 1, r] = vreduce_add_f(a1)
+        if m > 2:
+            out[t0 + 2, r] = vreduce_add_f(a2)
+        if m > 3:
+            out[t0 + 3, r] = vreduce_add_f(a3)
 
 
 class PackedFloatExact:

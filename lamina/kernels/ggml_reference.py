@@ -42,7 +42,9 @@ The kernels, by weight type (activations quantized as in :mod:`.activations`):
 * F16 and F32 weights: the activation rounded to float16 for F16; llamafile's tinyBLAS (one
   16-lane accumulator per output over steps of 16, then ``_mm512_reduce_add_ps``) from 2 tokens
   for weights of a multiple of 4 rows and 16 columns, else ``ggml_vec_dot_f16``/``_f32`` (four
-  accumulators over steps of 64; leftovers in double for F16, float FMAs for F32).
+  accumulators over steps of 64; leftovers in double for F16; for F32 as GCC compiles ggml's
+  ``sumf += x[i]*y[i]`` loop for AVX-512: products of 16, then of 8, rounded and added in order,
+  the last seven or fewer with FMAs — checked against the reference build's ggml_vec_dot_f32).
 
 ``I`` and ``S`` are integers that can exceed 2^24, so their conversion to float32 rounds;
 everything here converts int32 to float32 exactly as the hardware does (round to nearest).
@@ -452,7 +454,8 @@ def ref_q4_K_tiled(q, wd, wdmin, sc, mn, xq, xd, bsums, out):
 def ref_float(w, x, tiny, half, out):
     """F16 (``half``: ``w`` and ``x`` as float32 values of float16s) or F32 weights: llamafile's
     tinyBLAS (``tiny``: one 16-lane accumulator, steps of 16) or ggml_vec_dot_f16/_f32 (four, steps
-    of 64, folded (a0+a2)+(a1+a3); leftovers in double for F16, with float FMAs for F32)."""
+    of 64, folded (a0+a2)+(a1+a3); leftovers in double for F16; for F32 16 and then 8 rounded
+    products at a time added in order, the last few with FMAs)."""
     rows, n = w.shape
     acc = np.zeros(64, np.float32)
     for t in range(x.shape[0]):
@@ -475,8 +478,17 @@ def ref_float(w, x, tiny, half, out):
                     s += np.float64(w[r, i] * x[t, i])
                 out[t, r] = F32(s)
             else:
-                for i in range(main, n):
-                    total = fma32(w[r, i], x[t, i], total)
+                i = main
+                while n - i >= 16:
+                    for j in range(i, i + 16):
+                        total = F32(total + F32(w[r, j] * x[t, j]))
+                    i += 16
+                if n - i >= 8:
+                    for j in range(i, i + 8):
+                        total = F32(total + F32(w[r, j] * x[t, j]))
+                    i += 8
+                for j in range(i, n):
+                    total = fma32(w[r, j], x[t, j], total)
                 out[t, r] = total
 
 

@@ -147,6 +147,22 @@ def _geglu_rows(gate, up, table, out):
                 out[i, j] = table[f16_bits(g)] * up[i, j]
 
 
+@njit(cache=True, parallel=True, error_model="numpy")
+def _gelu_rows(x, table, out):
+    for i in prange(x.shape[0]):
+        for j in range(x.shape[1]):  # written without branches, so the loop vectorizes
+            g = x[i, j]
+            v = table[f16_bits(g)]
+            v = g if g >= F32(10.0) else v
+            out[i, j] = F32(0.0) if g <= F32(-10.0) else v
+
+
+def gelu_rows(x: np.ndarray, out: np.ndarray) -> None:
+    """out = gelu(x) as ggml_vec_gelu_f32 computes it (0 below -10, x above 10, the float16 table
+    in between)."""
+    _gelu_rows(x, gelu_table_f32(), out)
+
+
 def geglu_rows(gate: np.ndarray, up: np.ndarray, out: np.ndarray) -> None:
     """out = gelu(gate) * up as ggml_vec_geglu_f32 computes it (0 below -10, gate·up above 10,
     the float16 table in between)."""

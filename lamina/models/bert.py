@@ -23,11 +23,13 @@ import math
 
 import numba
 import numpy as np
+from numba import njit, prange
 
 from lamina.gguf import GGUFError
 from lamina.kernels import embedding_rows
 from lamina.kernels.attention import TILE as ATTENTION_TILE
-from lamina.kernels.attention import attention
+from lamina.kernels.attention import attention, attention_within_sequences
+from lamina.kernels.simd import f16_bits
 
 from .base import AttentionShape, HParams, Weights, rope_from_metadata
 from .blocks import FeedForward, GatedFeedForward
@@ -49,7 +51,8 @@ class EncoderAttention:
         self.rope = model.rope
         self.scale = 1.0 / math.sqrt(s.head_dim_k)
 
-    def __call__(self, x: np.ndarray, state) -> np.ndarray:
+    def __call__(self, x: np.ndarray, state, keep: np.ndarray | None = None) -> np.ndarray:
+        """The attention's output for every row, or only for the rows ``keep`` (which still see all)."""
         s = self.shape
         n = x.shape[0]
         qkv = self.wqkv(x)
@@ -63,24 +66,55 @@ class EncoderAttention:
         if self.rope is not None:
             state.rope(self.rope, q)
             state.rope(self.rope, k)
-        return self.wo(attend_within_sequences(state, q, k, v, self.scale))
+        return self.wo(attend_within_sequences(state, q, k, v, self.scale, keep))
 
 
-def attend_within_sequences(state, q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
-    """Non-causal attention of each sequence's rows over that sequence's keys and values only.
+def attend_within_sequences(state, q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
+                            keep: np.ndarray | None = None) -> np.ndarray:
+    """Non-causal attention of each sequence's rows over that sequence's keys and values only
+    (for the rows ``keep`` only, when given: each query's result depends on no other query).
 
-    Keys and values are float16 (llama.cpp casts them for its flash attention); every query is
-    given the sequence's last position, so no key is masked."""
-    out = np.empty((q.shape[0], q.shape[1] * v.shape[2]), np.float32)
-    tiled = len(state.positions) >= ATTENTION_TILE  # ggml picks its kernel by the whole batch
+    Keys and values are float16 (llama.cpp casts them for its flash attention). From 64 tokens
+    ggml runs its tiled kernel over the whole batch, other sequences' keys masked; below, its
+    one-query kernel, which skips masked keys, so each sequence is run alone with every query
+    given the sequence's last position (no key masked)."""
+    keys_all = heads_f16(k)  # (heads, tokens, head_dim) float16, once per batch
+    values_all = heads_f16(v)
+    rows_asked = np.arange(q.shape[0]) if keep is None else np.asarray(keep)
+    if len(state.positions) >= ATTENTION_TILE:  # ggml's tiled kernel, over the whole batch and its mask
+        return attention_within_sequences(q[rows_asked], keys_all, values_all, state.seq_ids[rows_asked],
+                                          state.seq_ids, scale)
+    out = np.empty((len(rows_asked), q.shape[1] * v.shape[2]), np.float32)
     n_threads = numba.get_num_threads()
     for g in state.groups:
         rows = g.rows
-        keys = np.ascontiguousarray(k[rows].transpose(1, 0, 2), dtype=np.float16)
-        values = np.ascontiguousarray(v[rows].transpose(1, 0, 2), dtype=np.float16)
-        sees_all = np.full(len(rows), len(rows) - 1, dtype=np.int64)
-        out[rows] = attention(q[rows], keys, values, sees_all, scale, tiled=tiled, n_threads=n_threads)
+        asked = np.flatnonzero(np.isin(rows_asked, rows))
+        if not len(asked):
+            continue
+        start, end = int(rows[0]), int(rows[-1]) + 1
+        if end - start == len(rows):  # the usual case: a sequence's rows are one run of the batch
+            keys, values = keys_all[:, start:end], values_all[:, start:end]
+        else:
+            keys, values = keys_all[:, rows], values_all[:, rows]
+        sees_all = np.full(len(asked), len(rows) - 1, dtype=np.int64)
+        out[asked] = attention(q[rows_asked[asked]], np.ascontiguousarray(keys), np.ascontiguousarray(values),
+                               sees_all, scale, tiled=False, n_threads=n_threads)
     return out
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _heads_f16(x, out):
+    for h in prange(x.shape[1]):
+        for t in range(x.shape[0]):
+            for d in range(x.shape[2]):
+                out[h, t, d] = f16_bits(x[t, h, d])
+
+
+def heads_f16(x: np.ndarray) -> np.ndarray:
+    """(tokens, heads, head_dim) float32 as (heads, tokens, head_dim) float16, rounded to nearest."""
+    out = np.empty((x.shape[1], x.shape[0], x.shape[2]), np.uint16)
+    _heads_f16(np.ascontiguousarray(x, dtype=np.float32), out)
+    return out.view(np.float16)
 
 
 class EncoderBlock:
@@ -92,9 +126,9 @@ class EncoderBlock:
         self.layer_out_norm = LayerNorm(model, f"{p}.layer_output_norm")
 
     def __call__(self, x: np.ndarray, state, output_rows=None) -> np.ndarray:
-        h = self.attn(x, state)
+        h = self.attn(x, state, output_rows)
         if output_rows is not None:
-            h, x = h[output_rows], x[output_rows]
+            x = x[output_rows]
         x = self.attn_out_norm(h + x)
         return self.layer_out_norm(self.ffn(x) + x)
 

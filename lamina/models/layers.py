@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lamina.kernels.elementwise import layer_norm_rows, rms_norm_rows, rope_cache, rope_rows
-from lamina.kernels.glu import geglu_rows, swiglu_rows
+from lamina.kernels.glu import geglu_rows, gelu_rows, swiglu_rows
 
 
 def rms_norm(x: np.ndarray, weight: np.ndarray | None, eps: float) -> np.ndarray:
@@ -47,8 +47,11 @@ def swiglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
-    """ggml_gelu (float16 table, as ggml_vec_gelu_f32): ``gelu(x)``, i.e. GELU-gated by ones."""
-    return geglu(x, np.ones_like(x, dtype=np.float32))
+    """ggml_gelu (float16 table, as ggml_vec_gelu_f32)."""
+    x2 = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, x.shape[-1])
+    out = np.empty_like(x2)
+    gelu_rows(x2, out)
+    return out.reshape(x.shape)
 
 
 def geglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:

@@ -173,28 +173,38 @@ def store_u32(buf, offset, v):
     buf[offset + 3] = np.uint8((v >> 24) & 0xFF)
 
 
+# Element-wise conversions run in chunks of this many values per parallel task: lamina hands out
+# parallel work one task at a time (set_parallel_chunksize(1)), so one task per value would be
+# scheduling overhead, not conversion.
+_CHUNK = 16384
+
+
 @njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _fp32_to_fp16_flat(x, out):
-    for i in prange(x.size):
-        out[i] = fp32_to_fp16(x[i])
+    for c in prange((x.size + _CHUNK - 1) // _CHUNK):
+        for i in range(c * _CHUNK, min(x.size, (c + 1) * _CHUNK)):
+            out[i] = fp32_to_fp16(x[i])
 
 
 @njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _fp16_to_fp32_flat(h, out):
-    for i in prange(h.size):
-        out[i] = fp16_to_fp32(h[i])
+    for c in prange((h.size + _CHUNK - 1) // _CHUNK):
+        for i in range(c * _CHUNK, min(h.size, (c + 1) * _CHUNK)):
+            out[i] = fp16_to_fp32(h[i])
 
 
 @njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _fp32_to_bf16_flat(x, out):
-    for i in prange(x.size):
-        out[i] = fp32_to_bf16(x[i])
+    for c in prange((x.size + _CHUNK - 1) // _CHUNK):
+        for i in range(c * _CHUNK, min(x.size, (c + 1) * _CHUNK)):
+            out[i] = fp32_to_bf16(x[i])
 
 
 @njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _bf16_to_fp32_flat(h, out):
-    for i in prange(h.size):
-        out[i] = bits_f32(np.int64(h[i]) << 16)
+    for c in prange((h.size + _CHUNK - 1) // _CHUNK):
+        for i in range(c * _CHUNK, min(h.size, (c + 1) * _CHUNK)):
+            out[i] = bits_f32(np.int64(h[i]) << 16)
 
 
 def fp32_to_fp16_array(x: np.ndarray) -> np.ndarray:

@@ -9,9 +9,14 @@ written with llama.cpp's own ``gguf`` package (the reference tree's ``gguf-py``)
 each tensor's bytes is stored so the tests can check that lamina's writer made the same model.
 llama-server runs with ``--embedding --pooling P -c 512 -np 1 -t 2 -ub 512`` for each pooling P,
 ``POST /embedding`` with ``embd_normalize: -1`` (raw vectors) for each text, one request per text
-and one request with all texts; the reranker with ``--reranking``, ``POST /rerank``.
+and one request with all texts; the reranker with ``--reranking``, ``POST /rerank``. Then
+``llama-embedding`` (next to llama-server) embeds BATCH_TEXTS as one batch of 40 sequences
+(``--embd-normalize -1 --embd-output-format array -t 2``, pooling cls and mean): its vectors are
+printed with 7 decimals.
 """
 import json
+import os
+import subprocess
 import sys
 import tempfile
 
@@ -29,6 +34,7 @@ PEER = sys.argv[1]
 FLAGS = ["-c", "512", "-np", "1", "-t", "2", "-ub", "512", "-b", "512"]
 TEXTS = ["Hello world", "The cat sat on the mat, and the dog slept by the fire.",
          "Embeddings map text to vectors of numbers.", "naïve café — ünïcödé, 123 x 456!"]
+BATCH_TEXTS = [f"sentence number {i} about {w}" for i, w in enumerate(["cats", "dogs", "the sea", "rain", "code"] * 8)]
 QUERY = "What is a panda?"
 DOCUMENTS = ["hi", "The giant panda is a bear species endemic to China.",
              "Pandas is a Python library for data analysis.", "it is a bear"]
@@ -59,8 +65,20 @@ def serve(path: str, *flags: str) -> ServerProcess:
     return ServerProcess(["-m", path, *FLAGS, *flags], command=(PEER,)).wait_ready()
 
 
-out = {"_about": __doc__.strip(), "server_flags": FLAGS, "texts": TEXTS, "query": QUERY, "documents": DOCUMENTS,
-       "models": {}}
+out = {"_about": __doc__.strip(), "server_flags": FLAGS, "texts": TEXTS, "batch_texts": BATCH_TEXTS, "query": QUERY,
+       "documents": DOCUMENTS, "models": {}}
+EMBEDDING = os.path.join(os.path.dirname(PEER), "llama-embedding")
+
+
+def embed_batch(path: str, pooling: str) -> list:
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write("\n".join(BATCH_TEXTS))
+    try:
+        run = subprocess.run([EMBEDDING, "-m", path, "-f", f.name, "--pooling", pooling, "--embd-normalize", "-1",
+                              "--embd-output-format", "array", "-t", "2"], capture_output=True, text=True, check=True)
+    finally:
+        os.unlink(f.name)
+    return json.loads(run.stdout)
 with tempfile.TemporaryDirectory() as tmp:
     for name in ("bert", "nomic-bert", "bert-rerank"):
         path = f"{tmp}/{name}.gguf"
@@ -74,6 +92,7 @@ with tempfile.TemporaryDirectory() as tmp:
             finally:
                 srv.stop()
             continue
+        entry["batched"] = {p: embed_batch(path, p) for p in ("cls", "mean")}
         entry["poolings"] = {}
         for pooling in ("mean", "cls", "none"):
             srv = serve(path, "--embedding", "--pooling", pooling)
