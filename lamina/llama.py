@@ -192,9 +192,12 @@ class Llama:
 
     @property
     def metadata(self) -> dict[str, str]:
-        """Every metadata value as a string, as llama.cpp's ``llama_model_meta_val_str`` gives it."""
+        """Every metadata value as a string, as llama.cpp's ``llama_model_meta_val_str`` gives it
+        to llama-cpp-python: numbers as C++'s ``std::to_string`` writes them (``0.000010``), and
+        no array-valued keys (llama.cpp leaves those out of a model's metadata)."""
         if not hasattr(self, "_metadata"):
-            self._metadata = {k: _meta_str(v) for k, v in self.gguf.metadata.items()}
+            self._metadata = {k: _meta_str(v) for k, v in self.gguf.metadata.items()
+                              if not isinstance(v, (list, tuple, np.ndarray))}
         return self._metadata
 
     # -- tokens ---------------------------------------------------------------------------------
@@ -354,12 +357,9 @@ class Llama:
         return out
 
     def create_embedding(self, input: str | list[str], model: str | None = None) -> dict:
-        """OpenAI's embeddings response: ``{"object": "list", "data": [...], "model", "usage"}``."""
-        from lamina.embeddings import POOLING_NONE
-
-        if self.pooling_type() == POOLING_NONE:
-            raise ValueError("pooling type none gives one vector per token, which OpenAI's shape has no room for: "
-                             "create the Llama with pooling_type='mean' (or 'last', 'cls')")
+        """OpenAI's embeddings response: ``{"object": "list", "data": [...], "model", "usage"}``. With
+        pooling NONE each ``embedding`` is the list of the text's token vectors, as llama-cpp-python
+        gives it."""
         texts = input if isinstance(input, list) else [input]
         vectors, total = self.embed(texts, return_count=True)
         return {"object": "list",
@@ -541,10 +541,9 @@ class Llama:
 
 
 def _meta_str(value) -> str:
-    if isinstance(value, bool):
+    """llama.cpp's gguf_kv_to_str for a scalar: std::to_string of numbers ("%f" for floats)."""
+    if isinstance(value, (bool, np.bool_)):
         return "true" if value else "false"
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    if isinstance(value, list):
-        return "[" + ", ".join(_meta_str(v) if not isinstance(v, str) else f'"{v}"' for v in value) + "]"
+    if isinstance(value, (float, np.floating)):
+        return "%f" % float(value)
     return str(value)

@@ -76,3 +76,17 @@ def test_scores_row_n_tokens_minus_one_holds_the_last_logits(model_paths, logits
     assert np.array_equal(llm.scores[llm.n_tokens - 1], llm.logits())
     if not logits_all:
         assert not llm.scores.flags.writeable and llm.scores.base is not None  # one row, shown at every position
+
+
+def test_metadata_is_what_llama_cpp_gives_llama_cpp_python(model_paths):
+    """llama-cpp-python 0.3.36 reads metadata through llama_model_meta_val_str: llama.cpp keeps no
+    array-valued key (llama_model_base::load_hparams skips them) and writes numbers with
+    std::to_string (gguf_data_to_str), so floats have six decimals."""
+    from lamina import Llama
+
+    meta = Llama(str(model_paths["smollm2"]), vocab_only=True, verbose=False).metadata
+    assert meta["llama.rope.freq_base"] == "100000.000000"
+    assert meta["llama.attention.layer_norm_rms_epsilon"] == "0.000010"
+    assert meta["llama.block_count"] == "30" and meta["tokenizer.ggml.add_bos_token"] == "false"
+    assert meta["general.architecture"] == "llama"
+    assert "tokenizer.ggml.tokens" not in meta and "tokenizer.ggml.merges" not in meta
