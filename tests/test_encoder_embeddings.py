@@ -48,7 +48,7 @@ def test_lamina_writes_the_reference_models(name):
     assert tensor_digests(name) == REFERENCE["models"][name]["tensor_sha256"]
 
 
-@pytest.mark.parametrize("name", ["bert", "nomic-bert"])
+@pytest.mark.parametrize("name", ["bert", "nomic-bert", "jina-bert-v2"])
 @pytest.mark.parametrize("pooling", ["mean", "cls", "none"])
 def test_embeddings_are_llama_servers_bit_for_bit(embedders, name, pooling):
     llm = embedders(name, pooling)
@@ -59,7 +59,7 @@ def test_embeddings_are_llama_servers_bit_for_bit(embedders, name, pooling):
         assert np.array_equal(got, want), (name, pooling, text, float(np.abs(got - want).max()))
 
 
-@pytest.mark.parametrize("name", ["bert", "nomic-bert"])
+@pytest.mark.parametrize("name", ["bert", "nomic-bert", "jina-bert-v2"])
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_a_batch_of_sequences_is_llama_embeddings(embedders, name, pooling):
     """40 texts in one batch (several hundred tokens: the tiled attention, and for CLS the last layer
@@ -69,7 +69,7 @@ def test_a_batch_of_sequences_is_llama_embeddings(embedders, name, pooling):
     assert np.abs(got.astype(np.float64) - want).max() <= 5.1e-8
 
 
-@pytest.mark.parametrize("name", ["bert", "nomic-bert"])
+@pytest.mark.parametrize("name", ["bert", "nomic-bert", "jina-bert-v2"])
 def test_several_texts_in_one_batch(embedders, name):
     """embed(list) runs the texts as sequences of one batch: each sees only its own tokens."""
     for pooling in ("cls", "mean"):

@@ -77,10 +77,12 @@ def _mad_f16(acc, value_bits, v0, vs):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _vec_keys(qq, key_bits, value_bits, kh, pos, window, j0, j1, scale, softcap, acc):
+def _vec_keys(qq, key_bits, value_bits, kh, pos, window, j0, j1, scale, softcap, acc, slope=F32(0.0), qp=0):
     """The per-query loop of ggml_compute_forward_flash_attn_ext_f16_one_chunk over the cells
     [j0, j1): visible keys (at most ``pos``, inside the window) in order, an online softmax, the
-    weighted values accumulated in float16. ``acc`` starts at zero; returns (max, sum)."""
+    weighted values accumulated in float16. With an ALiBi ``slope``, the mask value of the key at
+    cell j is ``-|qp - j|`` times the slope, added to the scaled score as ggml adds it. ``acc``
+    starts at zero; returns (max, sum)."""
     best = F32(-np.inf)
     total = F32(0.0)
     d_v = acc.shape[0]
@@ -93,6 +95,8 @@ def _vec_keys(qq, key_bits, value_bits, kh, pos, window, j0, j1, scale, softcap,
         s = _dot_f16(qq, key_bits, kh * ks0 + j * ks1) * F32(scale)
         if softcap > 0:
             s = F32(softcap) * math.tanh(s)
+        if slope != 0:
+            s = s + slope * F32(-abs(qp - j))
         ms = F32(1.0)
         vs = F32(1.0)
         if s > best:
@@ -123,8 +127,9 @@ def _store_normalized(out, t, h, acc, total):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _attention_vec(q, key_bits, value_bits, q_pos, scale, window, softcap, out):
-    """ggml_compute_forward_flash_attn_ext_f16_one_chunk, one (query, head) per task."""
+def _attention_vec(q, key_bits, value_bits, q_pos, scale, window, softcap, out, slopes, alibi_pos):
+    """ggml_compute_forward_flash_attn_ext_f16_one_chunk, one (query, head) per task; ``slopes``
+    (per head) and ``alibi_pos`` (per query) give ALiBi's mask when not empty."""
     n_tok, n_head, d_k = q.shape
     n_kv_head, _, d_v = value_bits.shape
     group = n_head // n_kv_head
@@ -137,7 +142,10 @@ def _attention_vec(q, key_bits, value_bits, q_pos, scale, window, softcap, out):
         _round_query(q, t, h, qq)
         acc = np.empty(d_v, F32)
         pos = q_pos[t]
-        _, total = _vec_keys(qq, key_bits, value_bits, h // group, pos, window, 0, pos + 1, scale, softcap, acc)
+        slope = slopes[h] if slopes.shape[0] else F32(0.0)
+        qp = alibi_pos[t] if alibi_pos.shape[0] else 0
+        _, total = _vec_keys(qq, key_bits, value_bits, h // group, pos, window, 0, pos + 1, scale, softcap, acc,
+                             slope, qp)
         _store_normalized(out, t, h, acc, total)
 
 
@@ -222,15 +230,16 @@ def _attention_one_query_each(q, key_bits, value_bits, seqs, q_pos, n_kvs, n_chu
 @njit(cache=True, parallel=True, error_model="numpy")
 def _attention_tiled(q, key_bits, value_bits, q_pos, scale, window, softcap, out):
     """ggml_compute_forward_flash_attn_ext_tiled: per head, 64 queries against 64 keys at a time."""
-    _tiled(q, key_bits, value_bits, q_pos, np.zeros(0, np.int64), np.zeros(0, np.int64), scale, window, softcap,
-           out)
+    none = np.zeros(0, np.int64)
+    _tiled(q, key_bits, value_bits, q_pos, none, none, scale, window, softcap, out, np.zeros(0, F32), none, none)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _attention_tiled_seqs(q, key_bits, value_bits, q_seq, k_seq, scale, out):
+def _attention_tiled_seqs(q, key_bits, value_bits, q_seq, k_seq, scale, out, slopes, q_apos, k_apos):
     """The tiled kernel over a whole batch of sequences that see all of their own tokens and none
-    of the others' (an encoder's mask): keys are the batch's tokens, ``k_seq`` their sequences."""
-    _tiled(q, key_bits, value_bits, np.zeros(0, np.int64), q_seq, k_seq, scale, 0, 0.0, out)
+    of the others' (an encoder's mask): keys are the batch's tokens, ``k_seq`` their sequences;
+    with ``slopes``, ALiBi's ``-|q_apos - k_apos|`` mask values."""
+    _tiled(q, key_bits, value_bits, np.zeros(0, np.int64), q_seq, k_seq, scale, 0, 0.0, out, slopes, q_apos, k_apos)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -244,7 +253,7 @@ def _masked_tile(q_seq, t0, rows, k_seq, c0, hi):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _tiled(q, key_bits, value_bits, q_pos, q_seq, k_seq, scale, window, softcap, out):
+def _tiled(q, key_bits, value_bits, q_pos, q_seq, k_seq, scale, window, softcap, out, slopes, q_apos, k_apos):
     """The tiled kernel's body: causal over one sequence's cache (``q_pos``), or, with ``k_seq``,
     each query seeing exactly the keys of its own sequence ``q_seq``."""
     by_seq = k_seq.shape[0] > 0
@@ -291,6 +300,8 @@ def _tiled(q, key_bits, value_bits, q_pos, q_seq, k_seq, scale, window, softcap,
                         s = F32(softcap) * math.tanh(s)
                     if j > pos or (window > 0 and pos - j >= window) or (by_seq and k_seq[j] != q_seq[t0 + tq]):
                         s = F32(-np.inf)
+                    elif slopes.shape[0]:  # ALiBi: the slope times the mask value -|distance|
+                        s = s + slopes[h] * F32(-abs(q_apos[t0 + tq] - k_apos[j]))
                     kq[tq, tk] = s
                     if s > tile_max:
                         tile_max = s
@@ -326,17 +337,26 @@ def _tiled(q, key_bits, value_bits, q_pos, q_seq, k_seq, scale, window, softcap,
 
 
 def attention_within_sequences(q: np.ndarray, keys: np.ndarray, values: np.ndarray, q_seqs: np.ndarray,
-                               k_seqs: np.ndarray, scale: float) -> np.ndarray:
+                               k_seqs: np.ndarray, scale: float, slopes: np.ndarray | None = None,
+                               q_pos: np.ndarray | None = None, k_pos: np.ndarray | None = None) -> np.ndarray:
     """An encoder batch's attention with ggml's tiled kernel, as llama.cpp runs it over the whole
     batch: queries ``q`` (queries, n_head, head_dim) and float16 ``keys``/``values`` (n_kv_head,
     tokens, head_dim) of every token, each query seeing all tokens of its own sequence
     (``q_seqs`` against ``k_seqs``) and no other. Each query's result depends on no other query,
-    so a subset of the batch's queries may be asked. Returns (queries, n_head * head_dim_v)."""
+    so a subset of the batch's queries may be asked. ALiBi models give per-head ``slopes`` and
+    the positions of the queries and keys. Returns (queries, n_head * head_dim_v)."""
     out = np.empty((q.shape[0], q.shape[1] * values.shape[2]), np.float32)
+    none = np.zeros(0, np.int64)
     _attention_tiled_seqs(np.ascontiguousarray(q, dtype=np.float32), keys.view(np.uint16), values.view(np.uint16),
                           np.ascontiguousarray(q_seqs, dtype=np.int64), np.ascontiguousarray(k_seqs, dtype=np.int64),
-                          float(scale), out)
+                          float(scale), out, _f32s(slopes),
+                          none if q_pos is None else np.ascontiguousarray(q_pos, dtype=np.int64),
+                          none if k_pos is None else np.ascontiguousarray(k_pos, dtype=np.int64))
     return out
+
+
+def _f32s(values) -> np.ndarray:
+    return np.zeros(0, np.float32) if values is None else np.ascontiguousarray(values, dtype=np.float32)
 
 
 def cache_view_cells(q_pos: np.ndarray, n_cells: int) -> np.ndarray:
@@ -360,7 +380,8 @@ def attention_one_query_each(q: np.ndarray, keys: np.ndarray, values: np.ndarray
 
 
 def attention(q: np.ndarray, keys: np.ndarray, values: np.ndarray, q_pos: np.ndarray, scale: float,
-              window: int = 0, softcap: float = 0.0, tiled: bool | None = None, n_threads: int = 1) -> np.ndarray:
+              window: int = 0, softcap: float = 0.0, tiled: bool | None = None, n_threads: int = 1,
+              slopes: np.ndarray | None = None, alibi_pos: np.ndarray | None = None) -> np.ndarray:
     """softmax(q·Kᵀ·scale + mask)·V for queries ``q`` (tokens, n_head, head_dim_k) at positions ``q_pos``.
 
     ``keys``/``values`` are the float16 cache of one sequence, (n_kv_head, n_cells, head_dim), the
@@ -369,8 +390,9 @@ def attention(q: np.ndarray, keys: np.ndarray, values: np.ndarray, q_pos: np.nda
     and, with a sliding ``window``, less than ``window`` positions behind it. ``tiled`` picks
     ggml's kernel (default: tiled for 64 queries or more, as ggml decides per batch). A single
     query whose cache view (llama.cpp pads it to a multiple of 256 cells) reaches 512 cells is
-    split over ``n_threads`` ranges as llama.cpp splits it over its threads.
-    Returns (tokens, n_head * head_dim_v).
+    split over ``n_threads`` ranges as llama.cpp splits it over its threads. ALiBi (``slopes`` per
+    head, ``alibi_pos`` per query, the one-query kernel only) adds ``-|alibi_pos - cell|`` times the
+    head's slope to each score. Returns (tokens, n_head * head_dim_v).
     """
     out = np.empty((q.shape[0], q.shape[1] * values.shape[2]), np.float32)
     if tiled is None:
@@ -383,7 +405,12 @@ def attention(q: np.ndarray, keys: np.ndarray, values: np.ndarray, q_pos: np.nda
             _attention_split(q, key_bits, value_bits, int(q_pos[0]), n_kv, max(1, int(n_threads)), float(scale),
                              int(window), float(softcap), out)
             return out
-    kernel = _attention_tiled if tiled else _attention_vec
-    kernel(q, key_bits, value_bits, np.ascontiguousarray(q_pos, dtype=np.int64), float(scale), int(window),
-           float(softcap), out)
+    q_pos = np.ascontiguousarray(q_pos, dtype=np.int64)
+    if tiled:
+        if slopes is not None:
+            raise ValueError("ALiBi is given to attention_within_sequences for the tiled kernel")
+        _attention_tiled(q, key_bits, value_bits, q_pos, float(scale), int(window), float(softcap), out)
+    else:
+        _attention_vec(q, key_bits, value_bits, q_pos, float(scale), int(window), float(softcap), out, _f32s(slopes),
+                       np.zeros(0, np.int64) if alibi_pos is None else np.ascontiguousarray(alibi_pos, np.int64))
     return out

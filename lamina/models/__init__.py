@@ -18,6 +18,7 @@ ARCHITECTURES = {
     "starcoder2": ("lamina.models.layer_norm_models", "StarCoder2Model"),
     "bert": ("lamina.models.bert", "BertModel"),
     "nomic-bert": ("lamina.models.bert", "NomicBertModel"),
+    "jina-bert-v2": ("lamina.models.bert", "JinaBertV2Model"),
 }
 
 

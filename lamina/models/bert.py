@@ -1,5 +1,6 @@
-"""Encoder-only embedding models: BERT (BGE, all-MiniLM, mxbai, bge-reranker) and nomic-bert
-(nomic-embed-text), as llama.cpp's ``src/models/bert.cpp`` builds them.
+"""Encoder-only embedding models: BERT (BGE, all-MiniLM, mxbai, bge-reranker), nomic-bert
+(nomic-embed-text) and jina-bert-v2 (jina-embeddings-v2), as llama.cpp's ``src/models/bert.cpp``
+builds them.
 
 Every token sees every token of its own sequence (no causal mask, no KV cache: each batch is
 evaluated whole). The input is the token embedding plus the first token-type row (llama.cpp
@@ -10,8 +11,11 @@ LayerNorm. Each block is post-norm::
 
 ``bert``'s attention has biased q/k/v and output projections and its feed-forward is
 ``down(gelu(up(x)))`` with biases; ``nomic-bert`` has one fused ``attn_qkv``, NeoX rotary
-embeddings and a SwiGLU feed-forward without biases. Keys and values are rounded to float16
-before attention, as llama.cpp's flash attention does with an uncached batch.
+embeddings and a SwiGLU feed-forward without biases; ``jina-bert-v2`` has no position embeddings
+but ALiBi (each head's slope times ``-|distance|`` added to its scores, ggml's slopes for a
+maximum bias of 8), a GEGLU feed-forward (``ffn_up`` holding gate and up, or a separate
+``ffn_gate``), and optionally LayerNorms of q and k and a second attention norm. Keys and values
+are rounded to float16 before attention, as llama.cpp's flash attention does with an uncached batch.
 
 A reranker (``pooling_type`` rank) also has a classification head: the first token's state
 through ``cls`` (with bias) and tanh, then ``cls.output``: one score per sequence.
@@ -34,6 +38,7 @@ from lamina.kernels.simd import f16_bits
 from .base import AttentionShape, HParams, Weights, rope_from_metadata
 from .blocks import FeedForward, GatedFeedForward
 from .layer_norm_models import LayerNorm
+from .layers import geglu
 
 
 class EncoderAttention:
@@ -49,7 +54,10 @@ class EncoderAttention:
             self.fused = False
         self.wo = w.linear(f"{prefix}.attn_output", s.n_embd, s.n_embd, bias=True)
         self.rope = model.rope
+        self.slopes = model.alibi_slopes
         self.scale = 1.0 / math.sqrt(s.head_dim_k)
+        self.q_norm = LayerNorm(model, f"{prefix}.attn_q_norm") if w.has(f"{prefix}.attn_q_norm.weight") else None
+        self.k_norm = LayerNorm(model, f"{prefix}.attn_k_norm") if w.has(f"{prefix}.attn_k_norm.weight") else None
 
     def __call__(self, x: np.ndarray, state, keep: np.ndarray | None = None) -> np.ndarray:
         """The attention's output for every row, or only for the rows ``keep`` (which still see all)."""
@@ -60,30 +68,35 @@ class EncoderAttention:
             q, k, v = qkv[:, :s.n_embd], qkv[:, s.n_embd:2 * s.n_embd], qkv[:, 2 * s.n_embd:]
         else:
             q, k, v = self.wqkv.split(qkv)
+        if self.q_norm is not None:
+            q = self.q_norm(np.ascontiguousarray(q))
+        if self.k_norm is not None:
+            k = self.k_norm(np.ascontiguousarray(k))
         q = np.ascontiguousarray(q).reshape(n, s.n_head, s.head_dim_k)
         k = np.ascontiguousarray(k).reshape(n, s.n_head_kv, s.head_dim_k)
         v = np.ascontiguousarray(v).reshape(n, s.n_head_kv, s.head_dim_v)
         if self.rope is not None:
             state.rope(self.rope, q)
             state.rope(self.rope, k)
-        return self.wo(attend_within_sequences(state, q, k, v, self.scale, keep))
+        return self.wo(attend_within_sequences(state, q, k, v, self.scale, keep, self.slopes))
 
 
 def attend_within_sequences(state, q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
-                            keep: np.ndarray | None = None) -> np.ndarray:
+                            keep: np.ndarray | None = None, slopes: np.ndarray | None = None) -> np.ndarray:
     """Non-causal attention of each sequence's rows over that sequence's keys and values only
     (for the rows ``keep`` only, when given: each query's result depends on no other query).
 
     Keys and values are float16 (llama.cpp casts them for its flash attention). From 64 tokens
     ggml runs its tiled kernel over the whole batch, other sequences' keys masked; below, its
     one-query kernel, which skips masked keys, so each sequence is run alone with every query
-    given the sequence's last position (no key masked)."""
+    given the sequence's last position (no key masked). ALiBi's distances are those of the
+    tokens' positions in their sequence."""
     keys_all = heads_f16(k)  # (heads, tokens, head_dim) float16, once per batch
     values_all = heads_f16(v)
     rows_asked = np.arange(q.shape[0]) if keep is None else np.asarray(keep)
     if len(state.positions) >= ATTENTION_TILE:  # ggml's tiled kernel, over the whole batch and its mask
         return attention_within_sequences(q[rows_asked], keys_all, values_all, state.seq_ids[rows_asked],
-                                          state.seq_ids, scale)
+                                          state.seq_ids, scale, slopes, state.positions[rows_asked], state.positions)
     out = np.empty((len(rows_asked), q.shape[1] * v.shape[2]), np.float32)
     n_threads = numba.get_num_threads()
     for g in state.groups:
@@ -98,7 +111,8 @@ def attend_within_sequences(state, q: np.ndarray, k: np.ndarray, v: np.ndarray, 
             keys, values = keys_all[:, rows], values_all[:, rows]
         sees_all = np.full(len(asked), len(rows) - 1, dtype=np.int64)
         out[asked] = attention(q[rows_asked[asked]], np.ascontiguousarray(keys), np.ascontiguousarray(values),
-                               sees_all, scale, tiled=False, n_threads=n_threads)
+                               sees_all, scale, tiled=False, n_threads=n_threads, slopes=slopes,
+                               alibi_pos=None if slopes is None else state.positions[rows_asked[asked]])
     return out
 
 
@@ -122,6 +136,8 @@ class EncoderBlock:
         p = f"blk.{i}"
         self.attn = EncoderAttention(model, p)
         self.attn_out_norm = LayerNorm(model, f"{p}.attn_output_norm")
+        w = model.weights
+        self.attn_norm_2 = LayerNorm(model, f"{p}.attn_norm_2") if w.has(f"{p}.attn_norm_2.weight") else None
         self.ffn = model.feed_forward(p)
         self.layer_out_norm = LayerNorm(model, f"{p}.layer_output_norm")
 
@@ -129,8 +145,10 @@ class EncoderBlock:
         h = self.attn(x, state, output_rows)
         if output_rows is not None:
             x = x[output_rows]
-        x = self.attn_out_norm(h + x)
-        return self.layer_out_norm(self.ffn(x) + x)
+        out = self.attn_out_norm(h + x)
+        if self.attn_norm_2 is not None:  # the layer's input added once more, normed again
+            out = self.attn_norm_2(out + x)
+        return self.layer_out_norm(self.ffn(out) + out)
 
 
 class BertModel:
@@ -172,6 +190,7 @@ class BertModel:
         self.type_row = None if types is None else embedding_rows(types, np.zeros(1, np.int64))[0]
         self.position_embd = self.read_position_embeddings()
         self.rope = self.read_rope()
+        self.alibi_slopes = self.read_alibi_slopes()
         self.input_norm = LayerNorm(self, "token_embd_norm")
         self.blocks = [EncoderBlock(self, i) for i in range(self.n_layer)]
         self.cls = self.cls_out = None
@@ -185,6 +204,9 @@ class BertModel:
         return self.weights.get("position_embd.weight", (self.n_embd, self.n_ctx_train))
 
     def read_rope(self):
+        return None
+
+    def read_alibi_slopes(self):
         return None
 
     def feed_forward(self, prefix: str):
@@ -246,3 +268,62 @@ class NomicBertModel(BertModel):
 
     def feed_forward(self, prefix: str):
         return GatedFeedForward(self.weights, prefix, self.n_embd, self.n_ff, "silu")
+
+
+class JinaBertV2Model(BertModel):
+    """``jina-bert-v2``: see the module docstring."""
+
+    arch = "jina-bert-v2"
+    MAX_ALIBI_BIAS = 8.0  # llama.cpp's f_max_alibi_bias for this architecture
+
+    def read_position_embeddings(self):
+        return None
+
+    def read_alibi_slopes(self):
+        return alibi_slopes(self.attn_shape.n_head, self.MAX_ALIBI_BIAS)
+
+    def feed_forward(self, prefix: str):
+        w = self.weights
+        if w.has(f"{prefix}.ffn_gate.weight"):
+            return GatedFeedForward(w, prefix, self.n_embd, self.n_ff, "gelu")
+        return MergedGeglu(w, prefix, self.n_embd, self.n_ff)
+
+
+class MergedGeglu:
+    """``down(gelu(a) * b) + bias`` where ``ffn_up`` (with its bias) gives ``[a | b]``: ggml_geglu."""
+
+    def __init__(self, w, prefix: str, n_embd: int, n_ff: int):
+        up = w.get(f"{prefix}.ffn_up.weight")
+        if up.shape[1] != 2 * n_ff:
+            raise GGUFError(f"{prefix}.ffn_up.weight has {up.shape[1]} rows; a GEGLU feed-forward needs "
+                            f"2 x feed_forward_length = {2 * n_ff} (or a separate ffn_gate)", w.gguf.path)
+        self.up = w.linear(f"{prefix}.ffn_up", n_embd, 2 * n_ff, bias=True)
+        self.down = w.linear(f"{prefix}.ffn_down", n_ff, n_embd, bias=True)
+        self.n_ff = n_ff
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        u = self.up(x)
+        return self.down(geglu(np.ascontiguousarray(u[:, :self.n_ff]), np.ascontiguousarray(u[:, self.n_ff:])))
+
+
+def alibi_slopes(n_head: int, max_bias: float) -> np.ndarray:
+    """ggml's ALiBi slope of each head, in float32 with the C library's powf (as ggml computes them)."""
+    powf = _c_powf()
+    n_log2 = 1 << int(math.floor(math.log2(n_head)))
+    m0 = powf(2.0, -max_bias / n_log2)
+    m1 = powf(2.0, -(max_bias / 2.0) / n_log2)
+    return np.array([powf(m0, h + 1) if h < n_log2 else powf(m1, 2 * (h - n_log2) + 1) for h in range(n_head)],
+                    np.float32)
+
+
+def _c_powf():
+    import ctypes
+    import ctypes.util
+
+    try:
+        libm = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+        libm.powf.restype = ctypes.c_float
+        libm.powf.argtypes = [ctypes.c_float, ctypes.c_float]
+        return lambda a, b: float(libm.powf(a, b))
+    except (OSError, AttributeError):  # no C library to ask: float32 rounding of the exact power
+        return lambda a, b: float(np.float32(float(np.float32(a)) ** float(np.float32(b))))

@@ -8,6 +8,8 @@ normal draws from a fixed seed), with the WordPiece tokenizer of llama.cpp's
   embeddings, post-norm blocks with biased q/k/v, GELU feed-forward;
 * ``nomic-bert``: nomic-embed-text's: one fused ``attn_qkv``, rotary embeddings (NeoX), SwiGLU,
   no biases, no position embeddings;
+* ``jina-bert-v2``: jina-embeddings-v2-base-en's: no position embeddings (ALiBi instead), biased
+  q/k/v, a GEGLU feed-forward whose ``ffn_up`` holds gate and up;
 * ``bert-rerank``: ``bert`` with bge-reranker's classification head (``cls``, ``cls.output``) and
   ``pooling_type`` rank.
 * ``bert-base``: ``bert`` at bge-base's size (768 wide, 12 layers, 110M parameters), for the
@@ -48,6 +50,7 @@ class EncoderSpec:
 SPECS = {
     "bert": EncoderSpec("bert", 128, 4, 512, 2, pooling=1, seed=1),
     "nomic-bert": EncoderSpec("nomic-bert", 128, 4, 384, 2, pooling=1, seed=2),
+    "jina-bert-v2": EncoderSpec("jina-bert-v2", 128, 4, 256, 2, pooling=1, seed=5),
     "bert-rerank": EncoderSpec("bert", 128, 4, 512, 2, pooling=4, seed=3, rerank=True),
     "bert-base": EncoderSpec("bert", 768, 12, 3072, 12, pooling=2, seed=4),
 }
@@ -130,6 +133,11 @@ def encoder_arrays(name: str) -> list[tuple[str, np.ndarray, str]]:
             out.append((f"{p}.ffn_up.weight", *matrix(f, e)))
             out.append((f"{p}.ffn_gate.weight", *matrix(f, e)))
             out.append((f"{p}.ffn_down.weight", *matrix(e, f)))
+        elif s.arch == "jina-bert-v2":  # gate and up in one tensor, GEGLU
+            out.append((f"{p}.ffn_up.weight", *matrix(2 * f, e)))
+            out.append((f"{p}.ffn_up.bias", normal(2 * f, scale=0.05), "F32"))
+            out.append((f"{p}.ffn_down.weight", *matrix(e, f)))
+            out.append((f"{p}.ffn_down.bias", normal(e, scale=0.05), "F32"))
         else:
             out.append((f"{p}.ffn_up.weight", *matrix(f, e)))
             out.append((f"{p}.ffn_up.bias", normal(f, scale=0.05), "F32"))

@@ -80,7 +80,7 @@ def embed_batch(path: str, pooling: str) -> list:
         os.unlink(f.name)
     return json.loads(run.stdout)
 with tempfile.TemporaryDirectory() as tmp:
-    for name in ("bert", "nomic-bert", "bert-rerank"):
+    for name in ("bert", "nomic-bert", "jina-bert-v2", "bert-rerank"):
         path = f"{tmp}/{name}.gguf"
         write_with_gguf_py(name, path)
         entry = out["models"][name] = {"spec": SPECS[name].__dict__, "tensor_sha256": tensor_digests(name)}
