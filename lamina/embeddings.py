@@ -7,7 +7,8 @@ as llama.cpp reads it. Vectors are the hidden states after the output norm, in f
 ``normalize`` they are scaled to unit length (L2), as llama-cpp-python's ``embed(normalize=True)``.
 
 Decoder models (llama, qwen2, qwen3, gemma3 ...) embed with their own causal attention, as
-llama.cpp does; encoder models (bert, nomic-bert: ``lamina.models.bert``) see the whole input.
+llama.cpp does; encoder models (bert, nomic-bert, jina-bert-v2: ``lamina.models.bert``) see the whole
+input of their sequence.
 Mean pooling is llama.cpp's matrix product of the hidden states' transpose with the mean matrix
 (``1/n`` on each sequence's tokens), computed in ggml's order, so it is its vectors bit for bit.
 RANK pooling gives a reranker's scores (its classification head on the first token).

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .errors import ChatTemplateError
+from .errors import ChatTemplateError, ChatTemplateLimitError
 
 _USER = {"role": "user", "content": "U_USER_MSG Hello END_U"}
 _ANSWER = "A_ASST_MSG I can help END_A"
@@ -54,6 +54,8 @@ def _render(template, messages: list, add_generation_prompt: bool, enable_thinki
         variables["tools"] = tools
     try:
         return template.render_raw(variables)
+    except ChatTemplateLimitError:
+        raise  # a template that cannot render a probe in bounds will not render a chat either
     except ChatTemplateError:
         return None
 
