@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "embedding": ("lamina.cli.embedding", "embeddings of texts, like llama-embedding"),
     "pull": ("lamina.cli.pull", "download a model from the Hugging Face Hub into its cache"),
     "list": ("lamina.cli.list_models", "list the GGUF models in the Hugging Face Hub cache"),
+    "convert": ("lamina.cli.convert", "convert a Hugging Face model folder to GGUF, like convert_hf_to_gguf.py"),
 }
 DEFAULT_COMMAND = "lamina.cli.run"
 WITHOUT_KERNELS = ("info", "tokenize", "gguf-split", "pull", "list")  # never load Numba: they start in a fraction of the time

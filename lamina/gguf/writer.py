@@ -13,7 +13,7 @@ import os
 import struct
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -49,6 +49,18 @@ class NewTensor:
     data: np.ndarray
 
 
+@dataclass(frozen=True)
+class DeferredTensor:
+    """A tensor whose data is made only when it is written (``produce()`` returns its stored bytes or values).
+
+    Writing a model of these holds one tensor's data in memory at a time, never the whole model."""
+
+    name: str
+    shape: tuple[int, ...]  # ggml order
+    type: str
+    produce: Callable[[], np.ndarray]
+
+
 # Types whose stored form is a plain little-endian NumPy dtype: converted here, without the quants package.
 _NATIVE_DTYPES = {
     "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "F64": np.dtype("<f8"),
@@ -81,6 +93,8 @@ def write(
     tensors: Iterable[TensorInfo | NewTensor] | Mapping[str, TensorInfo | NewTensor] | None = None,
     *,
     version: int | None = None,
+    pad_without_tensors: bool = True,
+    progress: Callable[[int], None] | None = None,
 ) -> None:
     """Write a GGUF file atomically.
 
@@ -90,7 +104,10 @@ def write(
     each key's own type, changed values included. ``tensors`` are records with ``name``,
     ``shape`` (ggml order), ``type`` and ``data`` (their bytes as stored: raw blocks or typed
     values), e.g. another file's :class:`TensorInfo` or :func:`tensor_from_array`'s result, as a
-    list or as a reader's ``f.tensors`` (name -> tensor).
+    list or as a reader's ``f.tensors`` (name -> tensor), or :class:`DeferredTensor` records whose
+    data is made as it is written. A file of no tensors is padded to the alignment as llama.cpp
+    pads it, unless ``pad_without_tensors`` is false (gguf-py's vocabulary-only files end at their
+    last key). ``progress(n)`` is called with each tensor's size in bytes once it is written.
     """
     path = os.fspath(path)
     if isinstance(metadata, GGUFFile):
@@ -143,11 +160,8 @@ def write(
     for t in tensors:
         shape, gtype = _checked_tensor(t, seen, path)
         seen.add(t.name)
-        data = np.ascontiguousarray(t.data).reshape(-1).view(np.uint8)
         nbytes = tensor_nbytes(shape, gtype)
-        if data.nbytes != nbytes:
-            raise GGUFError(f"tensor {t.name!r}: {data.nbytes} bytes of data given, but shape {list(shape)} "
-                            f"of type {gtype.name} needs {nbytes}", path)
+        data = t if isinstance(t, DeferredTensor) else _tensor_bytes(t.name, t.data, shape, gtype, path)
         _put_string(header, t.name)
         header += _U32.pack(len(shape))
         for d in shape:
@@ -156,15 +170,30 @@ def write(
         header += _U64.pack(offset)
         payloads.append(data)
         offset += _pad(nbytes, alignment)
-    header += bytes(_pad(len(header), alignment) - len(header))
+    if tensors or pad_without_tensors:
+        header += bytes(_pad(len(header), alignment) - len(header))
 
     def emit(f) -> None:
         f.write(header)
         for data in payloads:
+            if isinstance(data, DeferredTensor):
+                data = _tensor_bytes(data.name, data.produce(), tuple(int(d) for d in data.shape),
+                                     ggml_type(data.type), path)
             f.write(memoryview(data))
             f.write(bytes(_pad(data.nbytes, alignment) - data.nbytes))
+            if progress is not None:
+                progress(data.nbytes)
 
     write_atomically(path, emit)
+
+
+def _tensor_bytes(name: str, values: np.ndarray, shape: tuple[int, ...], gtype: GGMLType, path: str) -> np.ndarray:
+    data = np.ascontiguousarray(values).reshape(-1).view(np.uint8)
+    nbytes = tensor_nbytes(shape, gtype)
+    if data.nbytes != nbytes:
+        raise GGUFError(f"tensor {name!r}: {data.nbytes} bytes of data given, but shape {list(shape)} "
+                        f"of type {gtype.name} needs {nbytes}", path)
+    return data
 
 
 def _checked_tensor(t, seen: set[str], path: str) -> tuple[tuple[int, ...], GGMLType]:
