@@ -1,16 +1,25 @@
 """Shared fixtures: the shared reference folder and the three real models.
 
 A test that needs a model fails (never skips) when the model cannot be had.
+
+The suite runs the AVX-512 kernel family unless ``LAMINA_KERNELS`` says otherwise: most of its
+references were made by llama.cpp built for AVX-512 (logits, perplexities, embeddings, the tiny
+models), and lamina computes that build's arithmetic on any CPU (with the CPU's own instructions
+where it lacks AVX-512). The other families are tested in processes of their own
+(tests/test_kernel_families.py), against ``refdata/llamacpp-avx2`` where llama.cpp's AVX2 build differs.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
-import pytest
+os.environ.setdefault("LAMINA_KERNELS", "avx512-vnni")  # before lamina's kernels are imported
 
-from lamina.testing.models import MODEL_NAMES, ModelFetchError, ensure_models, shared_dir
+import pytest  # noqa: E402
+
+from lamina.testing.models import MODEL_NAMES, ModelFetchError, ensure_models, shared_dir  # noqa: E402
 
 MODELS = list(MODEL_NAMES)  # "smollm2", "qwen2", "gemma3"
 
@@ -58,6 +67,9 @@ def llms(model_paths):
 
 
 def load_greedy_reference(refdata: Path, name: str) -> list[dict]:
-    """llama.cpp's prompts, tokens, top-64 logits and greedy continuations for one model."""
-    path = refdata / "llamacpp" / f"{name}.greedy.jsonl"
+    """llama.cpp's prompts, tokens, top-64 logits and greedy continuations for one model, from the
+    llama.cpp build whose arithmetic the running kernel family repeats."""
+    from lamina.kernels import family
+
+    path = refdata / ("llamacpp" if family.EPR == 16 else "llamacpp-avx2") / f"{name}.greedy.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -28,14 +28,39 @@ WITHOUT_KERNELS = ("info", "tokenize", "gguf-split", "pull", "list")  # never lo
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv in (["--version"], ["-v"]):
+        print(version_text())
+        return 0
     if argv and argv[0] in SUBCOMMANDS:
         if argv[0] not in WITHOUT_KERNELS:
             _initialize_numba_without_scipy()
+            _announce_compilation()
         module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
         return module.main(argv[1:])
     _initialize_numba_without_scipy()
+    _announce_compilation()
     module = importlib.import_module(DEFAULT_COMMAND)
     return module.main(argv)
+
+
+def version_text() -> str:
+    """``lamina --version``: the version, the Python stack, and which kernels run here and why."""
+    import platform
+
+    import numba
+    import numpy
+
+    from lamina import __version__
+    from lamina.kernels import family
+
+    return (f"lamina {__version__} (Python {platform.python_version()}, NumPy {numpy.__version__}, "
+            f"Numba {numba.__version__}, {platform.machine()})\n{family.describe()}")
+
+
+def _announce_compilation() -> None:
+    from lamina.kernels import compile_notice
+
+    compile_notice.enable()
 
 
 def _initialize_numba_without_scipy() -> None:

@@ -294,7 +294,10 @@ def as_json(path: str, f: GGUFFile, s: dict[str, Any], tensors: bool, full_array
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lamina info", description="Summarize a GGUF model file (reads only its header).")
-    p.add_argument("model", help="path to a .gguf file")
+    p.add_argument("model", nargs="?", help="path to a .gguf file")
+    p.add_argument("--system", action="store_true",
+                   help="describe this machine instead: the kernel family that runs here and why, the CPU, the "
+                        "kernel cache")
     p.add_argument("--tensors", action="store_true", help="also list every tensor (name, shape, type, size)")
     p.add_argument("--metadata", action="store_true", help="also list every metadata key and value")
     p.add_argument("--json", action="store_true", help="print JSON: summary, all metadata (and tensors with --tensors)")
@@ -302,8 +305,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def system_text() -> str:
+    """``lamina info --system``: the kernel family, the CPU's name and features, the compiled-kernel cache."""
+    from llvmlite import binding
+    from numba import config
+
+    from lamina.cli import version_text
+    from lamina.kernels import family
+
+    features = binding.get_host_cpu_features()
+    shown = [f for f in ("avx512f", "avx512bw", "avx512vl", "avx512vnni", "avxvnni", "avx2", "fma", "f16c", "neon",
+                         "dotprod", "i8mm") if features.get(f)]
+    cache = config.CACHE_DIR
+    cached = sum(len(files) for _, _, files in os.walk(cache)) if os.path.isdir(cache) else 0
+    return "\n".join([version_text(),
+                      f"cpu              {binding.get_host_cpu_name()} ({', '.join(shown) or 'no SIMD features lamina uses'})",
+                      f"numba target     {family.CURRENT.cpu_name or 'this CPU'}",
+                      f"kernel cache     {cache} ({cached} files)",
+                      "families         avx512-vnni, avx512, avx2, generic (LAMINA_KERNELS=... chooses one)"])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.system:
+        print(system_text())
+        return 0
+    if args.model is None:
+        build_parser().error("the following arguments are required: model (or --system)")
     try:
         f = read(args.model)
         summary = summarize(f)

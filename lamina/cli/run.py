@@ -97,6 +97,7 @@ def load_llama(args):
 
 def generate_to_stdout(llm, prompt: str, args) -> int:
     from lamina.engine.kv_cache import ContextFullError
+    from lamina.kernels import compile_notice
     from lamina.tokenizer import IncrementalDetokenizer
 
     tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
@@ -120,12 +121,13 @@ def generate_to_stdout(llm, prompt: str, args) -> int:
         return 1
     chain.accept_many(tokens)  # llama.cpp's CLI lets the penalties see the prompt
     out = sys.stdout
-    if not args.no_display_prompt:
-        out.write(llm.detokenize(tokens, special=False).decode("utf-8", "replace"))
-        out.flush()
     detok = IncrementalDetokenizer(llm.tokenizer_, special=False)
     llm.perf.reset()
     llm.eval(tokens)
+    compile_notice.finish()  # a first run's "compiling kernels" line ends before the text starts
+    if not args.no_display_prompt:
+        out.write(llm.detokenize(tokens, special=False).decode("utf-8", "replace"))
+        out.flush()
     n_keep = len(tokens) if args.keep < 0 else min(args.keep, len(tokens))
     generated = 0
     while args.n_predict < 0 or generated < args.n_predict:

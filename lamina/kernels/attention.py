@@ -20,18 +20,18 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .common import F32, fma32, reduce_add_ps
+from .common import EPR, F32, chunk_sum, fma32
 from .elementwise import f2h_round, h2f
 from .glu import v_expf
-from .simd import (load_f16, round_f16, vadd_f, vfma, vload_f, vload_f16, vmul_f, vreduce_add_f, vround_f16, vsplat_f,
-                   vstore_f, vzero_f)
+from .simd import (load_f16, round_f16, vadd_f, vfma, vload_f, vload_f16, vmul_f, vreduce_add_f, vreduce_f32x8,
+                   vround_f16, vsplat_f, vstore_f, vzero_f)
 
 TILE = 64  # GGML_FA_TILE_Q and GGML_FA_TILE_KV
 KV_PAD = 256  # llama.cpp's KV cache view grows in steps of 256 cells
 SPLIT_KV = 512  # from this many cells, one query's keys are split across threads
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _dot_f16(qq, key_bits, k0):
+def _dot_f16_512(qq, key_bits, k0):
     """ggml_vec_dot_f16 as built for AVX-512: four 16-lane accumulators over steps of 64, summed
     in the fixed order of GGML_F32x16_REDUCE and _mm512_reduce_add_ps, leftovers added in double.
     The key is the row of ``head_dim`` float16 values starting at flat element ``k0``."""
@@ -50,6 +50,26 @@ def _dot_f16(qq, key_bits, k0):
     for i in range(main, d_k):
         s += np.float64(qq[i] * load_f16(key_bits, k0 + i))
     return F32(s)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _dot_f16_256(qq, key_bits, k0):
+    """ggml_vec_dot_f16 as built for AVX2: four 8-lane accumulators over steps of 32 (here two
+    16-lane ones: x0|x1 and x2|x3), GGML_F32x8_REDUCE, leftovers added in double."""
+    d_k = qq.shape[0]
+    main = d_k - d_k % 32
+    a01 = vzero_f()
+    a23 = vzero_f()
+    for i in range(0, main, 32):
+        a01 = vfma(vload_f(qq, i), vload_f16(key_bits, k0 + i), a01)
+        a23 = vfma(vload_f(qq, i + 16), vload_f16(key_bits, k0 + i + 16), a23)
+    s = np.float64(vreduce_f32x8(vadd_f(a01, a23)))
+    for i in range(main, d_k):
+        s += np.float64(qq[i] * load_f16(key_bits, k0 + i))
+    return F32(s)
+
+
+_dot_f16 = _dot_f16_512 if EPR == 16 else _dot_f16_256
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -316,10 +336,10 @@ def _tiled(q, key_bits, value_bits, q_pos, q_seq, k_seq, scale, window, softcap,
                     total[tq] *= ms
                 best[tq] = new
                 psum = np.float64(0.0)
-                for g in range(0, TILE, 16):
-                    for i in range(16):
+                for g in range(0, TILE, EPR):  # ggml_vec_soft_max_f32: one register of values per step
+                    for i in range(EPR):
                         kq[tq, g + i] = v_expf(kq[tq, g + i] - new)
-                    psum += np.float64(reduce_add_ps(kq[tq], g))
+                    psum += np.float64(chunk_sum(kq[tq], g))
                 total[tq] = F32(np.float64(total[tq]) + psum)
             for tk in range(TILE):
                 for d in range(d_v):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from . import family
+
 F32 = np.float32
 
 # float16 bit pattern -> float32, looked up once per scale (ggml keeps the same table).
@@ -75,6 +77,18 @@ def reduce_add_ps(v, o):
     t2 = (v[o + 10] + v[o + 2]) + (v[o + 14] + v[o + 6])
     t3 = (v[o + 11] + v[o + 3]) + (v[o + 15] + v[o + 7])
     return (t0 + t2) + (t1 + t3)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def hsum_float_8(v, o):
+    """ggml's hsum_float_8 of v[o:o+8] (and tinyBLAS's hsum of a __m256): ((0+4)+(2+6)) + ((1+5)+(3+7))."""
+    return ((v[o] + v[o + 4]) + (v[o + 2] + v[o + 6])) + ((v[o + 1] + v[o + 5]) + (v[o + 3] + v[o + 7]))
+
+
+# The horizontal sum of one vector register's worth of floats (EPR of them), as the family's llama.cpp
+# build folds it: 16 lanes on AVX-512, 8 elsewhere.
+EPR = family.EPR
+chunk_sum = reduce_add_ps if EPR == 16 else hsum_float_8
 
 
 @intrinsic

@@ -16,7 +16,7 @@ from numba import njit, prange
 
 from lamina.quants.common import bits_f32, f32_bits32
 
-from .common import F32, add32, and32, fma32, shl32, shr32
+from .common import EPR, F32, add32, and32, chunk_sum, fma32, shl32, shr32
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -52,38 +52,28 @@ def rms_norm_rows(x, weight, eps, out):
             out[i, j] = x[i, j] * scale * weight[j]
 
 
-@njit(cache=True, inline="always", error_model="numpy")
-def _reduce_add_16(v):
-    """_mm512_reduce_add_ps's order: halves of 8, of 4, then lanes (0+2)+(1+3)."""
-    b0 = F32(F32(v[0] + v[8]) + F32(v[4] + v[12]))
-    b1 = F32(F32(v[1] + v[9]) + F32(v[5] + v[13]))
-    b2 = F32(F32(v[2] + v[10]) + F32(v[6] + v[14]))
-    b3 = F32(F32(v[3] + v[11]) + F32(v[7] + v[15]))
-    return F32(F32(b0 + b2) + F32(b1 + b3))
-
-
 @njit(cache=True, parallel=True, error_model="numpy")
 def layer_norm_rows(x, weight, bias, eps, out):
-    """out = (x - mean) / sqrt(var + eps) * weight + bias, exactly as ggml_norm (AVX-512 build)
-    then ggml_mul and ggml_add: the sum in double stored as float, the mean in float; the
-    variance over 16-lane chunks, each chunk's float squares reduced as _mm512_reduce_add_ps
-    and added in double, the rest one by one in double; the scale in float."""
+    """out = (x - mean) / sqrt(var + eps) * weight + bias, exactly as ggml_norm then ggml_mul and
+    ggml_add: the sum in double stored as float, the mean in float; the variance (ggml_vec_cvar_f32)
+    over chunks of one vector register (EPR values), each chunk's float squares folded as the build
+    folds a register and added in double, the rest one by one in double; the scale in float."""
     n = x.shape[1]
     for i in prange(x.shape[0]):
-        v = np.empty(16, np.float32)
+        v = np.empty(EPR, np.float32)
         s = 0.0
         for j in range(n):
             s += np.float64(x[i, j])
         mean = F32(F32(s) / F32(n))
         var = 0.0
         j = 0
-        while j + 15 < n:
-            for k in range(16):
+        while j + EPR - 1 < n:
+            for k in range(EPR):
                 c = F32(x[i, j + k] - mean)
                 out[i, j + k] = c
                 v[k] = F32(c * c)
-            var += np.float64(_reduce_add_16(v))
-            j += 16
+            var += np.float64(chunk_sum(v, 0))
+            j += EPR
         while j < n:
             c = F32(x[i, j] - mean)
             out[i, j] = c

@@ -4,13 +4,14 @@ ggml multiplies a float16 weight by the activation rounded to float16 (its ``vec
 float32 weight by the activation as it is, and how it adds the products depends on the batch:
 
 * one token, or a weight whose rows are not a multiple of 4 or whose row length is not a multiple
-  of 16, or an expert weight (``mul_mat_id``): ``ggml_vec_dot_f16``/``_f32`` per output — four
-  16-lane accumulators over steps of 64 values, folded ``(a0 + a2) + (a1 + a3)`` and summed in
-  the order of ``_mm512_reduce_add_ps``, the leftover values added one by one (in double for F16;
-  for F32 as GCC compiles that loop: products of 16, then of 8, rounded and added in order, the
-  last seven or fewer with FMAs);
-* otherwise llamafile's ``tinyBLAS`` (on AVX-512): one 16-lane accumulator per output over steps
-  of 16 values, then ``_mm512_reduce_add_ps``.
+  of one register (EPR values), or an expert weight (``mul_mat_id``): ``ggml_vec_dot_f16``/``_f32``
+  per output. On AVX-512: four 16-lane accumulators over steps of 64 values, folded
+  ``(a0 + a2) + (a1 + a3)`` and summed in the order of ``_mm512_reduce_add_ps``, the leftover
+  values added one by one (in double for F16; for F32 as GCC compiles that loop: products of 16,
+  then of 8, rounded and added in order, the last seven or fewer with FMAs). On AVX2: four 8-lane
+  accumulators over steps of 32, GGML_F32x8_REDUCE; F32 leftovers by 8, then 4, then FMAs;
+* otherwise llamafile's ``tinyBLAS``: one register-wide accumulator per output over steps of a
+  register (16 values on AVX-512, 8 on AVX2), then that register's horizontal sum.
 
 These kernels repeat both, so an F16 model's logits are llama.cpp's bit for bit. The weight keeps
 its type (the file's size); the activation is rounded once per call, and prompt batches take four
@@ -22,8 +23,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .common import F32, fma32
-from .simd import load_f16, round_f16, vadd_f, vfma, vload_f, vload_f16, vreduce_add_f, vround_f16, vstore_f, vzero_f
+from .common import EPR, F32, fma32
+from .simd import (load_f16, round_f16, vadd_f, vfma, vhsum8_hi, vhsum8_lo, vload_f, vload_f8x2, vload_f16,
+                   vload_f16_8x2, vreduce_add_f, vreduce_f32x8, vround_f16, vstore_f, vzero_f)
 
 TOKENS_PER_PASS = 4  # tokens sharing each loaded weight vector in the tinyBLAS order
 
@@ -46,8 +48,8 @@ def _load(w16, w32, i):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _vec_dot(w16, w32, wo, x, xo, n):
-    """ggml_vec_dot_f16 / ggml_vec_dot_f32 of weight row ``wo`` and activation ``x[xo:xo+n]``."""
+def _vec_dot_512(w16, w32, wo, x, xo, n):
+    """ggml_vec_dot_f16 / ggml_vec_dot_f32 (AVX-512 build) of weight row ``wo`` and activation ``x[xo:xo+n]``."""
     main = n - n % 64
     a0 = vzero_f()
     a1 = vzero_f()
@@ -58,26 +60,47 @@ def _vec_dot(w16, w32, wo, x, xo, n):
         a1 = vfma(_load(w16, w32, wo + i + 16), vload_f(x, xo + i + 16), a1)
         a2 = vfma(_load(w16, w32, wo + i + 32), vload_f(x, xo + i + 32), a2)
         a3 = vfma(_load(w16, w32, wo + i + 48), vload_f(x, xo + i + 48), a3)
-    total = vreduce_add_f(vadd_f(vadd_f(a0, a2), vadd_f(a1, a3)))
-    if w16.shape[0]:  # ggml_vec_dot_f16 adds the leftovers in double
+    return _leftovers(w16, w32, wo, x, xo, main, n, vreduce_add_f(vadd_f(vadd_f(a0, a2), vadd_f(a1, a3))), 16)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _leftovers(w16, w32, wo, x, xo, main, n, total, epr):
+    """The products past the vector loop: in double for ggml_vec_dot_f16; for ggml_vec_dot_f32 its
+    ``sumf += x[i]*y[i]`` as GCC compiles it: a register's worth (epr) and then half of one at a time,
+    rounded and added in order, the last few contracted into FMAs."""
+    if w16.shape[0]:
         s = np.float64(total)
         for i in range(main, n):
             s += np.float64(load_f16(w16, wo + i) * x[xo + i])
         return F32(s)
-    # ggml_vec_dot_f32's leftover loop ``sumf += x[i]*y[i]`` as GCC compiles it for AVX-512: 16
-    # and then 8 products at a time rounded and added in order, the last few contracted into FMAs
     i = main
-    while n - i >= 16:
-        for j in range(i, i + 16):
+    while n - i >= epr:
+        for j in range(i, i + epr):
             total = F32(total + F32(w32[wo + j] * x[xo + j]))
-        i += 16
-    if n - i >= 8:
-        for j in range(i, i + 8):
+        i += epr
+    if n - i >= epr // 2:
+        for j in range(i, i + epr // 2):
             total = F32(total + F32(w32[wo + j] * x[xo + j]))
-        i += 8
+        i += epr // 2
     for j in range(i, n):
         total = fma32(w32[wo + j], x[xo + j], total)
     return total
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _vec_dot_256(w16, w32, wo, x, xo, n):
+    """ggml_vec_dot_f16 / ggml_vec_dot_f32 (AVX2 build): four 8-lane accumulators over steps of 32
+    (held as x0|x1 and x2|x3), GGML_F32x8_REDUCE, then the leftovers."""
+    main = n - n % 32
+    a01 = vzero_f()
+    a23 = vzero_f()
+    for i in range(0, main, 32):
+        a01 = vfma(_load(w16, w32, wo + i), vload_f(x, xo + i), a01)
+        a23 = vfma(_load(w16, w32, wo + i + 16), vload_f(x, xo + i + 16), a23)
+    return _leftovers(w16, w32, wo, x, xo, main, n, vreduce_f32x8(vadd_f(a01, a23)), 8)
+
+
+_vec_dot = _vec_dot_512 if EPR == 16 else _vec_dot_256
 
 
 TILE_ROWS, TILE_TOKENS = 8, 3  # the register tile: rows x tokens of accumulators
@@ -94,7 +117,7 @@ def _matmul_float(w16, w32, tiny_rows, n, x, n_tok, out):
     cache's sake."""
     rows = tiny_rows.shape[0]
     n_blocks = (rows + ROW_BLOCK - 1) // ROW_BLOCK
-    widen = w16.shape[0] > 0 and n_tok >= 2 * TILE_TOKENS and n % 16 == 0
+    widen = EPR == 16 and w16.shape[0] > 0 and n_tok >= 2 * TILE_TOKENS and n % 16 == 0
     token_tile = max(TILE_TOKENS, TILE_BYTES // (4 * n) // TILE_TOKENS * TILE_TOKENS)
     for b in prange(n_blocks):
         r0 = b * ROW_BLOCK
@@ -111,7 +134,7 @@ def _matmul_float(w16, w32, tiny_rows, n, x, n_tok, out):
             t_end = min(n_tok, tt + token_tile)
             r = r0
             while r < r1:
-                if n_tok >= 2 and r + TILE_ROWS <= r1 and tiny_rows[r:r + TILE_ROWS].all():
+                if EPR == 16 and n_tok >= 2 and r + TILE_ROWS <= r1 and tiny_rows[r:r + TILE_ROWS].all():
                     full = tt + (t_end - tt) // TILE_TOKENS * TILE_TOKENS
                     _tiny_tile(tw16, tw32, r - base, r, n, x, tt, full, out)
                     for q in range(r, r + TILE_ROWS):
@@ -221,9 +244,9 @@ def _tiny_tile(w16, w32, wr, r, n, x, t_start, t_end, out):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _tiny_rows(w16, w32, wo, r, n, x, t_start, t_end, out):
-    """tinyBLAS's outputs of weight row ``r`` for tokens t_start..t_end: one 16-lane accumulator
-    per token over steps of 16 values, reduced as _mm512_reduce_add_ps (four tokens per pass)."""
+def _tiny_rows_512(w16, w32, wo, r, n, x, t_start, t_end, out):
+    """tinyBLAS's outputs (AVX-512 build) of weight row ``r`` for tokens t_start..t_end: one 16-lane
+    accumulator per token over steps of 16 values, reduced as _mm512_reduce_add_ps (four tokens per pass)."""
     for t0 in range(t_start, t_end, TOKENS_PER_PASS):
         a0 = vzero_f()
         a1 = vzero_f()
@@ -248,6 +271,23 @@ def _tiny_rows(w16, w32, wo, r, n, x, t_start, t_end, out):
             out[t0 + 3, r] = vreduce_add_f(a3)
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _tiny_rows_256(w16, w32, wo, r, n, x, t_start, t_end, out):
+    """tinyBLAS's outputs (AVX2 build) of weight row ``r``: one 8-lane accumulator per token over steps
+    of 8 values, reduced as hsum_float_8; two tokens share each 16-lane vector (one per half)."""
+    for t0 in range(t_start, t_end, 2):
+        t1 = t0 + 1 if t0 + 1 < t_end else t0
+        acc = vzero_f()
+        for i in range(0, n, 8):
+            wv = vload_f16_8x2(w16, wo + i, wo + i) if w16.shape[0] else vload_f8x2(w32, wo + i, wo + i)
+            acc = vfma(wv, vload_f8x2(x, t0 * n + i, t1 * n + i), acc)
+        out[t0, r] = vhsum8_lo(acc)
+        out[t1, r] = vhsum8_hi(acc)
+
+
+_tiny_rows = _tiny_rows_512 if EPR == 16 else _tiny_rows_256
+
+
 class PackedFloatExact:
     """F16 or F32 weights (several stacked, when fused), computed in ggml's order."""
 
@@ -260,8 +300,9 @@ class PackedFloatExact:
         self.w16 = w if half else np.zeros(0, np.uint16)
         self.w32 = np.zeros(0, np.float32) if half else w
         self.rows = sum(p.shape[0] for p in parts)
-        # tinyBLAS serves a weight (ggml multiplies each separately) with rows % 4 == 0 and n % 16 == 0
-        self.tiny_rows = np.concatenate([np.full(p.shape[0], p.shape[0] % 4 == 0 and n % 16 == 0)
+        # tinyBLAS serves a weight (ggml multiplies each separately) with rows % 4 == 0 and n a multiple of
+        # one register (16 values on AVX-512, 8 on AVX2)
+        self.tiny_rows = np.concatenate([np.full(p.shape[0], p.shape[0] % 4 == 0 and n % EPR == 0)
                                          for p in parts])
 
     def as_expert(self) -> None:

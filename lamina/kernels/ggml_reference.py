@@ -45,6 +45,10 @@ The kernels, by weight type (activations quantized as in :mod:`.activations`):
   accumulators over steps of 64; leftovers in double for F16; for F32 as GCC compiles ggml's
   ``sumf += x[i]*y[i]`` loop for AVX-512: products of 16, then of 8, rounded and added in order,
   the last seven or fewer with FMAs — checked against the reference build's ggml_vec_dot_f32).
+  These are the only products whose order depends on the build: llama.cpp built for AVX2 uses
+  8-lane registers there (tinyBLAS over steps of 8 with ``hsum_float_8``, vec_dot over steps of
+  32 with GGML_F32x8_REDUCE, F32 leftovers by 8 then 4); every quantized type above is summed the
+  same way by both builds (the same ``__m256`` code). :func:`ref_float` takes the register width.
 
 ``I`` and ``S`` are integers that can exceed 2^24, so their conversion to float32 rounds;
 everything here converts int32 to float32 exactly as the hardware does (round to nearest).
@@ -57,7 +61,7 @@ from numba import njit
 
 from lamina.quants.common import fp16_to_fp32
 
-from .common import F32, fma32, reduce_add_ps
+from .common import EPR, F32, fma32, hsum_float_8, reduce_add_ps
 
 # -- weights decoded to integers and float scales (one row per weight row) ----------------------
 
@@ -451,27 +455,36 @@ def ref_q4_K_tiled(q, wd, wdmin, sc, mn, xq, xd, bsums, out):
 
 
 @njit(cache=True, error_model="numpy")
-def ref_float(w, x, tiny, half, out):
-    """F16 (``half``: ``w`` and ``x`` as float32 values of float16s) or F32 weights: llamafile's
-    tinyBLAS (``tiny``: one 16-lane accumulator, steps of 16) or ggml_vec_dot_f16/_f32 (four, steps
-    of 64, folded (a0+a2)+(a1+a3); leftovers in double for F16; for F32 16 and then 8 rounded
-    products at a time added in order, the last few with FMAs)."""
+def ref_float(w, x, tiny, half, epr, out):
+    """F16 (``half``: ``w`` and ``x`` as float32 values of float16s) or F32 weights, as llama.cpp built
+    for a register of ``epr`` floats (16: AVX-512, 8: AVX2) computes them: llamafile's tinyBLAS
+    (``tiny``: one register-wide accumulator over steps of a register, then that register's
+    horizontal sum) or ggml_vec_dot_f16/_f32 (four accumulators over steps of 4·epr, folded
+    (a0+a2)+(a1+a3) and reduced; leftovers in double for F16; for F32 as GCC compiles the leftover
+    loop: on AVX-512 16 and then 8 rounded products at a time added in order, on AVX2 8 and then 4,
+    the last few with FMAs)."""
     rows, n = w.shape
-    acc = np.zeros(64, np.float32)
+    acc = np.zeros(4 * epr, np.float32)
+    step = 4 * epr
     for t in range(x.shape[0]):
         for r in range(rows):
             acc[:] = 0
             if tiny:
-                for i in range(0, n, 16):
-                    for lane in range(16):
+                for i in range(0, n, epr):
+                    for lane in range(epr):
                         acc[lane] = fma32(w[r, i + lane], x[t, i + lane], acc[lane])
-                out[t, r] = reduce_add_ps(acc, 0)
+                out[t, r] = reduce_add_ps(acc, 0) if epr == 16 else hsum_float_8(acc, 0)
                 continue
-            main = n - n % 64
-            for i in range(0, main, 64):
-                for lane in range(64):
+            main = n - n % step
+            for i in range(0, main, step):
+                for lane in range(step):
                     acc[lane] = fma32(w[r, i + lane], x[t, i + lane], acc[lane])
-            total = reduce_add_ps((acc[0:16] + acc[32:48]) + (acc[16:32] + acc[48:64]), 0)
+            folded = (acc[0:epr] + acc[2 * epr:3 * epr]) + (acc[epr:2 * epr] + acc[3 * epr:4 * epr])
+            if epr == 16:
+                total = reduce_add_ps(folded, 0)
+            else:  # GGML_F32x8_REDUCE: 128-bit halves added, then two horizontal adds
+                total = ((folded[0] + folded[4]) + (folded[1] + folded[5])) + \
+                    ((folded[2] + folded[6]) + (folded[3] + folded[7]))
             if half:
                 s = np.float64(total)
                 for i in range(main, n):
@@ -479,14 +492,14 @@ def ref_float(w, x, tiny, half, out):
                 out[t, r] = F32(s)
             else:
                 i = main
-                while n - i >= 16:
-                    for j in range(i, i + 16):
+                while n - i >= epr:
+                    for j in range(i, i + epr):
                         total = F32(total + F32(w[r, j] * x[t, j]))
-                    i += 16
-                if n - i >= 8:
-                    for j in range(i, i + 8):
+                    i += epr
+                if n - i >= epr // 2:
+                    for j in range(i, i + epr // 2):
                         total = F32(total + F32(w[r, j] * x[t, j]))
-                    i += 8
+                    i += epr // 2
                 for j in range(i, n):
                     total = fma32(w[r, j], x[t, j], total)
                 out[t, r] = total
@@ -511,7 +524,7 @@ def reference_matmul(type_name: str, raw: np.ndarray, x: np.ndarray) -> np.ndarr
         half = type_name == "F16"
         w = np.ascontiguousarray(raw).view(np.float16 if half else np.float32).reshape(rows, n).astype(np.float32)
         ref_float(w, x.astype(np.float16).astype(np.float32) if half else x,
-                  n_tok >= 2 and rows % 4 == 0 and n % 16 == 0, half, out)
+                  n_tok >= 2 and rows % 4 == 0 and n % EPR == 0, half, EPR, out)
         return out
     xq = np.empty((n_tok, n), np.int8)
     if type_name in LEGACY_KIND:

@@ -2,12 +2,14 @@
 
 SwiGLU, ``silu(gate) * up``:
 
-ggml_vec_swiglu_f32 (AVX-512 build) evaluates SiLU 16 values at a time as
-``x / (1 + ggml_v_expf(-x))``, where ggml_v_expf is a fixed polynomial (not libm's expf):
+ggml_vec_swiglu_f32 evaluates SiLU a vector register at a time (16 values on AVX-512, 8 on AVX2)
+as ``x / (1 + ggml_v_expf(-x))``, where ggml_v_expf is a fixed polynomial (not libm's expf):
 ``n = round(x·log2 e)`` by the 1.5·2^23 trick, a two-step reduction ``b = x - n·ln2`` with FMAs,
-a degree-5 polynomial ``j`` in ``b`` evaluated with FMAs in a fixed shape, then
-``scalef(j, n) = j·2^n`` (one rounding); ``|n| > 192`` gives 0 or infinity. The last
-``width % 16`` values of a row use ``x / (1 + expf(-x))`` with libm's expf instead.
+then a degree-5 polynomial ``j`` in ``b`` evaluated with FMAs in a fixed shape. The two builds
+finish differently: AVX-512 computes ``j = P(b)·u + fma(c1, b, 1)`` and ``scalef(j, n) = j·2^n``
+(one rounding; ``|n| > 192`` gives 0 or infinity); AVX2 computes ``j = P(b)·u + c1·b`` (the product
+rounded on its own) and ``fma(2^n, j, 2^n)``, with two rescaled steps for ``|n| > 126``. The last
+``width % EPR`` values of a row use ``x / (1 + expf(-x))`` with libm's expf instead.
 
 GEGLU, ``gelu(gate) * up``, goes through a float16 table (ggml_vec_geglu_f32); ggml fills it at
 start-up with ``f16((0.5·x)·(1 + tanhf((c·x)·fma(a·x, x, 1))))`` — GCC contracts the inner
@@ -19,11 +21,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from lamina.quants.common import fp16_to_fp32, fp32_to_fp16
+from lamina.quants.common import bits_f32, f32_bits32, fp16_to_fp32, fp32_to_fp16
 
-from .common import F32, fma32
-from .simd import (f16_bits, vabs_f, vadd_f, vadd_i, vbits_f, vdiv_f, vfma, vload_f, vmax_f, vmin_f, vmul_f, vsll_i, vsplat_f,
-                   vsplat_i, vsra_i, vstore_f, vsub_f, vsub_i, vtoi, vwhere_gt, vzero_f)
+from .common import EPR, F32, add32, chunk_sum, fma32, shl32, sub32
+from .simd import (f16_bits, vabs_f, vadd_f, vadd_i, vbits_f, vbits_i, vdiv_f, vfma, vload_f, vmax_f, vmin_f, vmul_f,
+                   vsll_i, vsplat_f, vsplat_i, vsra_i, vstore_f, vsub_f, vsub_i, vtoi, vwhere_gt, vzero_f)
 
 def _hexf(s: str) -> np.float32:
     return np.float32(float.fromhex(s))
@@ -41,7 +43,7 @@ _C1 = _hexf("0x1.ffffecp-1")
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def v_expf(x):
+def v_expf_512(x):
     """ggml_v_expf (AVX-512 form) for one float32."""
     z = fma32(x, _LOG2E, _R)
     n = z - _R
@@ -55,15 +57,35 @@ def v_expf(x):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
+def v_expf_256(x):
+    """ggml_v_expf (AVX2 form) for one float32: lanes are independent, so one lane is the vector's answer."""
+    z = fma32(x, _LOG2E, _R)
+    n = z - _R
+    b = fma32(-n, _LN2_LO, fma32(-n, _LN2_HI, x))
+    e = shl32(f32_bits32(z), 23)  # wraps, as _mm256_slli_epi32
+    k = bits_f32(add32(e, 0x3F800000))  # 2^n
+    u = b * b
+    j = fma32(fma32(fma32(_C5, b, _C4), u, fma32(_C3, b, _C2)), u, _C1 * b)
+    if abs(n) <= F32(126.0):
+        return fma32(k, j, k)
+    g = np.int32(-2113929216) if n <= F32(0.0) else np.int32(0)  # 0x82000000 or 0
+    s1 = bits_f32(add32(g, 0x7F000000))
+    if abs(n) > F32(192.0):
+        return s1 * s1
+    s2 = bits_f32(sub32(e, g))
+    return fma32(s2, j, s2) * s1
+
+
+@njit(cache=True, inline="always", error_model="numpy")
 def _pow2(k):
     """2^k for integer lanes k in [-126, 127], as float32 bits."""
     return vbits_f(vsll_i(vadd_i(k, vsplat_i(127)), 23))
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def v_expf16(x):
-    """ggml_v_expf for 16 lanes (the same operations as :func:`v_expf`). scalef(j, n) is j·2^⌊n/2⌋·2^(n-⌊n/2⌋):
-    the first product stays normal, so only the second rounds."""
+def v_expf16_512(x):
+    """ggml_v_expf (AVX-512 form) for 16 lanes (the same operations as :func:`v_expf_512`). scalef(j, n) is
+    j·2^⌊n/2⌋·2^(n-⌊n/2⌋): the first product stays normal, so only the second rounds."""
     z = vfma(x, vsplat_f(_LOG2E), vsplat_f(_R))
     n = vsub_f(z, vsplat_f(_R))
     neg = vsub_f(vzero_f(), n)
@@ -80,21 +102,51 @@ def v_expf16(x):
     return vwhere_gt(vabs_f(n), big, out_of_range, res)
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def v_expf16_256(x):
+    """ggml_v_expf (AVX2 form) for 16 lanes, the operations of :func:`v_expf_256` on each."""
+    z = vfma(x, vsplat_f(_LOG2E), vsplat_f(_R))
+    n = vsub_f(z, vsplat_f(_R))
+    neg = vsub_f(vzero_f(), n)
+    b = vfma(neg, vsplat_f(_LN2_LO), vfma(neg, vsplat_f(_LN2_HI), x))
+    e = vsll_i(vbits_i(z), 23)
+    k = vbits_f(vadd_i(e, vsplat_i(0x3F800000)))
+    u = vmul_f(b, b)
+    j = vfma(vfma(vfma(vsplat_f(_C5), b, vsplat_f(_C4)), u, vfma(vsplat_f(_C3), b, vsplat_f(_C2))), u,
+             vmul_f(vsplat_f(_C1), b))
+    normal = vfma(k, j, k)
+    zero = vzero_f()
+    g = vbits_i(vwhere_gt(n, zero, zero, vbits_f(vsplat_i(-2113929216))))  # 0 where n > 0, else 0x82000000
+    s1 = vbits_f(vadd_i(g, vsplat_i(0x7F000000)))
+    s2 = vbits_f(vsub_i(e, g))
+    wide = vwhere_gt(vabs_f(n), vsplat_f(F32(192.0)), vmul_f(s1, s1), vmul_f(vfma(s2, j, s2), s1))
+    return vwhere_gt(vabs_f(n), vsplat_f(F32(126.0)), wide, normal)
+
+
+# The family's form (see the module docstring); lanes are independent, so 16 lanes serve any EPR.
+v_expf = v_expf_512 if EPR == 16 else v_expf_256
+v_expf16 = v_expf16_512 if EPR == 16 else v_expf16_256
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def swiglu_rows(gate, up, out):
     """out = silu(gate) * up, rows in parallel, each value as ggml_vec_swiglu_f32 computes it."""
     n_rows, width = gate.shape
-    vec_end = width - width % 16
+    vec_end = width - width % EPR  # from here on ggml uses libm's expf
+    sixteens = vec_end - vec_end % 16
     one = vsplat_f(F32(1.0))
     for i in prange(n_rows):
         g_row = gate[i]
         u_row = up[i]
         o_row = out[i]
         if g_row.strides[0] == 4 and u_row.strides[0] == 4 and o_row.strides[0] == 4:
-            for j in range(0, vec_end, 16):
+            for j in range(0, sixteens, 16):
                 g = vload_f(g_row, j)
                 silu = vdiv_f(g, vadd_f(one, v_expf16(vsub_f(vzero_f(), g))))
                 vstore_f(o_row, j, vmul_f(silu, vload_f(u_row, j)))
+            for j in range(sixteens, vec_end):
+                g = g_row[j]
+                o_row[j] = g / (F32(1.0) + v_expf(F32(0.0) - g)) * u_row[j]
         else:
             for j in range(vec_end):
                 g = g_row[j]
@@ -102,6 +154,33 @@ def swiglu_rows(gate, up, out):
         for j in range(vec_end, width):
             g = g_row[j]
             o_row[j] = g / (F32(1.0) + np.exp(-g)) * u_row[j]
+
+
+@njit(cache=True, error_model="numpy")
+def softmax_rows(x):
+    """ggml_soft_max of each row (the MoE router): the values minus the row's maximum through
+    ggml_v_expf a register at a time (EPR values; the rest through expf), their sum kept in double
+    (each register folded as the build folds it), then every value times (float)(1/sum)."""
+    n_rows, width = x.shape
+    out = np.empty((n_rows, width), np.float32)
+    vec_end = width - width % EPR
+    for r in range(n_rows):
+        top = x[r, 0]
+        for j in range(1, width):
+            top = max(top, x[r, j])
+        total = np.float64(0.0)
+        for j in range(0, vec_end, EPR):
+            for i in range(EPR):
+                out[r, j + i] = v_expf(x[r, j + i] - top)
+            total += np.float64(chunk_sum(out[r], j))
+        for j in range(vec_end, width):
+            value = F32(np.exp(np.float64(x[r, j] - top)))
+            out[r, j] = value
+            total += np.float64(value)
+        scale = F32(1.0 / total)
+        for j in range(width):
+            out[r, j] *= scale
+    return out
 
 
 _GELU_A = np.float32(0.044715)

@@ -14,7 +14,9 @@ one vector instruction (``vdpbusd``, :mod:`.simd`) forms lane k for 16 rows at o
 activation's 4 bytes of that lane. Nibble formats keep two lanes per byte (k and k+4, as the
 file does) and are unpacked per group into a small buffer; Q8_0 is stored with +128 so that
 the weight is the unsigned operand. The activation side carries the matching correction
-``-offset · Σ(its 4 bytes)`` per lane, so every lane sum is the exact signed integer.
+``-offset · Σ(its 4 bytes)`` per lane, so every lane sum is the exact signed integer. Where the
+byte products saturate in pairs (``vpmaddubsw``: the avx512 and avx2 families), Q8_0 stays signed
+and takes :func:`.simd.vdpbssd` instead, ggml's own answer to the same limit.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from .common import F16_TO_F32, F32, release_file_pages
-from .simd import (round_f16, vabs_f, vadd_f, vadd_i, vand_i, vbcast_i, vcvt, vdpbusd, vfma, vhmax_f, vhsum8, vlane_i, vload_f,
+from .simd import (SIGNED_Q8, round_f16, vabs_f, vadd_f, vadd_i, vand_i, vbcast_i, vcvt, vdpbssd, vdpbusd, vfma, vhmax_f, vhsum8, vlane_i, vload_f,
                    vload_f16, vload_i, vmax_f, vmul_f, vmul_i, vor_i, vrint_f, vsll_i, vsplat_f, vsplat_i, vsrl_i,
                    vstore_f, vstore_i, vstore_i8, vsum4_i, vtoi, vzero_f, vzero_i)
 
@@ -35,7 +37,7 @@ KINDS = {"Q8_0": Q8_0, "Q5_0": Q5_0, "Q5_1": Q5_1, "Q4_0": Q4_0, "Q4_1": Q4_1}
 BLOCK_BYTES = {Q8_0: 34, Q5_0: 22, Q5_1: 24, Q4_0: 18, Q4_1: 20}
 # what the kernel's unsigned weight byte is minus the signed weight value (the activation side
 # subtracts offset · Σx per lane)
-OFFSET = {Q8_0: 128, Q5_0: 16, Q5_1: 0, Q4_0: 8, Q4_1: 0}
+OFFSET = {Q8_0: 0 if SIGNED_Q8 else 128, Q5_0: 16, Q5_1: 0, Q4_0: 8, Q4_1: 0}
 HAS_MIN = (Q5_1, Q4_1)  # Q8_1 activations, the m·s sum
 
 FEW_TOKENS = 4  # at most this many tokens: weights widened in registers, activations quantized serially
@@ -173,8 +175,16 @@ def _lanes_of_block(kind, qs, qh, g, nb, b, k):
 
 
 @njit(cache=True, inline="always")
-def _lane(acc, dd, corr, co, w, xq, xo):
-    return vfma(dd, vcvt(vdpbusd(vbcast_i(corr, co), w, vbcast_i(xq, xo))), acc)
+def _dot(kind, acc, w, x):
+    """The byte dot product for this weight type (signed Q8_0 where products saturate in pairs)."""
+    if SIGNED_Q8 and kind == Q8_0:
+        return vdpbssd(acc, w, x)
+    return vdpbusd(acc, w, x)
+
+
+@njit(cache=True, inline="always")
+def _lane(kind, acc, dd, corr, co, w, xq, xo):
+    return vfma(dd, vcvt(_dot(kind, vbcast_i(corr, co), w, vbcast_i(xq, xo))), acc)
 
 
 @njit(cache=True, inline="always")
@@ -214,14 +224,14 @@ def _token_from_registers(kind, per_block, qs, qh, d, m, xq, xd, xs, corr, t, n,
             s = vdpbusd(s, w7, vbcast_i(xq, xo + 28))
             a0 = vfma(vcvt(s), dd, a0)
         else:
-            a0 = _lane(a0, dd, corr, co, w0, xq, xo)
-            a1 = _lane(a1, dd, corr, co + 1, w1, xq, xo + 4)
-            a2 = _lane(a2, dd, corr, co + 2, w2, xq, xo + 8)
-            a3 = _lane(a3, dd, corr, co + 3, w3, xq, xo + 12)
-            a4 = _lane(a4, dd, corr, co + 4, w4, xq, xo + 16)
-            a5 = _lane(a5, dd, corr, co + 5, w5, xq, xo + 20)
-            a6 = _lane(a6, dd, corr, co + 6, w6, xq, xo + 24)
-            a7 = _lane(a7, dd, corr, co + 7, w7, xq, xo + 28)
+            a0 = _lane(kind, a0, dd, corr, co, w0, xq, xo)
+            a1 = _lane(kind, a1, dd, corr, co + 1, w1, xq, xo + 4)
+            a2 = _lane(kind, a2, dd, corr, co + 2, w2, xq, xo + 8)
+            a3 = _lane(kind, a3, dd, corr, co + 3, w3, xq, xo + 12)
+            a4 = _lane(kind, a4, dd, corr, co + 4, w4, xq, xo + 16)
+            a5 = _lane(kind, a5, dd, corr, co + 5, w5, xq, xo + 20)
+            a6 = _lane(kind, a6, dd, corr, co + 6, w6, xq, xo + 24)
+            a7 = _lane(kind, a7, dd, corr, co + 7, w7, xq, xo + 28)
             if has_min:
                 sm = vfma(vload_f16(m, (g * nb + b) * GROUP), vsplat_f(xs[tb]), sm)
     if per_block:
@@ -279,7 +289,7 @@ def _block_sums(w, wbase, dv, xd, xq, corr, t, nb, n):
 
 
 @njit(cache=True, inline="always")
-def _lane_sums_pair(w, wbase, dv, mv, has_min, xd, xq, xs, corr, t, u, nb, n):
+def _lane_sums_pair(kind, w, wbase, dv, mv, has_min, xd, xq, xs, corr, t, u, nb, n):
     """Two tokens' 16 outputs (eight lanes each, ``hsum_float_8``, plus the m·s sum for Q4_1/Q5_1),
     sharing each loaded weight lane between them."""
     a0 = vzero_f()
@@ -312,29 +322,29 @@ def _lane_sums_pair(w, wbase, dv, mv, has_min, xd, xq, xs, corr, t, u, nb, n):
         ca = ta * 8
         cb = tb * 8
         w0 = vload_i(w, wo)
-        a0 = _lane(a0, da, corr, ca, w0, xq, xa)
-        b0 = _lane(b0, db, corr, cb, w0, xq, xb)
+        a0 = _lane(kind, a0, da, corr, ca, w0, xq, xa)
+        b0 = _lane(kind, b0, db, corr, cb, w0, xq, xb)
         w1 = vload_i(w, wo + 64)
-        a1 = _lane(a1, da, corr, ca + 1, w1, xq, xa + 4)
-        b1 = _lane(b1, db, corr, cb + 1, w1, xq, xb + 4)
+        a1 = _lane(kind, a1, da, corr, ca + 1, w1, xq, xa + 4)
+        b1 = _lane(kind, b1, db, corr, cb + 1, w1, xq, xb + 4)
         w2 = vload_i(w, wo + 128)
-        a2 = _lane(a2, da, corr, ca + 2, w2, xq, xa + 8)
-        b2 = _lane(b2, db, corr, cb + 2, w2, xq, xb + 8)
+        a2 = _lane(kind, a2, da, corr, ca + 2, w2, xq, xa + 8)
+        b2 = _lane(kind, b2, db, corr, cb + 2, w2, xq, xb + 8)
         w3 = vload_i(w, wo + 192)
-        a3 = _lane(a3, da, corr, ca + 3, w3, xq, xa + 12)
-        b3 = _lane(b3, db, corr, cb + 3, w3, xq, xb + 12)
+        a3 = _lane(kind, a3, da, corr, ca + 3, w3, xq, xa + 12)
+        b3 = _lane(kind, b3, db, corr, cb + 3, w3, xq, xb + 12)
         w4 = vload_i(w, wo + 256)
-        a4 = _lane(a4, da, corr, ca + 4, w4, xq, xa + 16)
-        b4 = _lane(b4, db, corr, cb + 4, w4, xq, xb + 16)
+        a4 = _lane(kind, a4, da, corr, ca + 4, w4, xq, xa + 16)
+        b4 = _lane(kind, b4, db, corr, cb + 4, w4, xq, xb + 16)
         w5 = vload_i(w, wo + 320)
-        a5 = _lane(a5, da, corr, ca + 5, w5, xq, xa + 20)
-        b5 = _lane(b5, db, corr, cb + 5, w5, xq, xb + 20)
+        a5 = _lane(kind, a5, da, corr, ca + 5, w5, xq, xa + 20)
+        b5 = _lane(kind, b5, db, corr, cb + 5, w5, xq, xb + 20)
         w6 = vload_i(w, wo + 384)
-        a6 = _lane(a6, da, corr, ca + 6, w6, xq, xa + 24)
-        b6 = _lane(b6, db, corr, cb + 6, w6, xq, xb + 24)
+        a6 = _lane(kind, a6, da, corr, ca + 6, w6, xq, xa + 24)
+        b6 = _lane(kind, b6, db, corr, cb + 6, w6, xq, xb + 24)
         w7 = vload_i(w, wo + 448)
-        a7 = _lane(a7, da, corr, ca + 7, w7, xq, xa + 28)
-        b7 = _lane(b7, db, corr, cb + 7, w7, xq, xb + 28)
+        a7 = _lane(kind, a7, da, corr, ca + 7, w7, xq, xa + 28)
+        b7 = _lane(kind, b7, db, corr, cb + 7, w7, xq, xb + 28)
         if has_min:
             mvb = vload_f(mv, b * GROUP)
             sa = vfma(mvb, vsplat_f(xs[ta]), sa)
@@ -377,7 +387,7 @@ def _matmul(kind, per_block, qs, qh, d, m, xq, xd, xs, corr, n_tok, n, n_groups,
         else:
             for t in range(t0, t_end, 2):
                 u = t + 1 if t + 1 < t_end else t
-                yt, yu = _lane_sums_pair(w, wbase, dv, mv, has_min, xd, xq, xs, corr, t, u, nb, n)
+                yt, yu = _lane_sums_pair(kind, w, wbase, dv, mv, has_min, xd, xq, xs, corr, t, u, nb, n)
                 vstore_f(out, t * width + g * GROUP, yt)
                 vstore_f(out, u * width + g * GROUP, yu)
 
@@ -405,7 +415,8 @@ def _dequantize(kind, qs, qh, d, m, n, n_groups, rows, out):
                 mm = F16_TO_F32[m[(g * nb + b) * GROUP + r]] if kind == Q4_1 or kind == Q5_1 else F32(0)
                 for k in range(8):
                     for i in range(4):
-                        v = np.int32(w[(b * 8 + k) * LANE_BYTES + 4 * r + i]) - off
+                        byte = w[(b * 8 + k) * LANE_BYTES + 4 * r + i]
+                        v = (np.int32(np.int8(byte)) if SIGNED_Q8 and kind == Q8_0 else np.int32(byte)) - off
                         if kind == Q4_1 or kind == Q5_1:
                             out[row, b * 32 + 4 * k + i] = F32(v) * dd + mm
                         else:
@@ -475,7 +486,7 @@ class PackedLegacy:
         self.n_groups = g = (self.rows + GROUP - 1) // GROUP
         has_min = kind in HAS_MIN
         qh_at = {Q5_0: 2, Q5_1: 4}.get(kind)
-        fields = [(0, 2, 2, 0), (2, 34, 4, 0x80) if kind == Q8_0 else (size - 16, size, 4, 0)]
+        fields = [(0, 2, 2, 0), (2, 34, 4, 0 if SIGNED_Q8 else 0x80) if kind == Q8_0 else (size - 16, size, 4, 0)]
         fields += [(2, 4, 2, 0)] if has_min else []
         fields += [(qh_at, qh_at + 4, 4, 0)] if qh_at else []
         packed = interleave(raws, g, nb, size, fields)

@@ -5,11 +5,12 @@ per 32-value block, one rounding per step) and at the same time use 8-bit intege
 products. These helpers give Numba code two value types that live in one 512-bit register,
 ``V16i`` (16 × int32, or 64 bytes) and ``V16f`` (16 × float32), and the handful of operations
 the exact kernels need. They compile to plain LLVM vector IR, which LLVM lowers to whatever
-the host has (AVX-512 here, pairs of AVX2 registers elsewhere); the one x86-specific piece is
-``vpdpbusd`` (4 unsigned × signed byte products summed into each int32 lane), used when the
-host has AVX-512 VNNI and written out in generic IR otherwise (same result, slower).
-``LAMINA_SIMD=generic`` forces the generic form (for testing it on a VNNI machine; give that
-process its own ``NUMBA_CACHE_DIR``, as compiled code is cached per function, not per setting).
+the target has (AVX-512, or pairs of AVX2 registers); the x86-specific piece is the byte dot
+product (4 unsigned × signed byte products summed into each int32 lane), which the kernel family
+(:mod:`.family`) forms with ``vpdpbusd`` (AVX-512 VNNI, or AVX-VNNI on 256-bit halves), with
+``vpmaddubsw`` + ``vpmaddwd`` (AVX-512, AVX2) or in generic IR. All are exact for the operands the
+kernels give: ``vpmaddubsw`` saturates a pair of products at 32767, which weight codes below 64
+never reach; Q8_0's full-range bytes go through :func:`vdpbssd` (signed × signed, ggml's sign trick).
 
 Loads and stores take an array and an element index and do no bounds checks: callers index
 within the arrays they allocate. Kernels use them with 1-D (flattened) arrays.
@@ -20,12 +21,11 @@ this module, touch (or clear the ``__pycache__`` entries of) the modules that us
 
 from __future__ import annotations
 
-import os
-
-from llvmlite import binding as llvm_binding
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, models, register_model
+
+from . import family
 
 _I8 = ir.IntType(8)
 _I16 = ir.IntType(16)
@@ -36,17 +36,10 @@ _VF = ir.VectorType(_F32, 16)
 _VB = ir.VectorType(_I8, 64)
 
 
-def _host_has_vnni() -> bool:
-    if os.environ.get("LAMINA_SIMD", "").lower() == "generic":
-        return False
-    try:
-        features = llvm_binding.get_host_cpu_features()
-    except RuntimeError:
-        return False
-    return bool(features.get("avx512vnni") and features.get("avx512bw") and features.get("avx512f"))
-
-
-HAS_VNNI = _host_has_vnni()
+DOT = family.DOT  # how byte products are formed (see the module docstring)
+HAS_VNNI = DOT.startswith("vpdpbusd")
+# Q8_0 weights use all 256 byte values: where pairs of products saturate (vpmaddubsw), they stay signed
+SIGNED_Q8 = DOT.startswith("pmaddubs")
 
 
 class V16i(types.Type):
@@ -132,6 +125,83 @@ def vload_f16(typingctx, arr, idx):
         return builder.fpext(h, _VF)
 
     return v16f(arr, idx), codegen
+
+
+def _two_eights(builder, lo, hi):
+    return builder.shuffle_vector(lo, hi, ir.Constant(_VI, list(range(16))))
+
+
+@intrinsic
+def vload_f8x2(typingctx, arr, i, j):
+    """8 float32 from element ``i`` in lanes 0..7 and 8 from element ``j`` in lanes 8..15 (two
+    256-bit registers side by side: the AVX2 build's 8-lane accumulations, two at a time)."""
+    if not (_is_array(arr) and arr.dtype == types.float32 and isinstance(i, types.Integer)
+            and isinstance(j, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v8 = ir.VectorType(_F32, 8)
+        lo = builder.load(_element_ptr(context, builder, sig.args[0], args[0], args[1], v8), align=4)
+        hi = builder.load(_element_ptr(context, builder, sig.args[0], args[0], args[2], v8), align=4)
+        return _two_eights(builder, lo, hi)
+
+    return v16f(arr, i, j), codegen
+
+
+@intrinsic
+def vload_f16_8x2(typingctx, arr, i, j):
+    """:func:`vload_f8x2` of float16 bit patterns (uint16 array), widened exactly to float32."""
+    if not (_is_array(arr) and arr.dtype == types.uint16 and isinstance(i, types.Integer)
+            and isinstance(j, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v8h, v8 = ir.VectorType(ir.HalfType(), 8), ir.VectorType(_F32, 8)
+        lo = builder.load(_element_ptr(context, builder, sig.args[0], args[0], args[1], v8h), align=2)
+        hi = builder.load(_element_ptr(context, builder, sig.args[0], args[0], args[2], v8h), align=2)
+        return _two_eights(builder, builder.fpext(lo, v8), builder.fpext(hi, v8))
+
+    return v16f(arr, i, j), codegen
+
+
+def _hsum8_half(offset):
+    @intrinsic
+    def impl(typingctx, a):
+        if a != v16f:
+            return None
+
+        def codegen(context, builder, sig, args):
+            def lane(i):
+                return builder.extract_element(args[0], ir.Constant(_I32, offset + i))
+
+            t = [builder.fadd(lane(i), lane(i + 4)) for i in range(4)]
+            return builder.fadd(builder.fadd(t[0], t[2]), builder.fadd(t[1], t[3]))
+
+        return types.float32(a), codegen
+
+    return impl
+
+
+vhsum8_lo = _hsum8_half(0)  # hsum_float_8 of lanes 0..7: ((0+4)+(2+6)) + ((1+5)+(3+7))
+vhsum8_hi = _hsum8_half(8)  # the same of lanes 8..15
+
+
+@intrinsic
+def vreduce_f32x8(typingctx, a):
+    """GGML_F32x8_REDUCE of four 8-lane registers given as (x0 + x2 | x1 + x3): the halves added,
+    then the 128-bit halves, then two horizontal adds: ((t0 + t1) + (t2 + t3))."""
+    if a != v16f:
+        return None
+
+    def codegen(context, builder, sig, args):
+        def lane(i):
+            return builder.extract_element(args[0], ir.Constant(_I32, i))
+
+        v = [builder.fadd(lane(i), lane(i + 8)) for i in range(8)]
+        t = [builder.fadd(v[i], v[i + 4]) for i in range(4)]
+        return builder.fadd(builder.fadd(t[0], t[1]), builder.fadd(t[2], t[3]))
+
+    return types.float32(a), codegen
 
 
 @intrinsic
@@ -520,6 +590,18 @@ def vbits_f(typingctx, a):
 
 
 @intrinsic
+def vbits_i(typingctx, a):
+    """The float32 lanes' bits as int32 lanes."""
+    if a != v16f:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], _VI)
+
+    return v16i(a), codegen
+
+
+@intrinsic
 def vwhere_gt(typingctx, a, b, c, d):
     """Per lane: c where a > b, else d (float32 lanes)."""
     if not all(t == v16f for t in (a, b, c, d)):
@@ -569,18 +651,88 @@ def _dpbusd_generic(builder, acc, a, b):
     return total
 
 
+def _halves(builder, v, ty):
+    """The low and high 256 bits of a 512-bit vector, as ``ty`` (a 256-bit vector type)."""
+    wide = ir.VectorType(ty.element, ty.count * 2)
+    v = builder.bitcast(v, wide)
+    und = ir.Constant(wide, ir.Undefined)
+    return [builder.shuffle_vector(v, und, ir.Constant(ir.VectorType(_I32, ty.count),
+                                                      list(range(h * ty.count, (h + 1) * ty.count))))
+            for h in (0, 1)]
+
+
+def _join(builder, lo, hi):
+    n = lo.type.count
+    return builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(_I32, 2 * n), list(range(2 * n))))
+
+
+def _call(builder, name, ret, args):
+    fn = builder.module.declare_intrinsic(name, fnty=ir.FunctionType(ret, [a.type for a in args]))
+    return builder.call(fn, args)
+
+
+def _maddubs_sum(builder, a, b):
+    """Per int32 lane, the 4 products of ``a``'s unsigned and ``b``'s signed bytes: vpmaddubsw (pairs,
+    saturating at ±32767) then vpmaddwd with ones (exact), on 512 bits or on two 256-bit halves."""
+    if DOT == "pmaddubs512":
+        w = _call(builder, "llvm.x86.avx512.pmaddubs.w.512", ir.VectorType(_I16, 32),
+                  [builder.bitcast(a, _VB), builder.bitcast(b, _VB)])
+        return _call(builder, "llvm.x86.avx512.pmaddw.d.512", _VI, [w, ir.Constant(ir.VectorType(_I16, 32), [1] * 32)])
+    b32, h16, i8 = ir.VectorType(_I8, 32), ir.VectorType(_I16, 16), ir.VectorType(_I32, 8)
+    parts = []
+    for ah, bh in zip(_halves(builder, a, b32), _halves(builder, b, b32)):
+        w = _call(builder, "llvm.x86.avx2.pmadd.ub.sw", h16, [ah, bh])
+        parts.append(_call(builder, "llvm.x86.avx2.pmadd.wd", i8, [w, ir.Constant(h16, [1] * 16)]))
+    return _join(builder, *parts)
+
+
 @intrinsic
 def vdpbusd(typingctx, acc, a, b):
     """acc + (per int32 lane) the sum of the 4 products of ``a``'s unsigned bytes and ``b``'s
-    signed bytes in that lane: exact (no saturation), as vpdpbusd."""
+    signed bytes in that lane, as vpdpbusd. Exact wherever two products stay within ±32767 (weight
+    codes up to 127 against activations in ±127: every caller but Q8_0, see :func:`vdpbssd`)."""
     if not (acc == v16i and a == v16i and b == v16i):
         return None
 
     def codegen(context, builder, sig, args):
-        if HAS_VNNI:
-            fn = builder.module.declare_intrinsic("llvm.x86.avx512.vpdpbusd.512", fnty=ir.FunctionType(_VI, [_VI] * 3))
-            return builder.call(fn, args)
+        if DOT == "vpdpbusd512":
+            return _call(builder, "llvm.x86.avx512.vpdpbusd.512", _VI, list(args))
+        if DOT == "vpdpbusd256":
+            v8 = ir.VectorType(_I32, 8)
+            halves = [_halves(builder, x, v8) for x in args]
+            return _join(builder, *[_call(builder, "llvm.x86.avx512.vpdpbusd.256", v8, [h[i] for h in halves])
+                                    for i in (0, 1)])
+        if DOT.startswith("pmaddubs"):
+            return builder.add(args[0], _maddubs_sum(builder, args[1], args[2]))
         return _dpbusd_generic(builder, *args)
+
+    return v16i(acc, a, b), codegen
+
+
+@intrinsic
+def vdpbssd(typingctx, acc, a, b):
+    """acc + (per int32 lane) the sum of the 4 products of ``a``'s and ``b``'s signed bytes, exact for
+    ``b`` in ±127 (activations). With vpmaddubsw it is ggml's sign trick: |a| times b carrying a's
+    sign, so a pair stays within 2·128·127; elsewhere it widens the bytes."""
+    if not (acc == v16i and a == v16i and b == v16i):
+        return None
+
+    def codegen(context, builder, sig, args):
+        acc, a, b = args
+        if DOT.startswith("pmaddubs"):
+            a8, b8 = builder.bitcast(a, _VB), builder.bitcast(b, _VB)
+            zero = ir.Constant(_VB, [0] * 64)
+            negative = builder.icmp_signed("<", a8, zero)
+            magnitude = builder.select(negative, builder.sub(zero, a8), a8)  # |-128| wraps to 128 unsigned
+            signed = builder.select(negative, builder.sub(zero, b8), b8)
+            return builder.add(acc, _maddubs_sum(builder, magnitude, signed))
+        wide = ir.VectorType(_I32, 64)
+        prod = builder.mul(builder.sext(builder.bitcast(a, _VB), wide), builder.sext(builder.bitcast(b, _VB), wide))
+        total = acc
+        for i in range(4):
+            total = builder.add(total, builder.shuffle_vector(prod, ir.Constant(wide, ir.Undefined),
+                                                              ir.Constant(_VI, [4 * lane + i for lane in range(16)])))
+        return total
 
     return v16i(acc, a, b), codegen
 

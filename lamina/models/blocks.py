@@ -7,7 +7,7 @@ import numpy as np
 from lamina.gguf import GGUFError
 
 from .base import AttentionShape, Weights
-from .layers import RopeConfig, geglu, gelu, rms_norm, swiglu
+from .layers import RopeConfig, geglu, gelu, rms_norm, softmax, swiglu
 
 
 class Attention:
@@ -112,10 +112,7 @@ class MixtureOfExperts:
 
     def route(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For each token, the chosen experts (most probable first) and their weights."""
-        logits = self.router(x)
-        # ggml_soft_max: expf of the shifted logits, their sum in double, then a multiply by 1/sum
-        probs = np.exp((logits - logits.max(axis=1, keepdims=True)).astype(np.float64)).astype(np.float32)
-        probs *= (1.0 / probs.sum(axis=1, dtype=np.float64, keepdims=True)).astype(np.float32)
+        probs = softmax(self.router(x))  # ggml_soft_max, as the kernel family's build computes it
         chosen = np.argsort(-probs, axis=1, kind="stable")[:, :self.n_used]
         weights = np.take_along_axis(probs, chosen, axis=1)
         weights /= np.maximum(weights.sum(axis=1, keepdims=True), np.float32(6.103515625e-5))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lamina.kernels.elementwise import layer_norm_rows, rms_norm_rows, rope_cache, rope_rows
-from lamina.kernels.glu import geglu_rows, gelu_rows, swiglu_rows
+from lamina.kernels.glu import geglu_rows, gelu_rows, softmax_rows, swiglu_rows
 
 
 def rms_norm(x: np.ndarray, weight: np.ndarray | None, eps: float) -> np.ndarray:
@@ -52,6 +52,11 @@ def gelu(x: np.ndarray) -> np.ndarray:
     out = np.empty_like(x2)
     gelu_rows(x2, out)
     return out.reshape(x.shape)
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    """ggml_soft_max over the last axis (a mixture of experts' router): exp(x - max) / sum."""
+    return softmax_rows(np.ascontiguousarray(x, dtype=np.float32))
 
 
 def geglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ import importlib
 import numpy as np
 
 from lamina.gguf.types import GGMLType, ggml_type
+from lamina.kernels import family  # noqa: F401  (Numba's target and cache, before anything here compiles)
 
 from .registry import FORMATS, BlockFormat
 
