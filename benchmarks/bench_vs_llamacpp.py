@@ -2,12 +2,21 @@
 generation (tg128) on the three real models, 2 threads.
 
 llama.cpp is driven through llama-cpp-python's ``Llama.eval`` from a separate virtual
-environment (see shared/docs/PEERS.md for building it); it is a comparison tool only.
+environment (see shared/docs/PEERS.md for building it; ``LLAMA_CPP_LIB_PATH`` points it at
+another build's libllama, e.g. one built without AVX-512); it is a comparison tool only.
 Both are measured the way llama-bench measures: random tokens, an empty cache per
 repetition, one warm-up. The two programs alternate repetition by repetition so that
-a change in machine load affects both alike.
+a change in machine load affects both alike. llama.cpp runs with flash attention on, its own
+CLI's and server's default and the arithmetic lamina repeats (``--flash-attn off`` for
+llama-cpp-python's default).
+
+``--model NAME=PATH`` adds another file (e.g. benchmarks/make_synthetic_model.py's 7B-class
+model; use ``-p 64 -n 16`` there). ``--startup`` also measures, each program in a fresh process
+per model: the time from process start to the first token's logits (the Python harness, the
+load, one BOS token) and the peak resident memory, against the budget file + KV cache + 150 MB.
 
     python benchmarks/bench_vs_llamacpp.py --peer-python /work/peer/peer/bin/python -r 5
+    LAMINA_KERNELS=avx2 LLAMA_CPP_LIB_PATH=.../build-avx2/bin python benchmarks/bench_vs_llamacpp.py ...
 """
 
 from __future__ import annotations
@@ -22,9 +31,9 @@ import time
 PEER_SCRIPT = r"""
 import json, sys, time, numpy as np
 from llama_cpp import Llama
-path, threads, n_prompt, n_gen = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+path, threads, n_prompt, n_gen, fa = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 llm = Llama(path, n_ctx=n_prompt + n_gen + 8, n_batch=512, n_ubatch=512, n_threads=threads,
-            n_threads_batch=threads, verbose=False)
+            n_threads_batch=threads, flash_attn=fa == "on", verbose=False)
 rng = np.random.default_rng(0)
 def pp():
     llm.reset()  # eval() then drops every cached position from 0 on
@@ -71,17 +80,21 @@ def main() -> int:
     ap.add_argument("-n", "--n-gen", type=int, default=128)
     ap.add_argument("-r", "--repetitions", type=int, default=5)
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--flash-attn", choices=("on", "off"), default="on", help="llama.cpp's flash attention")
+    ap.add_argument("--model", action="append", default=[], metavar="NAME=PATH", help="another GGUF file")
+    ap.add_argument("--startup", action="store_true", help="also time start-up and measure peak memory")
     args = ap.parse_args()
     from lamina.testing.models import ensure_models
 
-    paths = ensure_models(args.models.split(","))
+    paths = ensure_models(args.models.split(",")) if args.models else {}
+    paths.update(dict(m.split("=", 1) for m in args.model))
     results = {}
     for name, path in paths.items():
         ours = lamina_runner(str(path), args.threads, args.n_prompt, args.n_gen)
         peer = None
         if args.peer_python:
             peer = subprocess.Popen([args.peer_python, "-c", PEER_SCRIPT, str(path), str(args.threads),
-                                     str(args.n_prompt), str(args.n_gen)],
+                                     str(args.n_prompt), str(args.n_gen), args.flash_attn],
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         samples = {("lamina", "pp"): [], ("lamina", "tg"): [], ("llama.cpp", "pp"): [], ("llama.cpp", "tg"): []}
         for _ in range(args.repetitions):
@@ -112,10 +125,69 @@ def main() -> int:
             lp, cp = row[f"lamina pp{args.n_prompt}"][0], row[f"llama.cpp pp{args.n_prompt}"][0]
             lg, cg = row[f"lamina tg{args.n_gen}"][0], row[f"llama.cpp tg{args.n_gen}"][0]
             print(f"| {name} | {lp:.1f} | {cp:.1f} | {lp / cp:.2f}x | {lg:.1f} | {cg:.1f} | {lg / cg:.2f}x |")
+    if args.startup:
+        startup = {name: startup_and_memory(str(path), args) for name, path in paths.items()}
+        print("\n| model | lamina to first token | llama.cpp | lamina peak RSS | llama.cpp peak RSS | budget |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        for name, row in startup.items():
+            peer = row.get("llama.cpp", (float("nan"), float("nan")))
+            print(f"| {name} | {row['lamina'][0]:.2f} s | {peer[0]:.2f} s | {row['lamina'][1]:.0f} MB | "
+                  f"{peer[1]:.0f} MB | {row['budget']:.0f} MB |")
+            results.setdefault(name, {})["startup"] = row
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
     return 0
+
+
+FIRST_TOKEN = r"""
+import sys
+if sys.argv[1] == "lamina":
+    from lamina.llama import Llama
+    llm = Llama(sys.argv[2], n_ctx=int(sys.argv[3]), n_threads=int(sys.argv[4]), verbose=False)
+else:
+    from llama_cpp import Llama
+    llm = Llama(sys.argv[2], n_ctx=int(sys.argv[3]), n_threads=int(sys.argv[4]), flash_attn=sys.argv[5] == "on",
+                verbose=False)
+llm.eval([llm.token_bos()])
+"""
+
+
+def startup_and_memory(path: str, args) -> dict:
+    """Fresh processes: (seconds from start to the first token's logits, peak RSS in MB) for each program,
+    and lamina's memory budget (file + its KV cache at this context + 150 MB)."""
+    import os
+
+    n_ctx = args.n_prompt + args.n_gen + 8
+    row = {}
+    programs = [("lamina", sys.executable)] + ([("llama.cpp", args.peer_python)] if args.peer_python else [])
+    for who, python in programs:
+        best = None
+        for _ in range(3):
+            start = time.perf_counter()
+            proc = subprocess.Popen([python, "-c", FIRST_TOKEN, "lamina" if who == "lamina" else "peer", path,
+                                     str(n_ctx), str(args.threads), args.flash_attn])
+            _, status, usage = os.wait4(proc.pid, 0)
+            if os.waitstatus_to_exitcode(status):
+                sys.exit(f"{who} failed on {path}")
+            took = (time.perf_counter() - start, usage.ru_maxrss / 1024)
+            best = took if best is None or took[0] < best[0] else best
+        row[who] = best
+    row["budget"] = (os.path.getsize(path) + kv_cache_bytes(path, n_ctx)) / 2**20 + 150
+    return row
+
+
+def kv_cache_bytes(path: str, n_ctx: int) -> int:
+    """The float16 KV cache for n_ctx tokens, from the file's metadata (every layer attends to all n_ctx)."""
+    from lamina.gguf import read
+
+    m = read(path).metadata
+    arch = m["general.architecture"]
+    heads = int(m[f"{arch}.attention.head_count"])
+    kv_heads = int(m.get(f"{arch}.attention.head_count_kv", heads))
+    head_k = int(m.get(f"{arch}.attention.key_length", int(m[f"{arch}.embedding_length"]) // heads))
+    head_v = int(m.get(f"{arch}.attention.value_length", head_k))
+    return int(m[f"{arch}.block_count"]) * kv_heads * (head_k + head_v) * n_ctx * 2
 
 
 if __name__ == "__main__":

@@ -405,7 +405,7 @@ def test_swiglu_is_ggml_vec_swiglu_f32():
                                              -193.0, 150.0, -150.0])])
     up = rng.standard_normal(gate.shape).astype(np.float32)
     out = np.empty_like(gate)
-    swiglu_rows(gate[None, :], up[None, :], out[None, :])
+    swiglu_rows(np.concatenate([gate, up])[None, :], len(gate), out[None, :])
     epr = family.EPR  # the build's register: 16 values on AVX-512, 8 on AVX2, each with its own exp
     v_expf = _v_expf if epr == 16 else _v_expf_256
     vector_end = len(gate) - len(gate) % epr
@@ -436,7 +436,7 @@ def test_gelu_table_is_ggmls():
     gate = np.array([[-12.0, -10.0, -0.5, 0.0, 0.7, 9.99, 10.0, 25.0]], np.float32)
     up = np.full_like(gate, -2.0)
     out = np.empty_like(gate)
-    geglu_rows(gate, up, out)
+    geglu_rows(np.concatenate([gate, up], axis=1), gate.shape[1], out)
     lookup = table[gate.astype(np.float16).view(np.uint16)].view(np.float16).astype(np.float32)
     expected = np.where(gate <= -10, np.float32(0), np.where(gate >= 10, gate * up, lookup * up))
     assert same_bits(out, expected.astype(np.float32))

@@ -129,31 +129,30 @@ v_expf16 = v_expf16_512 if EPR == 16 else v_expf16_256
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def swiglu_rows(gate, up, out):
-    """out = silu(gate) * up, rows in parallel, each value as ggml_vec_swiglu_f32 computes it."""
-    n_rows, width = gate.shape
+def swiglu_rows(gate_up, width, out):
+    """out = silu(gate) * up, rows in parallel, each value as ggml_vec_swiglu_f32 computes it. Each
+    row of ``gate_up`` (C-contiguous, one layout for every batch: one compiled kernel) holds the
+    row's ``width`` gate values, then its up values (a fused gate/up weight's output)."""
+    n_rows = gate_up.shape[0]
+    flat = gate_up.reshape(-1)
+    row = gate_up.shape[1]
     vec_end = width - width % EPR  # from here on ggml uses libm's expf
     sixteens = vec_end - vec_end % 16
     one = vsplat_f(F32(1.0))
     for i in prange(n_rows):
-        g_row = gate[i]
-        u_row = up[i]
+        g0 = i * row
+        u0 = g0 + width
         o_row = out[i]
-        if g_row.strides[0] == 4 and u_row.strides[0] == 4 and o_row.strides[0] == 4:
-            for j in range(0, sixteens, 16):
-                g = vload_f(g_row, j)
-                silu = vdiv_f(g, vadd_f(one, v_expf16(vsub_f(vzero_f(), g))))
-                vstore_f(o_row, j, vmul_f(silu, vload_f(u_row, j)))
-            for j in range(sixteens, vec_end):
-                g = g_row[j]
-                o_row[j] = g / (F32(1.0) + v_expf(F32(0.0) - g)) * u_row[j]
-        else:
-            for j in range(vec_end):
-                g = g_row[j]
-                o_row[j] = g / (F32(1.0) + v_expf(F32(0.0) - g)) * u_row[j]
+        for j in range(0, sixteens, 16):
+            g = vload_f(flat, g0 + j)
+            silu = vdiv_f(g, vadd_f(one, v_expf16(vsub_f(vzero_f(), g))))
+            vstore_f(o_row, j, vmul_f(silu, vload_f(flat, u0 + j)))
+        for j in range(sixteens, vec_end):
+            g = flat[g0 + j]
+            o_row[j] = g / (F32(1.0) + v_expf(F32(0.0) - g)) * flat[u0 + j]
         for j in range(vec_end, width):
-            g = g_row[j]
-            o_row[j] = g / (F32(1.0) + np.exp(-g)) * u_row[j]
+            g = flat[g0 + j]
+            o_row[j] = g / (F32(1.0) + np.exp(-g)) * flat[u0 + j]
 
 
 @njit(cache=True, error_model="numpy")
@@ -214,16 +213,16 @@ def gelu_table_f32() -> np.ndarray:
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _geglu_rows(gate, up, table, out):
-    for i in prange(gate.shape[0]):
-        for j in range(gate.shape[1]):
-            g = gate[i, j]
+def _geglu_rows(gate_up, width, table, out):
+    for i in prange(gate_up.shape[0]):
+        for j in range(width):
+            g = gate_up[i, j]
             if g <= F32(-10.0):
                 out[i, j] = F32(0.0)
             elif g >= F32(10.0):
-                out[i, j] = g * up[i, j]
+                out[i, j] = g * gate_up[i, width + j]
             else:
-                out[i, j] = table[f16_bits(g)] * up[i, j]
+                out[i, j] = table[f16_bits(g)] * gate_up[i, width + j]
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -242,7 +241,7 @@ def gelu_rows(x: np.ndarray, out: np.ndarray) -> None:
     _gelu_rows(x, gelu_table_f32(), out)
 
 
-def geglu_rows(gate: np.ndarray, up: np.ndarray, out: np.ndarray) -> None:
+def geglu_rows(gate_up: np.ndarray, width: int, out: np.ndarray) -> None:
     """out = gelu(gate) * up as ggml_vec_geglu_f32 computes it (0 below -10, gate·up above 10,
-    the float16 table in between)."""
-    _geglu_rows(gate, up, gelu_table_f32(), out)
+    the float16 table in between), gate and up side by side in ``gate_up`` as for :func:`swiglu_rows`."""
+    _geglu_rows(gate_up, width, gelu_table_f32(), out)

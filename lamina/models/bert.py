@@ -303,7 +303,7 @@ class MergedGeglu:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         u = self.up(x)
-        return self.down(geglu(np.ascontiguousarray(u[:, :self.n_ff]), np.ascontiguousarray(u[:, self.n_ff:])))
+        return self.down(geglu(u, self.n_ff))
 
 
 def alibi_slopes(n_head: int, max_bias: float) -> np.ndarray:

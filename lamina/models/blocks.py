@@ -66,10 +66,10 @@ class GatedFeedForward:
         self.gate_up = w.fused([f"{prefix}.ffn_gate", f"{prefix}.ffn_up"], n_embd, [n_ff, n_ff], bias=True)
         self.down = w.linear(f"{prefix}.ffn_down", n_ff, n_embd, bias=True)
         self.act = {"silu": swiglu, "gelu": geglu}[activation]
+        self.n_ff = n_ff
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        gate, up = self.gate_up.split(self.gate_up(x))
-        return self.down(self.act(gate, up))
+        return self.down(self.act(self.gate_up(x), self.n_ff))  # the fused output: gate | up per row
 
 
 class FeedForward:
@@ -126,8 +126,8 @@ class MixtureOfExperts:
         for e in np.unique(chosen):
             rows, slot = np.nonzero(chosen == e)
             gate_up, down = self.experts[int(e)]
-            gate, up = gate_up.split(gate_up(x[rows]))
-            per_slot[slot, rows] = down(swiglu(gate, up)) * weights[rows, slot][:, None]
+            y = gate_up(x[rows])
+            per_slot[slot, rows] = down(swiglu(y, y.shape[1] // 2)) * weights[rows, slot][:, None]
         out = per_slot[0]
         for k in range(1, self.n_used):  # summed slot by slot, most probable expert first, as ggml adds them
             out = out + per_slot[k]

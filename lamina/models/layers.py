@@ -39,10 +39,12 @@ def layer_norm(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None
     return out.reshape(x.shape)
 
 
-def swiglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """SiLU-gated feed-forward activation (llama, qwen2): ``gate / (1 + exp(-gate)) * up``."""
-    out = np.empty(gate.shape, np.float32)
-    swiglu_rows(gate, up, out)
+def swiglu(gate_up: np.ndarray, n_ff: int) -> np.ndarray:
+    """SiLU-gated feed-forward activation (llama, qwen2): ``gate / (1 + exp(-gate)) * up``, from a
+    fused gate/up output whose rows are ``n_ff`` gate values then ``n_ff`` up values."""
+    gate_up = np.ascontiguousarray(gate_up, dtype=np.float32)
+    out = np.empty((gate_up.shape[0], n_ff), np.float32)
+    swiglu_rows(gate_up, n_ff, out)
     return out
 
 
@@ -59,10 +61,12 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return softmax_rows(np.ascontiguousarray(x, dtype=np.float32))
 
 
-def geglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """GELU-gated feed-forward activation (gemma): ``gelu(gate) * up``, as ggml_vec_geglu_f32."""
-    out = np.empty(gate.shape, np.float32)
-    geglu_rows(gate, up, out)
+def geglu(gate_up: np.ndarray, n_ff: int) -> np.ndarray:
+    """GELU-gated feed-forward activation (gemma): ``gelu(gate) * up``, as ggml_vec_geglu_f32, from a
+    fused gate/up output as :func:`swiglu` takes it."""
+    gate_up = np.ascontiguousarray(gate_up, dtype=np.float32)
+    out = np.empty((gate_up.shape[0], n_ff), np.float32)
+    geglu_rows(gate_up, n_ff, out)
     return out
 
 
