@@ -25,7 +25,8 @@ import numpy as np
 from numba import njit, prange
 
 from .common import F16_TO_F32, F32, release_file_pages
-from .simd import (SIGNED_Q8, round_f16, vabs_f, vadd_f, vadd_i, vand_i, vbcast_i, vcvt, vdpbssd, vdpbusd, vfma, vhmax_f, vhsum8, vlane_i, vload_f,
+from .simd import (NARROW, SIGNED_Q8, vspread_bits, round_f16, v8bcast_i, v8load_f, v8load_f16, v8load_i, v8splat_f, v8splat_i,
+                   v8store_f, v8zero_f, vabs_f, vadd_f, vadd_i, vand_i, vbcast_i, vcvt, vdpbssd, vdpbusd, vfma, vhmax_f, vhsum8, vlane_i, vload_f,
                    vload_f16, vload_i, vmax_f, vmul_f, vmul_i, vor_i, vrint_f, vsll_i, vsplat_f, vsplat_i, vsrl_i,
                    vstore_f, vstore_i, vstore_i8, vsum4_i, vtoi, vzero_f, vzero_i)
 
@@ -131,13 +132,6 @@ class Activations:
 
 
 @njit(cache=True, inline="always")
-def _spread_bits(h):
-    """Bits 0..3 of each int32 lane to bit 4 of its bytes 0..3 (the fifth bit of 4 values)."""
-    t = vand_i(h, vsplat_i(15))
-    return vsll_i(vand_i(vmul_i(t, vsplat_i(0x00204081)), vsplat_i(0x01010101)), 4)
-
-
-@njit(cache=True, inline="always")
 def _unpack_block(kind, qs, qh, g, nb, b, out):
     """Block ``b`` of group ``g`` as 8 lanes × 64 unsigned bytes into ``out[b*512:]``."""
     src = ((g * nb + b) * 4) * LANE_BYTES
@@ -151,8 +145,8 @@ def _unpack_block(kind, qs, qh, g, nb, b, out):
         lo = vand_i(v, low)
         hi = vand_i(vsrl_i(v, 4), low)
         if kind == Q5_0 or kind == Q5_1:
-            lo = vor_i(lo, _spread_bits(vsrl_i(h, 4 * k)))
-            hi = vor_i(hi, _spread_bits(vsrl_i(h, 16 + 4 * k)))
+            lo = vor_i(lo, vspread_bits(vsrl_i(h, 4 * k)))
+            hi = vor_i(hi, vspread_bits(vsrl_i(h, 16 + 4 * k)))
         vstore_i(out, dst + k * LANE_BYTES, lo)
         vstore_i(out, dst + (k + 4) * LANE_BYTES, hi)
 
@@ -169,8 +163,8 @@ def _lanes_of_block(kind, qs, qh, g, nb, b, k):
     hi = vand_i(vsrl_i(v, 4), low)
     if kind == Q5_0 or kind == Q5_1:
         h = vload_i(qh, (g * nb + b) * GROUP)
-        lo = vor_i(lo, _spread_bits(vsrl_i(h, 4 * k)))
-        hi = vor_i(hi, _spread_bits(vsrl_i(h, 16 + 4 * k)))
+        lo = vor_i(lo, vspread_bits(vsrl_i(h, 4 * k)))
+        hi = vor_i(hi, vspread_bits(vsrl_i(h, 16 + 4 * k)))
     return lo, hi
 
 
@@ -240,14 +234,98 @@ def _token_from_registers(kind, per_block, qs, qh, d, m, xq, xd, xs, corr, t, n,
     return vadd_f(y, sm) if has_min else y
 
 
+# -- eight rows at a time, for 256-bit registers ---------------------------------------------------
+# Sixteen rows' eight lane accumulators fill all sixteen AVX2 registers twice over; eight rows' fill
+# half of them. The sums are the same: each row's lanes are added exactly as above.
+
+
+@njit(cache=True, inline="always")
+def _half_lanes(kind, qs, qh, g, nb, b, k, half):
+    """Lanes k and k+4 of block ``b`` of group ``g`` for rows 8·half .. 8·half+7, as unsigned bytes."""
+    if kind == Q8_0:
+        base = ((g * nb + b) * 8) * LANE_BYTES + 32 * half
+        return v8load_i(qs, base + k * LANE_BYTES), v8load_i(qs, base + (k + 4) * LANE_BYTES)
+    low = v8splat_i(0x0F0F0F0F)
+    v = v8load_i(qs, ((g * nb + b) * 4 + k) * LANE_BYTES + 32 * half)
+    lo = vand_i(v, low)
+    hi = vand_i(vsrl_i(v, 4), low)
+    if kind == Q5_0 or kind == Q5_1:
+        h = v8load_i(qh, (g * nb + b) * GROUP + 8 * half)
+        lo = vor_i(lo, vspread_bits(vsrl_i(h, 4 * k)))
+        hi = vor_i(hi, vspread_bits(vsrl_i(h, 16 + 4 * k)))
+    return lo, hi
+
+
+@njit(cache=True, inline="always")
+def _half_lane(kind, acc, dd, corr, co, w, xq, xo):
+    return vfma(dd, vcvt(_dot(kind, v8bcast_i(corr, co), w, v8bcast_i(xq, xo))), acc)
+
+
+@njit(cache=True, inline="always")
+def _half_token(kind, per_block, qs, qh, d, m, xq, xd, xs, corr, t, n, g, half):
+    """:func:`_token_from_registers` for rows 8·half .. 8·half+7 of group ``g``."""
+    nb = n // 32
+    has_min = kind == Q4_1 or kind == Q5_1
+    a0 = v8zero_f()
+    a1 = v8zero_f()
+    a2 = v8zero_f()
+    a3 = v8zero_f()
+    a4 = v8zero_f()
+    a5 = v8zero_f()
+    a6 = v8zero_f()
+    a7 = v8zero_f()
+    sm = v8zero_f()
+    for b in range(nb):
+        tb = t * nb + b
+        dd = vmul_f(v8load_f16(d, (g * nb + b) * GROUP + 8 * half), v8splat_f(xd[tb]))
+        xo = t * n + b * 32
+        co = tb * 8
+        if per_block:
+            s = v8bcast_i(corr, co)
+            for k in range(1, 8):
+                s = vadd_i(s, v8bcast_i(corr, co + k))
+            for k in range(4):
+                lo, hi = _half_lanes(kind, qs, qh, g, nb, b, k, half)
+                s = vdpbusd(vdpbusd(s, lo, v8bcast_i(xq, xo + 4 * k)), hi, v8bcast_i(xq, xo + 16 + 4 * k))
+            a0 = vfma(vcvt(s), dd, a0)
+            continue
+        w0, w4 = _half_lanes(kind, qs, qh, g, nb, b, 0, half)
+        a0 = _half_lane(kind, a0, dd, corr, co, w0, xq, xo)
+        a4 = _half_lane(kind, a4, dd, corr, co + 4, w4, xq, xo + 16)
+        w1, w5 = _half_lanes(kind, qs, qh, g, nb, b, 1, half)
+        a1 = _half_lane(kind, a1, dd, corr, co + 1, w1, xq, xo + 4)
+        a5 = _half_lane(kind, a5, dd, corr, co + 5, w5, xq, xo + 20)
+        w2, w6 = _half_lanes(kind, qs, qh, g, nb, b, 2, half)
+        a2 = _half_lane(kind, a2, dd, corr, co + 2, w2, xq, xo + 8)
+        a6 = _half_lane(kind, a6, dd, corr, co + 6, w6, xq, xo + 24)
+        w3, w7 = _half_lanes(kind, qs, qh, g, nb, b, 3, half)
+        a3 = _half_lane(kind, a3, dd, corr, co + 3, w3, xq, xo + 12)
+        a7 = _half_lane(kind, a7, dd, corr, co + 7, w7, xq, xo + 28)
+        if has_min:
+            sm = vfma(v8load_f16(m, (g * nb + b) * GROUP + 8 * half), v8splat_f(xs[tb]), sm)
+    if per_block:
+        return a0
+    y = vhsum8(a0, a1, a2, a3, a4, a5, a6, a7)
+    return vadd_f(y, sm) if has_min else y
+
+
+@njit(cache=True, inline="always")
+def _few_outputs(kind, per_block, qs, qh, d, m, xq, xd, xs, corr, t, n, g, out, o):
+    """One token's 16 outputs of group ``g`` into ``out[o:o+16]``: 16 rows at once, or 8 at a time."""
+    if NARROW:
+        for half in range(2):
+            v8store_f(out, o + 8 * half, _half_token(kind, per_block, qs, qh, d, m, xq, xd, xs, corr, t, n, g, half))
+    else:
+        vstore_f(out, o, _token_from_registers(kind, per_block, qs, qh, d, m, xq, xd, xs, corr, t, n, g))
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def _matmul_few(kind, per_block, qs, qh, d, m, xq, xd, xs, corr, n_tok, n, n_groups, out):
     """A few tokens (generation): the weights are read once, widened in registers, no buffers."""
     width = n_groups * GROUP
     for g in prange(n_groups):
         for t in range(n_tok):
-            vstore_f(out, t * width + g * GROUP,
-                     _token_from_registers(kind, per_block, qs, qh, d, m, xq, xd, xs, corr, t, n, g))
+            _few_outputs(kind, per_block, qs, qh, d, m, xq, xd, xs, corr, t, n, g, out, t * width + g * GROUP)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -266,8 +344,7 @@ def _matmul_few_floats(kind, per_block, qs, qh, d, m, x, offset, with_sum, n, n_
     width = n_groups * GROUP
     for g in prange(n_groups):
         for t in range(n_tok):
-            vstore_f(out, t * width + g * GROUP,
-                     _token_from_registers(kind, per_block, qs, qh, d, m, xqu, xd, xs, corr, t, n, g))
+            _few_outputs(kind, per_block, qs, qh, d, m, xqu, xd, xs, corr, t, n, g, out, t * width + g * GROUP)
 
 
 @njit(cache=True, inline="always")
@@ -356,6 +433,38 @@ def _lane_sums_pair(kind, w, wbase, dv, mv, has_min, xd, xq, xs, corr, t, u, nb,
     return ya, yb
 
 
+@njit(cache=True, inline="always")
+def _half_sums(kind, w, wbase, dv, mv, has_min, xd, xq, xs, corr, t, nb, n, half):
+    """One token's outputs for rows 8·half .. 8·half+7, from the group's widened weights ``w``."""
+    a0 = v8zero_f()
+    a1 = v8zero_f()
+    a2 = v8zero_f()
+    a3 = v8zero_f()
+    a4 = v8zero_f()
+    a5 = v8zero_f()
+    a6 = v8zero_f()
+    a7 = v8zero_f()
+    sm = v8zero_f()
+    for b in range(nb):
+        tb = t * nb + b
+        dd = vmul_f(v8load_f(dv, b * GROUP + 8 * half), v8splat_f(xd[tb]))
+        wo = wbase + b * 8 * LANE_BYTES + 32 * half
+        xo = t * n + b * 32
+        co = tb * 8
+        a0 = _half_lane(kind, a0, dd, corr, co, v8load_i(w, wo), xq, xo)
+        a1 = _half_lane(kind, a1, dd, corr, co + 1, v8load_i(w, wo + 64), xq, xo + 4)
+        a2 = _half_lane(kind, a2, dd, corr, co + 2, v8load_i(w, wo + 128), xq, xo + 8)
+        a3 = _half_lane(kind, a3, dd, corr, co + 3, v8load_i(w, wo + 192), xq, xo + 12)
+        a4 = _half_lane(kind, a4, dd, corr, co + 4, v8load_i(w, wo + 256), xq, xo + 16)
+        a5 = _half_lane(kind, a5, dd, corr, co + 5, v8load_i(w, wo + 320), xq, xo + 20)
+        a6 = _half_lane(kind, a6, dd, corr, co + 6, v8load_i(w, wo + 384), xq, xo + 24)
+        a7 = _half_lane(kind, a7, dd, corr, co + 7, v8load_i(w, wo + 448), xq, xo + 28)
+        if has_min:
+            sm = vfma(v8load_f(mv, b * GROUP + 8 * half), v8splat_f(xs[tb]), sm)
+    y = vhsum8(a0, a1, a2, a3, a4, a5, a6, a7)
+    return vadd_f(y, sm) if has_min else y
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def _matmul(kind, per_block, qs, qh, d, m, xq, xd, xs, corr, n_tok, n, n_groups, out):
     """Many tokens: each group's weights widened once into a buffer that a chunk of tokens reads."""
@@ -381,7 +490,12 @@ def _matmul(kind, per_block, qs, qh, d, m, xq, xd, xs, corr, n_tok, n, n_groups,
             for b in range(nb):
                 _unpack_block(kind, qs, qh, g, nb, b, w)
         t_end = min(n_tok, t0 + TOKEN_CHUNK)
-        if per_block:
+        if NARROW and not per_block:  # (the repacked Q4_0's one sum per block keeps 16 rows: measured faster)
+            for t in range(t0, t_end):
+                for half in range(2):
+                    v8store_f(out, t * width + g * GROUP + 8 * half,
+                              _half_sums(kind, w, wbase, dv, mv, has_min, xd, xq, xs, corr, t, nb, n, half))
+        elif per_block:
             for t in range(t0, t_end):
                 vstore_f(out, t * width + g * GROUP, _block_sums(w, wbase, dv, xd, xq, corr, t, nb, n))
         else:

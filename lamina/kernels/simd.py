@@ -40,6 +40,9 @@ DOT = family.DOT  # how byte products are formed (see the module docstring)
 HAS_VNNI = DOT.startswith("vpdpbusd")
 # Q8_0 weights use all 256 byte values: where pairs of products saturate (vpmaddubsw), they stay signed
 SIGNED_Q8 = DOT.startswith("pmaddubs")
+# 256-bit registers (AVX2, AVX-VNNI, and the portable code): sixteen of them, so the kernels work
+# through eight rows at a time (V8 values), not sixteen
+NARROW = DOT in ("pmaddubs256", "vpdpbusd256", "generic")
 
 
 class V16i(types.Type):
@@ -60,6 +63,37 @@ v16i = V16i()
 v16f = V16f()
 
 
+class V8i(types.Type):
+    """8 × int32 (32 bytes) in one 256-bit register: half of a 16-row group, on 256-bit CPUs."""
+
+    def __init__(self):
+        super().__init__(name="V8i")
+
+
+class V8f(types.Type):
+    """8 × float32 in one 256-bit register."""
+
+    def __init__(self):
+        super().__init__(name="V8f")
+
+
+v8i = V8i()
+v8f = V8f()
+_VI8 = ir.VectorType(_I32, 8)
+_VF8 = ir.VectorType(_F32, 8)
+_INT_TYPES = (v16i, v8i)
+_FLOAT_TYPES = (v16f, v8f)
+
+
+def _llvm(ty):
+    """The LLVM vector type of a vector value type."""
+    return {v16i: _VI, v16f: _VF, v8i: _VI8, v8f: _VF8}[ty]
+
+
+def _float_of(ty):
+    return v16f if ty in (v16i, v16f) else v8f
+
+
 @register_model(V16i)
 class _V16iModel(models.PrimitiveModel):
     def __init__(self, dmm, fe_type):
@@ -72,6 +106,18 @@ class _V16fModel(models.PrimitiveModel):
         super().__init__(dmm, fe_type, _VF)
 
 
+@register_model(V8i)
+class _V8iModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _VI8)
+
+
+@register_model(V8f)
+class _V8fModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _VF8)
+
+
 def _element_ptr(context, builder, aryty, ary, idx, target):
     data = context.make_array(aryty)(context, builder, ary).data
     return builder.bitcast(builder.gep(data, [idx]), target.as_pointer())
@@ -79,7 +125,8 @@ def _element_ptr(context, builder, aryty, ary, idx, target):
 
 def _splat(builder, vty, scalar):
     v = builder.insert_element(ir.Constant(vty, ir.Undefined), scalar, ir.Constant(_I32, 0))
-    return builder.shuffle_vector(v, ir.Constant(vty, ir.Undefined), ir.Constant(_VI, [0] * 16))
+    return builder.shuffle_vector(v, ir.Constant(vty, ir.Undefined), ir.Constant(ir.VectorType(_I32, vty.count),
+                                                                                  [0] * vty.count))
 
 
 def _is_array(a):
@@ -370,43 +417,44 @@ def f16_bits(typingctx, x):
 # -- arithmetic --------------------------------------------------------------------------------
 
 
-def _binary(op, ty):
+def _binary(op, kinds):
     @intrinsic
     def impl(typingctx, a, b):
-        if a != ty or b != ty:
+        if a != b or a not in kinds:
             return None
 
         def codegen(context, builder, sig, args):
             return getattr(builder, op)(args[0], args[1])
 
-        return ty(ty, ty), codegen
+        return a(a, b), codegen
 
     return impl
 
 
-vadd_f = _binary("fadd", v16f)
-vdiv_f = _binary("fdiv", v16f)
-vsub_f = _binary("fsub", v16f)
-vmul_f = _binary("fmul", v16f)
-vadd_i = _binary("add", v16i)
-vsub_i = _binary("sub", v16i)
-vmul_i = _binary("mul", v16i)  # low 32 bits of the product (vpmulld)
-vand_i = _binary("and_", v16i)
-vor_i = _binary("or_", v16i)
+# (each works on 16 lanes or on 8, the two operands alike)
+vadd_f = _binary("fadd", _FLOAT_TYPES)
+vdiv_f = _binary("fdiv", _FLOAT_TYPES)
+vsub_f = _binary("fsub", _FLOAT_TYPES)
+vmul_f = _binary("fmul", _FLOAT_TYPES)
+vadd_i = _binary("add", _INT_TYPES)
+vsub_i = _binary("sub", _INT_TYPES)
+vmul_i = _binary("mul", _INT_TYPES)  # low 32 bits of the product (vpmulld)
+vand_i = _binary("and_", _INT_TYPES)
+vor_i = _binary("or_", _INT_TYPES)
 
 
 def _shift(op):
     @intrinsic
     def impl(typingctx, a, n):
-        if a != v16i or not isinstance(n, types.Integer):
+        if a not in _INT_TYPES or not isinstance(n, types.Integer):
             return None
 
         def codegen(context, builder, sig, args):
             k = args[1]
             k = builder.trunc(k, _I32) if k.type.width > 32 else (builder.zext(k, _I32) if k.type.width < 32 else k)
-            return getattr(builder, op)(args[0], _splat(builder, _VI, k))
+            return getattr(builder, op)(args[0], _splat(builder, _llvm(a), k))
 
-        return v16i(a, n), codegen
+        return a(a, n), codegen
 
     return impl
 
@@ -616,37 +664,40 @@ def vwhere_gt(typingctx, a, b, c, d):
 @intrinsic
 def vcvt(typingctx, a):
     """int32 lanes to float32, rounded to nearest (cvtdq2ps)."""
-    if a != v16i:
+    if a not in _INT_TYPES:
         return None
 
     def codegen(context, builder, sig, args):
-        return builder.sitofp(args[0], _VF)
+        return builder.sitofp(args[0], _llvm(_float_of(a)))
 
-    return v16f(a), codegen
+    return _float_of(a)(a), codegen
 
 
 @intrinsic
 def vfma(typingctx, a, b, c):
     """a·b + c rounded once, per lane."""
-    if not (a == v16f and b == v16f and c == v16f):
+    if not (a in _FLOAT_TYPES and b == a and c == a):
         return None
 
     def codegen(context, builder, sig, args):
-        fn = builder.module.declare_intrinsic("llvm.fma.v16f32", fnty=ir.FunctionType(_VF, [_VF, _VF, _VF]))
+        vt = _llvm(a)
+        fn = builder.module.declare_intrinsic(f"llvm.fma.v{vt.count}f32", fnty=ir.FunctionType(vt, [vt, vt, vt]))
         return builder.call(fn, args)
 
-    return v16f(a, b, c), codegen
+    return a(a, b, c), codegen
 
 
-def _dpbusd_generic(builder, acc, a, b):
-    a8 = builder.bitcast(a, _VB)
-    b8 = builder.bitcast(b, _VB)
-    wide = ir.VectorType(_I32, 64)
-    prod = builder.mul(builder.zext(a8, wide), builder.sext(b8, wide))
+def _dpbusd_generic(builder, acc, a, b, signed_a=False):
+    lanes = acc.type.count
+    vb = ir.VectorType(_I8, 4 * lanes)
+    a8 = builder.bitcast(a, vb)
+    b8 = builder.bitcast(b, vb)
+    wide = ir.VectorType(_I32, 4 * lanes)
+    prod = builder.mul(builder.sext(a8, wide) if signed_a else builder.zext(a8, wide), builder.sext(b8, wide))
     total = acc
     for i in range(4):
         part = builder.shuffle_vector(prod, ir.Constant(wide, ir.Undefined),
-                                      ir.Constant(_VI, [4 * lane + i for lane in range(16)]))
+                                      ir.Constant(ir.VectorType(_I32, lanes), [4 * lane + i for lane in range(lanes)]))
         total = builder.add(total, part)
     return total
 
@@ -671,19 +722,24 @@ def _call(builder, name, ret, args):
     return builder.call(fn, args)
 
 
+def _maddubs_256(builder, a, b):
+    b32, h16, i8 = ir.VectorType(_I8, 32), ir.VectorType(_I16, 16), ir.VectorType(_I32, 8)
+    w = _call(builder, "llvm.x86.avx2.pmadd.ub.sw", h16, [builder.bitcast(a, b32), builder.bitcast(b, b32)])
+    return _call(builder, "llvm.x86.avx2.pmadd.wd", i8, [w, ir.Constant(h16, [1] * 16)])
+
+
 def _maddubs_sum(builder, a, b):
     """Per int32 lane, the 4 products of ``a``'s unsigned and ``b``'s signed bytes: vpmaddubsw (pairs,
     saturating at ±32767) then vpmaddwd with ones (exact), on 512 bits or on two 256-bit halves."""
+    if a.type.count == 8:
+        return _maddubs_256(builder, a, b)
     if DOT == "pmaddubs512":
         w = _call(builder, "llvm.x86.avx512.pmaddubs.w.512", ir.VectorType(_I16, 32),
                   [builder.bitcast(a, _VB), builder.bitcast(b, _VB)])
         return _call(builder, "llvm.x86.avx512.pmaddw.d.512", _VI, [w, ir.Constant(ir.VectorType(_I16, 32), [1] * 32)])
-    b32, h16, i8 = ir.VectorType(_I8, 32), ir.VectorType(_I16, 16), ir.VectorType(_I32, 8)
-    parts = []
-    for ah, bh in zip(_halves(builder, a, b32), _halves(builder, b, b32)):
-        w = _call(builder, "llvm.x86.avx2.pmadd.ub.sw", h16, [ah, bh])
-        parts.append(_call(builder, "llvm.x86.avx2.pmadd.wd", i8, [w, ir.Constant(h16, [1] * 16)]))
-    return _join(builder, *parts)
+    b32 = ir.VectorType(_I8, 32)
+    return _join(builder, *[_maddubs_256(builder, ah, bh)
+                            for ah, bh in zip(_halves(builder, a, b32), _halves(builder, b, b32))])
 
 
 @intrinsic
@@ -691,10 +747,12 @@ def vdpbusd(typingctx, acc, a, b):
     """acc + (per int32 lane) the sum of the 4 products of ``a``'s unsigned bytes and ``b``'s
     signed bytes in that lane, as vpdpbusd. Exact wherever two products stay within ±32767 (weight
     codes up to 127 against activations in ±127: every caller but Q8_0, see :func:`vdpbssd`)."""
-    if not (acc == v16i and a == v16i and b == v16i):
+    if not (acc in _INT_TYPES and a == acc and b == acc):
         return None
 
     def codegen(context, builder, sig, args):
+        if acc == v8i and DOT.startswith("vpdpbusd"):
+            return _call(builder, "llvm.x86.avx512.vpdpbusd.256", _VI8, list(args))
         if DOT == "vpdpbusd512":
             return _call(builder, "llvm.x86.avx512.vpdpbusd.512", _VI, list(args))
         if DOT == "vpdpbusd256":
@@ -706,7 +764,7 @@ def vdpbusd(typingctx, acc, a, b):
             return builder.add(args[0], _maddubs_sum(builder, args[1], args[2]))
         return _dpbusd_generic(builder, *args)
 
-    return v16i(acc, a, b), codegen
+    return acc(acc, a, b), codegen
 
 
 @intrinsic
@@ -714,34 +772,65 @@ def vdpbssd(typingctx, acc, a, b):
     """acc + (per int32 lane) the sum of the 4 products of ``a``'s and ``b``'s signed bytes, exact for
     ``b`` in ±127 (activations). With vpmaddubsw it is ggml's sign trick: |a| times b carrying a's
     sign, so a pair stays within 2·128·127; elsewhere it widens the bytes."""
-    if not (acc == v16i and a == v16i and b == v16i):
+    if not (acc in _INT_TYPES and a == acc and b == acc):
         return None
+    vt = acc
 
     def codegen(context, builder, sig, args):
         acc, a, b = args
+        if DOT.startswith("pmaddubs") and (acc.type.count == 8 or DOT == "pmaddubs256"):
+            # vpsignb (256 bits only): |a| as unsigned bytes, b with a's sign
+            b32 = ir.VectorType(_I8, 32)
+            parts = []
+            halves = [(a, b)] if acc.type.count == 8 else list(zip(_halves(builder, a, b32), _halves(builder, b, b32)))
+            for ah, bh in halves:
+                ah, bh = builder.bitcast(ah, b32), builder.bitcast(bh, b32)
+                magnitude = _call(builder, "llvm.x86.avx2.psign.b", b32, [ah, ah])
+                signed = _call(builder, "llvm.x86.avx2.psign.b", b32, [bh, ah])
+                parts.append(_maddubs_256(builder, magnitude, signed))
+            return builder.add(acc, parts[0] if len(parts) == 1 else _join(builder, *parts))
         if DOT.startswith("pmaddubs"):
-            a8, b8 = builder.bitcast(a, _VB), builder.bitcast(b, _VB)
-            zero = ir.Constant(_VB, [0] * 64)
+            vb = ir.VectorType(_I8, 4 * acc.type.count)
+            a8, b8 = builder.bitcast(a, vb), builder.bitcast(b, vb)
+            zero = ir.Constant(vb, [0] * vb.count)
             negative = builder.icmp_signed("<", a8, zero)
             magnitude = builder.select(negative, builder.sub(zero, a8), a8)  # |-128| wraps to 128 unsigned
             signed = builder.select(negative, builder.sub(zero, b8), b8)
-            return builder.add(acc, _maddubs_sum(builder, magnitude, signed))
-        wide = ir.VectorType(_I32, 64)
-        prod = builder.mul(builder.sext(builder.bitcast(a, _VB), wide), builder.sext(builder.bitcast(b, _VB), wide))
-        total = acc
-        for i in range(4):
-            total = builder.add(total, builder.shuffle_vector(prod, ir.Constant(wide, ir.Undefined),
-                                                              ir.Constant(_VI, [4 * lane + i for lane in range(16)])))
-        return total
+            return builder.add(acc, _maddubs_sum(builder, builder.bitcast(magnitude, _llvm(vt)),
+                                                 builder.bitcast(signed, _llvm(vt))))
+        return _dpbusd_generic(builder, acc, a, b, signed_a=True)
 
-    return v16i(acc, a, b), codegen
+    return vt(vt, vt, vt), codegen
+
+
+@intrinsic
+def vspread_bits(typingctx, h):
+    """Bits 0..3 of each int32 lane to bit 4 of its bytes 0..3 (Q5's fifth bit of 4 values): each
+    lane's low byte copied to its four bytes, one bit kept per byte, and that bit turned into 0x10
+    (a byte shuffle, an and and a compare, where a multiply would cost ten cycles)."""
+    if h not in _INT_TYPES:
+        return None
+
+    def codegen(context, builder, sig, args):
+        lanes = args[0].type.count
+        vb = ir.VectorType(_I8, 4 * lanes)
+        bytes_ = builder.bitcast(args[0], vb)
+        low = builder.shuffle_vector(bytes_, ir.Constant(vb, ir.Undefined),
+                                     ir.Constant(ir.VectorType(_I32, 4 * lanes), [4 * (i // 4) for i in range(4 * lanes)]))
+        bit = ir.Constant(vb, [1 << (i % 4) for i in range(4 * lanes)])
+        kept = builder.and_(low, bit)
+        set_ = builder.icmp_unsigned("==", kept, bit)
+        out = builder.select(set_, ir.Constant(vb, [0x10] * (4 * lanes)), ir.Constant(vb, [0] * (4 * lanes)))
+        return builder.bitcast(out, _llvm(h))
+
+    return h(h), codegen
 
 
 @intrinsic
 def vhsum8(typingctx, a0, a1, a2, a3, a4, a5, a6, a7):
     """ggml's hsum_float_8 of eight lane accumulators, for 16 outputs at once:
     ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7))."""
-    if not all(t == v16f for t in (a0, a1, a2, a3, a4, a5, a6, a7)):
+    if a0 not in _FLOAT_TYPES or not all(t == a0 for t in (a1, a2, a3, a4, a5, a6, a7)):
         return None
 
     def codegen(context, builder, sig, args):
@@ -752,4 +841,88 @@ def vhsum8(typingctx, a0, a1, a2, a3, a4, a5, a6, a7):
         r3 = builder.fadd(a[3], a[7])
         return builder.fadd(builder.fadd(r0, r2), builder.fadd(r1, r3))
 
-    return v16f(a0, a1, a2, a3, a4, a5, a6, a7), codegen
+    return a0(a0, a1, a2, a3, a4, a5, a6, a7), codegen
+
+
+# -- eight-lane loads, stores and constants (the 256-bit kernels) -----------------------------------
+
+
+def _load8(kind, element, align):
+    @intrinsic
+    def impl(typingctx, arr, idx):
+        if not (_is_array(arr) and isinstance(idx, types.Integer)):
+            return None
+        if kind == "f" and arr.dtype != types.float32 or kind == "h" and arr.dtype != types.uint16:
+            return None
+
+        def codegen(context, builder, sig, args):
+            ptr = _element_ptr(context, builder, sig.args[0], args[0], args[1], ir.VectorType(element, 8))
+            value = builder.load(ptr, align=align)
+            return builder.fpext(value, _VF8) if kind == "h" else value
+
+        return (v8i if kind == "i" else v8f)(arr, idx), codegen
+
+    return impl
+
+
+v8load_i = _load8("i", _I32, 1)             # 32 bytes at element ``idx`` as 8 int32
+v8load_f = _load8("f", _F32, 4)             # 8 float32
+v8load_f16 = _load8("h", ir.HalfType(), 2)  # 8 float16 bit patterns widened exactly
+
+
+@intrinsic
+def v8store_f(typingctx, arr, idx, v):
+    if not (_is_array(arr) and arr.dtype == types.float32 and isinstance(idx, types.Integer) and v == v8f):
+        return None
+
+    def codegen(context, builder, sig, args):
+        builder.store(args[2], _element_ptr(context, builder, sig.args[0], args[0], args[1], _VF8), align=4)
+        return context.get_dummy_value()
+
+    return types.none(arr, idx, v), codegen
+
+
+@intrinsic
+def v8bcast_i(typingctx, arr, idx):
+    """The 4 bytes at element ``idx`` of ``arr`` in each of 8 lanes."""
+    if not (_is_array(arr) and isinstance(idx, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        x = builder.load(_element_ptr(context, builder, sig.args[0], args[0], args[1], _I32), align=1)
+        return _splat(builder, _VI8, x)
+
+    return v8i(arr, idx), codegen
+
+
+@intrinsic
+def v8splat_i(typingctx, x):
+    if not isinstance(x, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = args[0]
+        w = v.type.width
+        v = builder.trunc(v, _I32) if w > 32 else (builder.sext(v, _I32) if w < 32 else v)
+        return _splat(builder, _VI8, v)
+
+    return v8i(x), codegen
+
+
+@intrinsic
+def v8splat_f(typingctx, x):
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return _splat(builder, _VF8, args[0])
+
+    return v8f(x), codegen
+
+
+@intrinsic
+def v8zero_f(typingctx):
+    def codegen(context, builder, sig, args):
+        return ir.Constant(_VF8, [0.0] * 8)
+
+    return v8f(), codegen
