@@ -15,7 +15,12 @@ from lamina.server.cli import build_parser
 from lamina.server.ray.aggregate import merge_metrics, merge_slots
 from lamina.server.ray.options import estimate_replica_memory, parse_autoscale, parse_size, ray_plan, replica_args
 from lamina.server.ray.routing import (PrefixAwarePolicy, PrefixIndex, RoundRobinPolicy, common_prefix_length,
-                                       routing_key)
+                                       parse_body)
+from lamina.server.ray.routing import routing_key as key_of_data
+
+
+def routing_key(path: str, body: bytes) -> str | None:
+    return key_of_data(path, parse_body(body))
 
 
 def parsed(*argv: str, model: str = "m.gguf"):

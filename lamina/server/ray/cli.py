@@ -37,7 +37,12 @@ def serve_on_ray(args: argparse.Namespace, plan: RayPlan) -> int:
               f"({plan.cpus:g} CPU and {plan.memory / 2**30:.2f} GiB reserved each, {plan.n_parallel} slots each)",
               file=sys.stderr, flush=True)
         serve.run(application, name=plan.app_name, route_prefix="/")
-        print(f"lamina serve: listening on http://{args.host}:{args.port} (Ray Serve application "
+        host, port = listening_address(args.host, args.port)
+        if (host, port) != (args.host, args.port):
+            print(f"lamina serve: note: Ray Serve already ran on this cluster, at {host}:{port}; --host and --port "
+                  "only apply when this command starts it (a cluster has one Ray Serve HTTP address)",
+                  file=sys.stderr)
+        print(f"lamina serve: listening on http://{host}:{port} (Ray Serve application "
               f"{plan.app_name!r}, {plan.routing} routing; Ctrl-C stops it)", file=sys.stderr, flush=True)
         stop.wait()
     finally:
@@ -46,3 +51,14 @@ def serve_on_ray(args: argparse.Namespace, plan: RayPlan) -> int:
         finally:
             ray.shutdown()
     return 0
+
+
+def listening_address(host: str, port: int) -> tuple[str, int]:
+    """Where Ray Serve's HTTP proxy listens (what ``serve.start`` was given first on this cluster)."""
+    try:
+        from ray.serve.context import _get_global_client  # Ray Serve has no public getter for it
+
+        http = _get_global_client().http_config
+        return http.host, http.port
+    except Exception:  # noqa: BLE001 (another Ray version: say what was asked for)
+        return host, port

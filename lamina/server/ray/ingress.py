@@ -35,7 +35,7 @@ from lamina.server.errors import ServerError, not_supported, unavailable
 
 from .aggregate import merge_metrics, merge_slots
 from .forwarding import ForwardedRequest, ResponseHead
-from .routing import routing_key
+from .routing import parse_body, routing_key
 from .router import running_replicas
 
 log = logging.getLogger("lamina.server")
@@ -92,14 +92,30 @@ class LaminaIngress:
                                 "each replica has its own, so they are not offered")
         body = b"" if method in ("GET", "HEAD", "OPTIONS") else await read_body_bytes(
             request, self.settings.body_limit, self.settings.timeout)
-        forwarded = ForwardedRequest.from_scope({**scope, "path": path}, body, routing_key(path, body))
+        data = parse_body(body)
+        forwarded = ForwardedRequest.from_scope({**scope, "path": path}, body, routing_key(path, data))
+        if running_replicas(self.settings.app_name, REPLICA_DEPLOYMENT) == 0:
+            raise unavailable("no lamina replica is running at the moment (Ray Serve is starting one); "
+                              "try again shortly", retry_after=2)
+        if isinstance(data, dict) and data.get("stream") is True:
+            return await self.forward_stream(forwarded)
         return await self.forward(forwarded)
 
     # -- one replica answers ---------------------------------------------------------------------------------------
     async def forward(self, request: ForwardedRequest) -> Response:
-        if running_replicas(self.settings.app_name, REPLICA_DEPLOYMENT) == 0:
-            raise unavailable("no lamina replica is running at the moment (Ray Serve is starting one); "
-                              "try again shortly", retry_after=2)
+        """A whole answer, in one call (one Ray message back instead of a stream's head and pieces)."""
+        call = self.replicas.call.remote(request)
+        try:
+            head, body = await call
+        except RayActorError as e:
+            raise replica_lost(e) from None
+        except BaseException:
+            call.cancel()  # the client went away: the replica frees the slot
+            raise
+        return passed_on(head, body)
+
+    async def forward_stream(self, request: ForwardedRequest) -> Response:
+        """A streamed answer: the head as soon as the replica starts it, then the pieces as they come."""
         stream = self.streaming.remote(request)
         try:
             head = await stream.__anext__()
@@ -149,13 +165,18 @@ class LaminaIngress:
         return JSONResponse(merge_slots([(head.replica, body) for head, body in answers]))
 
 
+def passed_on(head: ResponseHead, body: bytes) -> Response:
+    """A replica's whole answer as the client gets it, naming the replica."""
+    response = Response(body, status_code=head.status)
+    response.raw_headers = [*head.headers, (b"x-lamina-replica", head.replica.encode())]
+    return response
+
+
 def first_refusal(answers: list[tuple[ResponseHead, bytes]]) -> Response | None:
     """A replica's error answer, passed on as it is (they run the same flags, so they refuse alike)."""
     for head, body in answers:
         if head.status != 200:
-            response = Response(body, status_code=head.status)
-            response.raw_headers = [*head.headers]
-            return response
+            return passed_on(head, body)
     return None
 
 

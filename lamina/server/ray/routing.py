@@ -27,19 +27,17 @@ CHAT_PATHS = frozenset({"/chat/completions", "/v1/chat/completions"})
 TEXT_PATHS = frozenset({"/completion", "/completions", "/v1/completions", "/infill"})
 
 
-def routing_key(path: str, body: bytes) -> str | None:
-    """The text a request's prompt tokens will follow, or None (no preference).
-
-    The body is parsed leniently: a request the replica will refuse (invalid JSON, no
-    messages) simply has no key; the replica sends the 400 that says why.
-    """
-    if path not in CHAT_PATHS and path not in TEXT_PATHS:
-        return None
+def parse_body(body: bytes):
+    """The JSON body, leniently: None when it is not JSON (the replica answers the 400 that says why)."""
     try:
-        data = json.loads(body)
+        return json.loads(body) if body else None
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None
-    if not isinstance(data, dict):
+
+
+def routing_key(path: str, data) -> str | None:
+    """The text a request's prompt tokens will follow, or None (no preference); ``data`` is its parsed body."""
+    if not isinstance(data, dict) or (path not in CHAT_PATHS and path not in TEXT_PATHS):
         return None
     if path in CHAT_PATHS:
         return _chat_key(data)
