@@ -16,7 +16,7 @@ One local Ray cluster is started here; each configuration is the real command jo
    direct ``lamina serve`` and to the same server behind Ray (1 replica), both running:
    the difference of the medians is what the proxy, the ingress and the replica call add.
 
-    python benchmarks/bench_ray_serve.py --model smollm2 -n 32 --turns 3 --sessions 16 -r 40
+    python benchmarks/bench_ray_serve.py --model smollm2 -n 32 --turns 3 --sessions 16 --repeat 3 -r 40
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ async def one_turn(client: httpx.AsyncClient, url: str, messages: list[dict], n:
 
 async def session(client: httpx.AsyncClient, url: str, i: int, turns: int, n: int) -> list[dict]:
     messages = [{"role": "system", "content": SYSTEM},
-                {"role": "user", "content": f"Explain {TOPICS[i % len(TOPICS)]} to me."}]
+                {"role": "user", "content": f"Lesson {i}: explain {TOPICS[i % len(TOPICS)]} to me."}]
     results = []
     for turn in range(turns):
         result = await one_turn(client, url, messages, n)
@@ -85,10 +85,10 @@ async def session(client: httpx.AsyncClient, url: str, i: int, turns: int, n: in
     return results
 
 
-async def sessions(url: str, count: int, turns: int, n: int) -> dict:
+async def sessions(url: str, count: int, turns: int, n: int, first: int = 0) -> dict:
     async with httpx.AsyncClient(timeout=900, limits=httpx.Limits(max_connections=count + 4)) as client:
         t0 = time.perf_counter()
-        done = await asyncio.gather(*(session(client, url, i, turns, n) for i in range(count)))
+        done = await asyncio.gather(*(session(client, url, first + i, turns, n) for i in range(count)))
         wall = time.perf_counter() - t0
     requests = [r for s in done for r in s]
     prompt = sum(r["usage"]["prompt_tokens"] for r in requests)
@@ -101,6 +101,14 @@ async def sessions(url: str, count: int, turns: int, n: int) -> dict:
             "later_hit_rate": sum(r["usage"]["prompt_tokens_details"]["cached_tokens"] for r in later) /
             max(1, sum(r["usage"]["prompt_tokens"] for r in later)),
             "sticky": sum(len({r["replica"] for r in s}) == 1 for s in done) / len(done), "wall": wall}
+
+
+def rounds(url: str, args) -> dict:
+    """The medians over ``--repeat`` rounds of ``--sessions`` new sessions each (on this machine, shared with
+    other work, one round can be slowed by it; the median is what a quieter machine is close to)."""
+    runs = [asyncio.run(sessions(url, args.sessions, args.turns, args.n, first=k * args.sessions))
+            for k in range(args.repeat)]
+    return {name: statistics.median(run[name] for run in runs) for name in runs[0]}
 
 
 def start(model: str, address: str | None, flags: list[str], port: int | None = None) -> ServerProcess:
@@ -145,6 +153,7 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=32, help="tokens per answer")
     ap.add_argument("--slots", type=int, default=16, help="slots in total, split between the replicas")
     ap.add_argument("--ctx-per-slot", type=int, default=1024)
+    ap.add_argument("--repeat", type=int, default=3, help="rounds of sessions per configuration (medians reported)")
     ap.add_argument("-r", "--rounds", type=int, default=40, help="requests to each server for the hop overhead")
     ap.add_argument("--only", default="throughput,routing,hop", help="which measurements to run")
     args = ap.parse_args()
@@ -152,8 +161,9 @@ def main() -> None:
 
     model = str(model_path(args.model)) if os.sep not in args.model else args.model
     only = set(args.only.split(","))
-    print(f"# {cpu_name()}, {os.cpu_count()} CPUs; {os.path.basename(model)}; {args.sessions} sessions x "
-          f"{args.turns} turns x {args.n} tokens; {args.slots} slots in all", flush=True)
+    print(f"# {cpu_name()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; "
+          f"{os.path.basename(model)}; {args.sessions} sessions x {args.turns} turns x {args.n} tokens; "
+          f"{args.slots} slots in all; medians of {args.repeat} rounds", flush=True)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     address = ray.get_runtime_context().gcs_address
     port = free_port()
@@ -170,7 +180,7 @@ def main() -> None:
             for replicas, cpus in ((1, 1), (1, 2), (2, 1)):
                 srv = start(model, address, flags(replicas, cpus), port)
                 try:
-                    m = asyncio.run(sessions(srv.url, args.sessions, args.turns, args.n))
+                    m = rounds(srv.url, args)
                 finally:
                     srv.stop()
                 print(f"| {replicas} | {cpus} | {args.slots // replicas} | {m['tokens_per_s']:.1f} | "
@@ -183,7 +193,7 @@ def main() -> None:
             for routing in ("prefix", "round-robin"):
                 srv = start(model, address, flags(2, 1, routing), port)
                 try:
-                    m = asyncio.run(sessions(srv.url, args.sessions, args.turns, args.n))
+                    m = rounds(srv.url, args)
                 finally:
                     srv.stop()
                 print(f"| {routing} | {m['hit_rate']:.0%} | {m['later_hit_rate']:.0%} | {m['sticky']:.0%} | "

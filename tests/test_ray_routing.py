@@ -124,7 +124,7 @@ def test_common_prefix_length():
 
 # -- the policy -----------------------------------------------------------------------------------------------------
 def test_a_continued_conversation_goes_back_to_its_replica():
-    policy = PrefixAwarePolicy(slack=2)
+    policy = PrefixAwarePolicy(slots=2)
     replicas = ["a", "b"]
     first = policy.rank("chat|sys|user: hi|", replicas, {})[0]
     policy.record(first, "chat|sys|user: hi|")
@@ -135,11 +135,12 @@ def test_a_continued_conversation_goes_back_to_its_replica():
     assert policy.rank(next_turn, replicas, {"a": 1, "b": 0} if first == "a" else {"a": 0, "b": 1})[0] == first
 
 
-def test_a_busy_cache_holder_is_passed_over_beyond_the_slack():
-    policy = PrefixAwarePolicy(slack=2)
+def test_a_cache_holder_without_a_free_slot_is_passed_over_for_one_with():
+    policy = PrefixAwarePolicy(slots=4)
     policy.record("a", "text|once upon a time")
-    assert policy.rank("text|once upon a time, there", ["a", "b"], {"a": 2, "b": 0})[0] == "a"
-    assert policy.rank("text|once upon a time, there", ["a", "b"], {"a": 3, "b": 0}) == ["b", "a"]
+    assert policy.rank("text|once upon a time, there", ["a", "b"], {"a": 3, "b": 0})[0] == "a"
+    assert policy.rank("text|once upon a time, there", ["a", "b"], {"a": 4, "b": 3}) == ["b", "a"]
+    assert policy.rank("text|once upon a time, there", ["a", "b"], {"a": 6, "b": 4})[0] == "a"  # both full: wait here
     assert policy.rank(None, ["a", "b", "c"], {"a": 1, "b": 2}) == ["c", "a", "b"]
 
 

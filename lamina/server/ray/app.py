@@ -42,8 +42,9 @@ def build_app(args: argparse.Namespace, plan: RayPlan):
         ray_actor_options={"num_cpus": plan.cpus, "memory": plan.memory},
         health_check_period_s=HEALTH_CHECK_PERIOD_S, health_check_timeout_s=HEALTH_CHECK_TIMEOUT_S,
         graceful_shutdown_timeout_s=5,
-        request_router_config=RequestRouterConfig(request_router_class=LaminaRequestRouter,
-                                                  request_router_kwargs={"policy": plan.routing}))
+        request_router_config=RequestRouterConfig(
+            request_router_class=LaminaRequestRouter,
+            request_router_kwargs={"policy": plan.routing, "slots": plan.n_parallel}))
     most = plan.autoscale[1] if plan.autoscale else plan.replicas
     ingress = serve.deployment(serve.ingress()(LaminaIngress), name="LaminaIngress").options(
         num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=most * plan.max_ongoing_requests)

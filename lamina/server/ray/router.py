@@ -43,8 +43,8 @@ class _InFlight:
 class LaminaRequestRouter(RequestRouter):
     """Prefix-aware (or round-robin) routing to lamina replicas; see ``lamina.server.ray.routing``."""
 
-    def initialize_state(self, policy: str = "prefix", **policy_options) -> None:
-        self._policy: Policy = make_policy(policy, **policy_options)
+    def initialize_state(self, policy: str = "prefix", slots: int = 4) -> None:
+        self._policy: Policy = make_policy(policy, slots)
         self._in_flight: dict[str, _InFlight] = {}  # by Ray's internal request id
         _ROUTERS[(self._deployment_id.app_name, self._deployment_id.name)] = self
 

@@ -5,8 +5,9 @@ whose prompt starts the same way only evaluates what is new (``cached_tokens`` i
 usage). Spreading a conversation's turns over the replicas throws that away: each turn
 would evaluate the whole conversation again. So the router remembers, per replica, the
 *routing keys* of the requests it sent there, and sends a request to the replica holding
-the longest prefix of its key, unless that replica is busier than the least loaded one
-by more than ``slack`` requests (then the cache is not worth the wait).
+the longest prefix of its key, unless every slot of that replica is busy while another
+replica has one free (a cached prefix saves evaluating it again, which is worth less than
+waiting for a slot).
 
 The router decides before any replica has tokenized the request, so a key is text that
 grows the way the prompt's tokens grow: for a chat, each message's role and content in
@@ -147,8 +148,8 @@ class Policy(Protocol):
 
 
 class PrefixAwarePolicy:
-    """Longest cached prefix first, unless its replica is more than ``slack`` requests busier than the least
-    loaded one (then: the least loaded replica).
+    """Longest cached prefix first, unless its replica has all ``slots`` busy while another has one free
+    (then: the least loaded replica).
 
     A prefix that is a whole earlier key (the request continues a conversation; the slot also
     holds the answer that followed it) always counts; one that ends inside an earlier key
@@ -156,8 +157,8 @@ class PrefixAwarePolicy:
     ``min_share`` of the key, so that new conversations still spread over the replicas.
     """
 
-    def __init__(self, slack: int = 2, min_share: float = 0.5, keys_per_replica: int = 64):
-        self.slack = slack
+    def __init__(self, slots: int = 4, min_share: float = 0.5, keys_per_replica: int = 64):
+        self.slots = slots
         self.min_share = min_share
         self.index = PrefixIndex(keys_per_replica)
 
@@ -168,7 +169,7 @@ class PrefixAwarePolicy:
         best, n, whole = self.index.longest(key, by_load)
         if best is None or not (whole or n >= self.min_share * len(key)):
             return by_load
-        if loads.get(best, 0) - loads.get(by_load[0], 0) > self.slack:
+        if loads.get(best, 0) >= self.slots > loads.get(by_load[0], 0):
             return by_load
         return [best] + [r for r in by_load if r != best]
 
@@ -200,9 +201,10 @@ class RoundRobinPolicy:
         pass
 
 
-def make_policy(name: str, **kwargs) -> Policy:
+def make_policy(name: str, slots: int = 4) -> Policy:
+    """The policy called ``name``, for replicas of ``slots`` slots each."""
     if name == "prefix":
-        return PrefixAwarePolicy(**kwargs)
+        return PrefixAwarePolicy(slots=slots)
     if name == "round-robin":
         return RoundRobinPolicy()
     raise ValueError(f"unknown routing policy {name!r}: use prefix or round-robin")
