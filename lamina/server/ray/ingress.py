@@ -42,8 +42,10 @@ log = logging.getLogger("lamina.server")
 
 REPLICA_DEPLOYMENT = "LaminaReplica"
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
-#: seconds the ingress waits for every replica's part of /health, /metrics and /slots
+#: seconds the ingress waits for every replica's part of /metrics and /slots, and of /health (answered at once,
+#: 503 while no replica is up: load balancers poll it)
 GATHER_TIMEOUT = 30.0
+HEALTH_TIMEOUT = 1.5
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,10 @@ class IngressSettings:
     body_limit: int
     timeout: float
     app_name: str
+
+
+def no_replica() -> ServerError:
+    return unavailable("no lamina replica is running at the moment (Ray Serve is starting one)", retry_after=1)
 
 
 def replica_lost(e: BaseException) -> ServerError:
@@ -95,8 +101,7 @@ class LaminaIngress:
         data = parse_body(body)
         forwarded = ForwardedRequest.from_scope({**scope, "path": path}, body, routing_key(path, data))
         if running_replicas(self.settings.app_name, REPLICA_DEPLOYMENT) == 0:
-            raise unavailable("no lamina replica is running at the moment (Ray Serve is starting one); "
-                              "try again shortly", retry_after=2)
+            raise no_replica()
         if isinstance(data, dict) and data.get("stream") is True:
             return await self.forward_stream(forwarded)
         return await self.forward(forwarded)
@@ -130,21 +135,23 @@ class LaminaIngress:
         return response
 
     # -- every replica answers ---------------------------------------------------------------------------------------
-    async def gather(self, request: ForwardedRequest) -> list[tuple[ResponseHead, bytes]]:
+    async def gather(self, request: ForwardedRequest, timeout: float = GATHER_TIMEOUT
+                     ) -> list[tuple[ResponseHead, bytes]]:
         """Each running replica's whole answer to ``request`` (503 when none is running)."""
         try:
             answers = await self.replicas.broadcast("call", request).results_async(
-                timeout_s=GATHER_TIMEOUT, return_exceptions=True)
+                timeout_s=timeout, return_exceptions=True)
         except (DeploymentUnavailableError, TimeoutError):
             answers = []
         answers = [a for a in answers if isinstance(a, tuple)]
         if not answers:
-            raise unavailable("no lamina replica is running at the moment (Ray Serve is starting one); "
-                              "try again shortly", retry_after=2)
+            raise no_replica()
         return answers
 
     async def health(self) -> Response:
-        answers = await self.gather(ForwardedRequest("GET", "/health"))
+        if running_replicas(self.settings.app_name, REPLICA_DEPLOYMENT) == 0:
+            raise no_replica()
+        answers = await self.gather(ForwardedRequest("GET", "/health"), HEALTH_TIMEOUT)
         if not any(head.status == 200 for head, _ in answers):
             raise unavailable(f"none of the {len(answers)} replicas is ready", retry_after=1)
         return JSONResponse({"status": "ok"})
