@@ -27,12 +27,12 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import time
 
 import httpx
 
+from lamina.cli.bench import _cpu_name as cpu_name
 from lamina.testing.models import model_path
 from lamina.testing.server_process import ServerProcess, free_port
 
@@ -148,17 +148,6 @@ def hop_overhead(direct: str, ray_url: str, rounds: int) -> dict:
     return {f"{name}_ms": statistics.median(t) for name, t in times.items()}
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="smollm2", help="smollm2, qwen2 or gemma3 (the test models), or a path")
@@ -187,32 +176,30 @@ def main() -> None:
         return ["--replicas", str(replicas), "--replica-cpus", str(cpus), "-np", str(np_),
                 "-c", str(np_ * args.ctx_per_slot), "--ray-routing", routing]
 
+    def measure(replicas: int, cpus: int, routing: str = "prefix") -> dict:
+        srv = start(model, address, flags(replicas, cpus, routing), port)
+        try:
+            m = rounds(srv.url, args)
+        finally:
+            srv.stop()
+        return {**m, "speed": f"{m['tokens_per_s']:.1f} | {m['ttft_p50'] * 1e3:.0f} ms | {m['ttft_p95'] * 1e3:.0f} ms"}
+
     try:
         if "throughput" in only:
             print("| replicas | CPUs each | slots each | tokens/s | TTFT p50 | TTFT p95 | prompt tokens cached |")
             print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
             for replicas, cpus in ((1, 1), (1, 2), (2, 1)):
-                srv = start(model, address, flags(replicas, cpus), port)
-                try:
-                    m = rounds(srv.url, args)
-                finally:
-                    srv.stop()
-                print(f"| {replicas} | {cpus} | {args.slots // replicas} | {m['tokens_per_s']:.1f} | "
-                      f"{m['ttft_p50'] * 1e3:.0f} ms | {m['ttft_p95'] * 1e3:.0f} ms | {m['hit_rate']:.0%} |",
+                m = measure(replicas, cpus)
+                print(f"| {replicas} | {cpus} | {args.slots // replicas} | {m['speed']} | {m['hit_rate']:.0%} |",
                       flush=True)
         if "routing" in only:
             print("\n| routing (2 replicas) | prompt tokens cached | of turns 2+ | sessions on one replica | "
                   "tokens/s | TTFT p50 | TTFT p95 |")
             print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
             for routing in ("prefix", "round-robin"):
-                srv = start(model, address, flags(2, 1, routing), port)
-                try:
-                    m = rounds(srv.url, args)
-                finally:
-                    srv.stop()
+                m = measure(2, 1, routing)
                 print(f"| {routing} | {m['hit_rate']:.0%} | {m['later_hit_rate']:.0%} | {m['sticky']:.0%} | "
-                      f"{m['tokens_per_s']:.1f} | {m['ttft_p50'] * 1e3:.0f} ms | {m['ttft_p95'] * 1e3:.0f} ms |",
-                      flush=True)
+                      f"{m['speed']} |", flush=True)
         if "hop" in only:
             direct = start(model, None, ["-np", "4", "-c", "4096", "-t", "1"])
             behind = start(model, address, ["--replicas", "1", "--replica-cpus", "1", "-np", "4", "-c", "4096"], port)
