@@ -194,3 +194,14 @@ def test_metrics_combine_as_their_meaning_asks():
 def test_slots_are_listed_with_their_replica():
     slots = merge_slots([("r2", b'[{"id": 0}]'), ("r1", b'[{"id": 0}, {"id": 1}]')])
     assert slots == [{"id": 0, "id_replica": "r1"}, {"id": 1, "id_replica": "r1"}, {"id": 0, "id_replica": "r2"}]
+
+
+def test_app_builder_builds_what_serve_run_deploys(model_paths):
+    from ray.serve import Application
+
+    from lamina.server.ray import app_builder
+
+    app = app_builder({"model": str(model_paths["smollm2"]), "autoscale": "1:3", "parallel": 2, "ctx_size": 1024})
+    assert isinstance(app, Application)
+    with pytest.raises(ValueError, match="not both"):
+        app_builder({"model": str(model_paths["smollm2"]), "autoscale": "1:3", "replicas": 2})
