@@ -8,7 +8,7 @@ One local Ray cluster is started here; each configuration is the real command jo
    tokens per answer, ``ignore_eos``), streamed with the OpenAI wire format. Reported:
    all completion tokens over the wall time, and the p50/p95 of every request's time to its
    first token. Against 1 replica (1 CPU, then 2 CPUs) and 2 replicas of 1 CPU each, the
-   same number of slots in all (``--slots`` in total).
+   same number of slots in all (``--slots`` in total), and a plain ``lamina serve`` (no Ray).
 2. **Cache hit rate.** The same sessions against 2 replicas with prefix-aware routing and
    with round-robin: the share of all prompt tokens found in a slot's cache
    (``usage.prompt_tokens_details.cached_tokens`` over ``usage.prompt_tokens``).
@@ -172,12 +172,15 @@ def main() -> None:
     port = free_port()
 
     def flags(replicas: int, cpus: int, routing: str = "prefix") -> list[str]:
-        np_ = args.slots // replicas
-        return ["--replicas", str(replicas), "--replica-cpus", str(cpus), "-np", str(np_),
-                "-c", str(np_ * args.ctx_per_slot), "--ray-routing", routing]
+        """``lamina serve`` flags for ``replicas`` replicas of ``cpus`` CPUs (0 replicas: one server, no Ray)."""
+        np_ = args.slots // max(1, replicas)
+        own = ["-np", str(np_), "-c", str(np_ * args.ctx_per_slot)]
+        if not replicas:
+            return own + ["-t", str(cpus)]
+        return own + ["--replicas", str(replicas), "--replica-cpus", str(cpus), "--ray-routing", routing]
 
     def measure(replicas: int, cpus: int, routing: str = "prefix") -> dict:
-        srv = start(model, address, flags(replicas, cpus, routing), port)
+        srv = start(model, address if replicas else None, flags(replicas, cpus, routing), port if replicas else None)
         try:
             m = rounds(srv.url, args)
         finally:
@@ -192,6 +195,8 @@ def main() -> None:
                 m = measure(replicas, cpus)
                 print(f"| {replicas} | {cpus} | {args.slots // replicas} | {m['speed']} | {m['hit_rate']:.0%} |",
                       flush=True)
+            m = measure(0, 2)
+            print(f"| no Ray: one lamina serve | 2 | {args.slots} | {m['speed']} | {m['hit_rate']:.0%} |", flush=True)
         if "routing" in only:
             print("\n| routing (2 replicas) | prompt tokens cached | of turns 2+ | sessions on one replica | "
                   "tokens/s | TTFT p50 | TTFT p95 |")
