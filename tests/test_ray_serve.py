@@ -114,12 +114,12 @@ def test_the_openai_client_gets_the_single_servers_greedy_texts(service, single)
 
 
 def test_a_conversation_stays_on_its_replica_and_reuses_its_prefix(service):
-    """Four conversations, their turns interleaved: each turn goes where the last one went, and finds the
-    whole previous prompt in that replica's cache (a random choice of 2 replicas would stay by chance
-    with probability 1/256)."""
+    """Five conversations, their turns interleaved: each turn goes where the last one went, and finds the
+    whole previous prompt in that replica's cache (a random choice of 2 replicas would keep them all by
+    chance with probability 1/1024; round-robin over an odd number of conversations moves every one)."""
     c = client(service)
     openers = ["Tell me a fact about owls.", "What is a prime number?", "Describe the colour blue.",
-               "Why is the sky dark at night?"]
+               "Why is the sky dark at night?", "Name a famous bridge."]
     talks = {i: [{"role": "user", "content": opener}] for i, opener in enumerate(openers)}
     served: dict[int, list[str]] = {i: [] for i in talks}
     previous_prompt: dict[int, int] = {}
