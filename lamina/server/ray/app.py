@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import argparse
 import shlex
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ray import serve
 from ray.serve.config import RequestRouterConfig

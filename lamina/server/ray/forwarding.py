@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import AsyncIterator
 
 #: connection-level headers, which belong to one hop and are never forwarded (RFC 9110, 7.6.1)
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te", b"trailer",
@@ -39,7 +39,7 @@ class ForwardedRequest:
     routing_key: str | None = None
 
     @classmethod
-    def from_scope(cls, scope: dict, body: bytes, routing_key: str | None = None) -> "ForwardedRequest":
+    def from_scope(cls, scope: dict, body: bytes, routing_key: str | None = None) -> ForwardedRequest:
         headers = [(k, v) for k, v in scope.get("headers", ()) if k.lower() not in HOP_BY_HOP]
         client = tuple(scope["client"]) if scope.get("client") else None
         return cls(scope["method"], scope["path"], scope.get("query_string", b""), headers, body, client, routing_key)

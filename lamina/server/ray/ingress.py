@@ -35,8 +35,8 @@ from lamina.server.errors import ServerError, not_supported, unavailable
 
 from .aggregate import merge_metrics, merge_slots
 from .forwarding import ForwardedRequest, ResponseHead
-from .routing import parse_body, routing_key
 from .router import running_replicas
+from .routing import parse_body, routing_key
 
 log = logging.getLogger("lamina.server")
 

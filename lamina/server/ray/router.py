@@ -22,7 +22,7 @@ from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, R
 from .routing import Policy, make_policy
 
 #: the router of each replica deployment in this process, by (application, deployment) name
-_ROUTERS: dict[tuple[str, str], "LaminaRequestRouter"] = {}
+_ROUTERS: dict[tuple[str, str], LaminaRequestRouter] = {}
 #: a preference never confirmed by Ray (the request was cancelled while waiting) stops counting after this
 TENTATIVE_SECONDS = 30.0
 
