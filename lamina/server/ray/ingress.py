@@ -62,6 +62,10 @@ def no_replica() -> ServerError:
     return unavailable("no lamina replica is running at the moment (Ray Serve is starting one)", retry_after=1)
 
 
+def unexpected(e: BaseException) -> ServerError:
+    return ServerError(f"internal server error: {type(e).__name__}: {e}", "server_error")
+
+
 def replica_lost(e: BaseException) -> ServerError:
     return unavailable(f"the replica serving this request stopped before it was answered ({type(e).__name__}); "
                        "the request is lost: send it again (Ray Serve is replacing the replica, and the others "
@@ -80,8 +84,12 @@ class LaminaIngress:
         async def on_server_error(request: Request, e: ServerError) -> Response:
             return error_response(e)
 
+        async def on_unexpected(request: Request, e: Exception) -> Response:
+            log.error("unexpected error in %s %s: %s", request.method, request.url.path, e, exc_info=e)
+            return error_response(unexpected(e))
+
         return Starlette(routes=[Route("/{path:path}", self.dispatch, methods=METHODS)],
-                         exception_handlers={ServerError: on_server_error})
+                         exception_handlers={ServerError: on_server_error, Exception: on_unexpected})
 
     async def dispatch(self, request: Request) -> Response:
         scope = request.scope
@@ -194,10 +202,11 @@ async def relay(stream, head: ResponseHead):
         async for chunk in stream:
             yield chunk
         done = True
-    except RayActorError as e:
-        log.warning("replica %s stopped in the middle of an answer: %s", head.replica, type(e).__name__)
+    except Exception as e:  # noqa: BLE001 (the status line has gone: the stream's last event says what happened)
+        lost = isinstance(e, RayActorError)
+        log.warning("replica %s %s in the middle of an answer: %s", head.replica, "stopped" if lost else "failed", e)
         if head.is_event_stream:
-            yield sse(replica_lost(e).body())
+            yield sse((replica_lost(e) if lost else unexpected(e)).body())
     finally:
         if not done:
             stream.cancel()  # the client went away (or the replica did): stop the replica's work on it
