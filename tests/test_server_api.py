@@ -139,6 +139,20 @@ def test_a_cached_prompt_is_reused_and_answers_the_same(server, cli_texts):
     assert first["content"] == again["content"] == expected
 
 
+def test_conversations_sharing_a_system_prompt_keep_their_own_slots(server):
+    """The second conversation copies the shared prefix into a slot of its own (it does not take over the
+    first one's), so the first conversation's next turn still finds its whole history cached."""
+    system = "You are a careful assistant. Answer in one short sentence, and never use lists. " * 3
+    a1 = complete(server, system + "Question: what is rain?", cache_prompt=True, n_predict=6)
+    b1 = complete(server, system + "Question: what is snow?", cache_prompt=True, n_predict=6)
+    assert b1["id_slot"] != a1["id_slot"]
+    assert 0.5 * b1["tokens_evaluated"] < b1["timings"]["cache_n"] < b1["tokens_evaluated"]  # the shared prefix
+    a2 = complete(server, system + "Question: what is rain?" + a1["content"] + " Question: and hail?",
+                  cache_prompt=True, n_predict=6)
+    assert a2["id_slot"] == a1["id_slot"]
+    assert a2["timings"]["cache_n"] >= a1["tokens_evaluated"]  # its first turn, answer and all, was still there
+
+
 # -- fields -------------------------------------------------------------------------------------------------------------
 def test_n_choices_logprobs_and_stop(client, server):
     r = client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "Count to five"}],

@@ -43,8 +43,12 @@ def error_response(e: ServerError) -> JSONResponse:
 
 
 async def read_body(request: Request, state: ServerState) -> dict:
-    """The request's JSON object: at most ``body_limit`` bytes (413), read within ``timeout`` seconds."""
-    limit = state.config.body_limit
+    """The request's JSON object (see :func:`read_body_bytes` for the limits)."""
+    return protocol.parse_json(await read_body_bytes(request, state.config.body_limit, state.config.timeout))
+
+
+async def read_body_bytes(request: Request, limit: int, timeout: float) -> bytes:
+    """The request body: at most ``limit`` bytes (413), read within ``timeout`` seconds (408)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ServerError(f"the request body has {declared} bytes; at most {limit} are accepted",
@@ -61,14 +65,14 @@ async def read_body(request: Request, state: ServerState) -> dict:
             chunks.append(chunk)
 
     try:
-        await asyncio.wait_for(receive_all(), state.config.timeout)
+        await asyncio.wait_for(receive_all(), timeout)
     except ClientDisconnect:
         raise ServerError("the client closed the connection before sending the whole body", "invalid_request_error",
                           status=400) from None
     except asyncio.TimeoutError:
-        raise ServerError(f"the request body did not arrive within {state.config.timeout:g} s",
+        raise ServerError(f"the request body did not arrive within {timeout:g} s",
                           "invalid_request_error", status=408) from None
-    return protocol.parse_json(b"".join(chunks))
+    return b"".join(chunks)
 
 
 class KeyMiddleware:

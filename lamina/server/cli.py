@@ -15,6 +15,7 @@ import threading
 
 from lamina.cli.options import (add_model_options, add_sampling_options, grammar_from, resolve_model,
                                 sampling_params_from)
+from lamina.server.ray.options import add_ray_options, ray_plan
 
 # variable -> (flag when true or the flag taking the value, flag when false)
 ENV_FLAGS = {
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve a reranker's /rerank (--embedding with --pooling rank), as llama-server does")
     g.add_argument("-v", "--verbose", action="store_true", help="log every request")
     add_sampling_options(p)
+    add_ray_options(p)
     return p
 
 
@@ -110,16 +112,22 @@ def argv_with_environment(argv: list[str], environ=os.environ) -> list[str]:
     return extra + argv
 
 
-def config_from(args):
-    from lamina import gguf
-
+def key_policy_from(args):
+    """The API and admin keys of ``--api-key``, ``--api-key-file`` and ``--admin-key``."""
     from .auth import KeyPolicy, read_key_file
-    from .state import ServerConfig, _training_context
 
     keys = [k.strip() for item in args.api_key for k in item.split(",") if k.strip()]
     if args.api_key_file:
         keys += read_key_file(args.api_key_file)
     admin = [k.strip() for item in args.admin_key for k in item.split(",") if k.strip()]
+    return KeyPolicy(tuple(keys), tuple(admin))
+
+
+def config_from(args):
+    from lamina import gguf
+
+    from .state import ServerConfig, _training_context
+
     if args.parallel < 1:
         raise ValueError(f"--parallel must be at least 1, got {args.parallel}")
     if args.slot_save_path and not os.path.isdir(args.slot_save_path):
@@ -130,7 +138,7 @@ def config_from(args):
         model=args.model, alias=args.alias, n_ctx=n_ctx, n_parallel=args.parallel, n_batch=args.batch_size,
         n_ubatch=args.ubatch_size, n_threads=args.threads, n_predict=args.n_predict,
         sampling=sampling_params_from(args, max(1, n_ctx // args.parallel)),
-        keys=KeyPolicy(tuple(keys), tuple(admin)), metrics=args.metrics, slots_endpoint=args.slots,
+        keys=key_policy_from(args), metrics=args.metrics, slots_endpoint=args.slots,
         slot_save_path=args.slot_save_path, chat_template=args.chat_template,
         chat_template_file=args.chat_template_file, use_jinja=args.jinja, context_shift=args.context_shift,
         cache_reuse=args.cache_reuse, timeout=args.timeout, header_timeout=args.header_timeout,
@@ -147,12 +155,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         resolve_model(args)
         config = config_from(args)
+        plan = ray_plan(args)
     except (OSError, ValueError) as e:
         print(f"lamina serve: error: {e}", file=sys.stderr)
         return 1
     if args.host not in ("127.0.0.1", "localhost", "::1") and not config.keys.api_keys:
         print(f"lamina serve: warning: listening on {args.host} without --api-key: anyone who can reach this "
               "address can use the model", file=sys.stderr)
+    if plan is not None:
+        from lamina.server.ray.cli import serve_on_ray
+
+        return serve_on_ray(args, plan)
     return serve(config, args.host, args.port, verbose=args.verbose)
 
 

@@ -265,15 +265,41 @@ class Engine:
         if not idle:
             return None
         if task.cache_prompt:
-            best = max(idle, key=lambda s: s.similarity(task.prompt_tokens))
-            if best.similarity(task.prompt_tokens) > SLOT_PROMPT_SIMILARITY:
+            # the slot of this very conversation: its cache is a prefix of the prompt (the next turn) or the
+            # prompt a prefix of its cache (the same prompt again)
+            same = [s for s in idle if s.same_conversation(task.prompt_tokens)]
+            best = max(same, key=lambda s: s.similarity(task.prompt_tokens), default=None)
+            if best is not None and best.similarity(task.prompt_tokens) > SLOT_PROMPT_SIMILARITY:
                 return best
+        # another conversation's slot is not taken over for the prefix they share: _start copies that prefix
         return min(idle, key=lambda s: s.t_last_used)  # least recently used
 
     def _start(self, slot: Slot, handle: TaskHandle) -> None:
         chain = self._chain_for(handle.task.params, handle.task.grammar)
+        if handle.task.cache_prompt:
+            self._borrow_prefix(slot, handle.task.prompt_tokens)
         slot.start(handle, chain, self.tokenizer)
         self.ctx.truncate(slot.id, slot.n_past)
+
+    def _borrow_prefix(self, slot: Slot, prompt: list[int]) -> None:
+        """Copy into ``slot`` the longest prefix of ``prompt`` that another slot's cache holds, when it is longer
+        than what ``slot`` holds and more than ``SLOT_PROMPT_SIMILARITY`` of the prompt (llama.cpp's
+        ``llama_memory_seq_cp``).
+
+        Conversations that share a system prompt then each keep their own slot, instead of the
+        next one taking over the slot that holds it, and a conversation's next turn still finds
+        its whole history cached. The copied cells are the ones the other slot computed, so the
+        rest of the prompt is evaluated exactly as if it had run in that slot.
+        """
+        donor = max((s for s in self.slots if s is not slot), key=lambda s: common_prefix(s.cache_tokens, prompt),
+                    default=None)
+        n = common_prefix(donor.cache_tokens, prompt) if donor is not None else 0
+        if n <= common_prefix(slot.cache_tokens, prompt) or n <= SLOT_PROMPT_SIMILARITY * len(prompt):
+            return
+        keys, values = self.ctx.kv.export_seq(donor.id, n)
+        self.ctx.kv.import_seq(slot.id, keys, values)
+        slot.forget()
+        slot.cache_tokens = list(prompt[:n])
 
     def _drop_cancelled(self) -> None:
         for slot in self.slots:

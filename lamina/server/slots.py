@@ -59,6 +59,11 @@ class Slot:
             return 0.0
         return common_prefix(self.cache_tokens, prompt) / len(prompt)
 
+    def same_conversation(self, prompt: list[int]) -> bool:
+        """Whether the cache holds a prefix of ``prompt`` (its next turn) or ``prompt`` whole (sent again)."""
+        n = common_prefix(self.cache_tokens, prompt)
+        return n > 0 and n in (len(self.cache_tokens), len(prompt))
+
     def start(self, handle: TaskHandle, chain, tokenizer) -> None:
         """Take ``handle``'s task: keep the reusable prefix of the cache, set up sampling."""
         task = handle.task

@@ -58,7 +58,10 @@ class ServerProcess:
         self.wait_listening(timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            r = httpx.get(self.url + "/health", headers=headers, timeout=5)
+            try:
+                r = httpx.get(self.url + "/health", headers=headers, timeout=5)
+            except httpx.TimeoutException:  # a probe that takes long (a Ray ingress's first one): not ready yet
+                continue
             if r.status_code == 200:
                 return self
             if self.proc.poll() is not None:
