@@ -12,8 +12,9 @@ llama-cpp-python's default).
 
 ``--model NAME=PATH`` adds another file (e.g. benchmarks/make_synthetic_model.py's 7B-class
 model; use ``-p 64 -n 16`` there). ``--startup`` also measures, each program in a fresh process
-per model: the time from process start to the first token's logits (the Python harness, the
-load, one BOS token) and the peak resident memory, against the budget file + KV cache + 150 MB.
+per model, best of three: the time from process start to the first token (``lamina -m MODEL -p ""
+-n 1``; llama.cpp through the same llama-cpp-python harness: load, evaluate BOS) and the peak
+resident memory, against the budget file + KV cache + 150 MB.
 
     python benchmarks/bench_vs_llamacpp.py --peer-python /work/peer/peer/bin/python -r 5
     LAMINA_KERNELS=avx2 LLAMA_CPP_LIB_PATH=.../build-avx2/bin python benchmarks/bench_vs_llamacpp.py ...
@@ -142,13 +143,12 @@ def main() -> int:
 
 FIRST_TOKEN = r"""
 import sys
-if sys.argv[1] == "lamina":
-    from lamina.llama import Llama
-    llm = Llama(sys.argv[2], n_ctx=int(sys.argv[3]), n_threads=int(sys.argv[4]), verbose=False)
-else:
-    from llama_cpp import Llama
-    llm = Llama(sys.argv[2], n_ctx=int(sys.argv[3]), n_threads=int(sys.argv[4]), flash_attn=sys.argv[5] == "on",
-                verbose=False)
+if sys.argv[1] == "lamina":  # the lamina command itself: load, evaluate the BOS token, sample one
+    from lamina.cli import main
+    sys.exit(main(["-m", sys.argv[2], "-c", sys.argv[3], "-t", sys.argv[4], "-p", "", "-n", "1", "--temp", "0"]))
+from llama_cpp import Llama
+llm = Llama(sys.argv[2], n_ctx=int(sys.argv[3]), n_threads=int(sys.argv[4]), flash_attn=sys.argv[5] == "on",
+            verbose=False)
 llm.eval([llm.token_bos()])
 """
 
@@ -166,7 +166,8 @@ def startup_and_memory(path: str, args) -> dict:
         for _ in range(3):
             start = time.perf_counter()
             proc = subprocess.Popen([python, "-c", FIRST_TOKEN, "lamina" if who == "lamina" else "peer", path,
-                                     str(n_ctx), str(args.threads), args.flash_attn])
+                                     str(n_ctx), str(args.threads), args.flash_attn],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             _, status, usage = os.wait4(proc.pid, 0)
             if os.waitstatus_to_exitcode(status):
                 sys.exit(f"{who} failed on {path}")
