@@ -44,6 +44,7 @@ def tg():
     for _ in range(n_gen):
         llm.eval([int(rng.integers(0, llm.n_vocab()))])
 pp(); tg()  # warm-up
+print(json.dumps({"ready": True}), flush=True)
 for line in sys.stdin:
     t = time.perf_counter(); (pp if line.strip() == "pp" else tg)(); dt = time.perf_counter() - t
     print(json.dumps({"test": line.strip(), "seconds": dt}), flush=True)
@@ -84,6 +85,8 @@ def main() -> int:
     ap.add_argument("--flash-attn", choices=("on", "off"), default="on", help="llama.cpp's flash attention")
     ap.add_argument("--model", action="append", default=[], metavar="NAME=PATH", help="another GGUF file")
     ap.add_argument("--startup", action="store_true", help="also time start-up and measure peak memory")
+    ap.add_argument("--bandwidth", action="store_true",
+                    help="also report generation as GB/s of weights read, beside the machine's read bandwidth")
     args = ap.parse_args()
     from lamina.testing.models import ensure_models
 
@@ -97,6 +100,7 @@ def main() -> int:
             peer = subprocess.Popen([args.peer_python, "-c", PEER_SCRIPT, str(path), str(args.threads),
                                      str(args.n_prompt), str(args.n_gen), args.flash_attn],
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            read_peer(peer)  # loaded and warmed up: its start must not overlap lamina's first repetition
         samples = {("lamina", "pp"): [], ("lamina", "tg"): [], ("llama.cpp", "pp"): [], ("llama.cpp", "tg"): []}
         for _ in range(args.repetitions):
             for test in ("pp", "tg"):
@@ -104,9 +108,7 @@ def main() -> int:
                 ours[test]()
                 samples[("lamina", test)].append(time.perf_counter() - t)
                 if peer is not None:
-                    peer.stdin.write(test + "\n")
-                    peer.stdin.flush()
-                    samples[("llama.cpp", test)].append(json.loads(peer.stdout.readline())["seconds"])
+                        samples[("llama.cpp", test)].append(ask_peer(peer, test))
         if peer is not None:
             peer.stdin.close()
             peer.wait()
@@ -116,9 +118,11 @@ def main() -> int:
             if secs:
                 n = args.n_prompt if test == "pp" else args.n_gen
                 ts = [n / s for s in secs]
-                row[f"{who} {test}{n}"] = (statistics.mean(ts), statistics.stdev(ts) if len(ts) > 1 else 0.0)
+                row[f"{who} {test}{n}"] = (statistics.mean(ts), statistics.stdev(ts) if len(ts) > 1 else 0.0,
+                                           [round(t, 1) for t in ts])
         results[name] = row
-        print(f"{name}: " + ", ".join(f"{k} {m:.1f} ± {s:.1f} t/s" for k, (m, s) in row.items()), flush=True)
+        print(f"{name}: " + ", ".join(f"{k} {m:.1f} ± {s:.1f} t/s {each}" for k, (m, s, each) in row.items()),
+              flush=True)
     if args.peer_python:
         print("\n| model | lamina pp | llama.cpp pp | ratio | lamina tg | llama.cpp tg | ratio |")
         print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -126,6 +130,8 @@ def main() -> int:
             lp, cp = row[f"lamina pp{args.n_prompt}"][0], row[f"llama.cpp pp{args.n_prompt}"][0]
             lg, cg = row[f"lamina tg{args.n_gen}"][0], row[f"llama.cpp tg{args.n_gen}"][0]
             print(f"| {name} | {lp:.1f} | {cp:.1f} | {lp / cp:.2f}x | {lg:.1f} | {cg:.1f} | {lg / cg:.2f}x |")
+    if args.bandwidth:
+        print_bandwidth(results, paths, args)
     if args.startup:
         startup = {name: startup_and_memory(str(path), args) for name, path in paths.items()}
         print("\n| model | lamina to first token | llama.cpp | lamina peak RSS | llama.cpp peak RSS | budget |")
@@ -139,6 +145,80 @@ def main() -> int:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
     return 0
+
+
+def ask_peer(peer: subprocess.Popen, test: str) -> float:
+    """Seconds llama.cpp took for one repetition of ``test``."""
+    try:
+        peer.stdin.write(test + "\n")
+        peer.stdin.flush()
+    except BrokenPipeError:
+        pass  # read_peer says what happened
+    return read_peer(peer)["seconds"]
+
+
+def read_peer(peer: subprocess.Popen) -> dict:
+    """The llama.cpp harness's next answer; a harness that died says so."""
+    answer = peer.stdout.readline()
+    if not answer:
+        sys.exit("the llama.cpp harness stopped (its error is above; does LLAMA_CPP_LIB_PATH name a build's bin/?)")
+    return json.loads(answer)
+
+
+def print_bandwidth(results: dict, paths: dict, args) -> None:
+    """Generation reads every weight once per token: tokens/s x weight bytes is the memory traffic it
+    achieves, to set against what this machine's memory delivers to the same number of threads."""
+    machine = read_bandwidth(args.threads)
+    print(f"\nmachine read bandwidth, {args.threads} threads: {machine:.1f} GB/s (a parallel sum over 2 GiB, best of 5)")
+    print("| model | weights read per token | lamina tg | GB/s | of machine | llama.cpp tg | GB/s | of machine |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, row in results.items():
+        per_token = weight_bytes_per_token(str(paths[name])) / 1e9
+        cells = []
+        for who in ("lamina", "llama.cpp"):
+            tg = row.get(f"{who} tg{args.n_gen}", (float("nan"),))[0]
+            cells += [f"{tg:.1f}", f"{tg * per_token:.1f}", f"{tg * per_token / machine:.0%}"]
+        print(f"| {name} | {per_token:.2f} GB | " + " | ".join(cells) + " |")
+        row["bandwidth"] = {"machine_gb_s": machine, "weights_gb_per_token": per_token}
+
+
+def weight_bytes_per_token(path: str) -> int:
+    """Bytes of weights one generated token reads: every tensor but the embedding table (one row of it),
+    unless that table is also the output matrix."""
+    from lamina.gguf import read
+
+    tensors = {name: t.n_bytes for name, t in read(path).tensors.items()}
+    if "output.weight" in tensors:
+        tensors.pop("token_embd.weight", None)
+    return sum(tensors.values())
+
+
+def read_bandwidth(threads: int) -> float:
+    """GB/s with which ``threads`` threads read a 2 GiB array from memory (a sum of 64-bit words)."""
+    import numba
+    import numpy as np
+
+    @numba.njit(parallel=True, cache=False)
+    def total(words):
+        chunks = numba.get_num_threads() * 16
+        per = (words.size + chunks - 1) // chunks
+        out = np.zeros(chunks, dtype=np.uint64)
+        for c in numba.prange(chunks):
+            acc = np.uint64(0)
+            for i in range(c * per, min(words.size, (c + 1) * per)):
+                acc += words[i]
+            out[c] = acc
+        return out.sum()
+
+    numba.set_num_threads(threads)
+    words = np.ones(2**28, dtype=np.uint64)
+    total(words)
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        total(words)
+        best = min(best, time.perf_counter() - t)
+    return words.nbytes / best / 1e9
 
 
 FIRST_TOKEN = r"""
