@@ -180,7 +180,8 @@ def test_pull_and_serve(hub_env):
     srv = ServerProcess(["-hf", SPLIT_REPO + ":Q4_1", "-c", "256", "-np", "1"], env=hub_env)
     try:
         srv.wait_ready()
-        r = httpx.post(srv.url + "/completion", json={"prompt": "Hello", "n_predict": 3, "temperature": 0})
+        r = httpx.post(srv.url + "/completion", json={"prompt": "Hello", "n_predict": 3, "temperature": 0},
+                       timeout=300)  # a cold kernel cache compiles on the first request
         assert r.status_code == 200 and r.json()["tokens_predicted"] == 3
     finally:
         srv.stop()

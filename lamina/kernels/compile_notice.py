@@ -7,6 +7,10 @@ at the first one, writes a line to standard error naming what is happening; on a
 line counts the kernels and seconds as they go, until the program calls :func:`finish` to write
 output of its own (kernels compiled after that are counted quietly), and at exit one line says how
 many were compiled and how long it took. A run that finds everything cached prints nothing.
+
+The notice is a courtesy: it looks standard error up at each write (a program, or a test, may have
+replaced or closed the one that was current when it started) and a write that fails is dropped,
+never raised into the computation that happened to compile a kernel.
 """
 
 from __future__ import annotations
@@ -29,12 +33,23 @@ def enable(stream=None) -> None:
 
     class _Notice(event.Listener):
         def __init__(self, out):
-            self.out = out
-            self.live = out.isatty() if hasattr(out, "isatty") else False
+            self.fixed_out = out
+            self.live = _isatty(self.out)
             self.count = 0
             self.depth = 0
             self.started = None
             self.open_line = False
+
+        @property
+        def out(self):
+            return self.fixed_out or sys.stderr
+
+        def write(self, text):
+            try:
+                self.out.write(text)
+                self.out.flush()
+            except (ValueError, OSError, AttributeError):
+                pass  # standard error closed or gone: the notice is dropped, the work goes on
 
         def on_start(self, ev):
             self.depth += 1
@@ -42,9 +57,8 @@ def enable(stream=None) -> None:
                 return  # a kernel compiling the kernels it calls: one kernel to the user
             if self.started is None:
                 self.started = time.monotonic()
-                self.out.write(f"lamina: compiling kernels for this CPU ({family.NAME}), once: later runs load "
-                               f"them from {_cache_folder()}\n")
-                self.out.flush()
+                self.write(f"lamina: compiling kernels for this CPU ({family.NAME}), once: later runs load "
+                           f"them from {_cache_folder()}\n")
 
         def on_end(self, ev):
             self.depth -= 1
@@ -52,25 +66,22 @@ def enable(stream=None) -> None:
                 return
             self.count += 1
             if self.live:
-                self.out.write(f"\r  {self.count} kernels compiled, {time.monotonic() - self.started:.1f} s")
-                self.out.flush()
+                self.write(f"\r  {_kernels(self.count)} compiled, {time.monotonic() - self.started:.1f} s")
                 self.open_line = True
 
         def finish(self):
             self.live = False
             if self.open_line:
-                self.out.write("\n")
-                self.out.flush()
+                self.write("\n")
                 self.open_line = False
 
         def summary(self):
             self.finish()
             if self.count:
-                self.out.write(f"lamina: compiled {self.count} kernels in {time.monotonic() - self.started:.1f} s "
-                               "(cached: the next run starts at once)\n")
-                self.out.flush()
+                self.write(f"lamina: compiled {_kernels(self.count)} in {time.monotonic() - self.started:.1f} s "
+                           "(cached: the next run starts at once)\n")
 
-    _listener = _Notice(stream or sys.stderr)
+    _listener = _Notice(stream)
     event.register("numba:compile", _listener)
     atexit.register(_listener.summary)
 
@@ -79,6 +90,17 @@ def finish() -> None:
     """End the progress line (before a program writes its own output to the terminal)."""
     if _listener is not None:
         _listener.finish()
+
+
+def _kernels(count: int) -> str:
+    return f"{count} kernel" + ("" if count == 1 else "s")
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (ValueError, OSError, AttributeError):
+        return False
 
 
 def _cache_folder() -> str:
