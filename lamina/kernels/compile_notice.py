@@ -37,7 +37,9 @@ def enable(stream=None) -> None:
             self.live = _isatty(self.out)
             self.count = 0
             self.depth = 0
-            self.started = None
+            self.announced = False
+            self.kernel_started = 0.0
+            self.seconds = 0.0        # spent compiling (a long-lived process compiles now and then)
             self.open_line = False
 
         @property
@@ -55,8 +57,9 @@ def enable(stream=None) -> None:
             self.depth += 1
             if self.depth > 1:
                 return  # a kernel compiling the kernels it calls: one kernel to the user
-            if self.started is None:
-                self.started = time.monotonic()
+            self.kernel_started = time.monotonic()
+            if not self.announced:
+                self.announced = True
                 self.write(f"lamina: compiling kernels for this CPU ({family.NAME}), once: later runs load "
                            f"them from {_cache_folder()}\n")
 
@@ -65,8 +68,9 @@ def enable(stream=None) -> None:
             if self.depth:
                 return
             self.count += 1
+            self.seconds += time.monotonic() - self.kernel_started
             if self.live:
-                self.write(f"\r  {_kernels(self.count)} compiled, {time.monotonic() - self.started:.1f} s")
+                self.write(f"\r  {_kernels(self.count)} compiled, {self.seconds:.1f} s")
                 self.open_line = True
 
         def finish(self):
@@ -78,7 +82,7 @@ def enable(stream=None) -> None:
         def summary(self):
             self.finish()
             if self.count:
-                self.write(f"lamina: compiled {_kernels(self.count)} in {time.monotonic() - self.started:.1f} s "
+                self.write(f"lamina: compiled {_kernels(self.count)} in {self.seconds:.1f} s "
                            "(cached: the next run starts at once)\n")
 
     _listener = _Notice(stream)
