@@ -27,7 +27,7 @@ from numba import njit, prange
 from .common import F16_TO_F32, F32, release_file_pages
 from .simd import (NARROW, SIGNED_Q8, vspread_bits, round_f16, v8bcast_i, v8load_f, v8load_f16, v8load_i, v8splat_f, v8splat_i,
                    v8store_f, v8zero_f, vabs_f, vadd_f, vadd_i, vand_i, vbcast_i, vcvt, vdpbssd, vdpbusd, vfma, vhmax_f, vhsum8, vlane_i, vload_f,
-                   vload_f16, vload_i, vmax_f, vmul_f, vmul_i, vor_i, vrint_f, vsll_i, vsplat_f, vsplat_i, vsrl_i,
+                   vload_f16, vload_i, vmax_f, vmul_f, vor_i, vrint_f, vsplat_f, vsplat_i, vsrl_i,
                    vstore_f, vstore_i, vstore_i8, vsum4_i, vtoi, vzero_f, vzero_i)
 
 GROUP = 16  # rows per vector
@@ -44,6 +44,9 @@ HAS_MIN = (Q5_1, Q4_1)  # Q8_1 activations, the m·s sum
 FEW_TOKENS = 4  # at most this many tokens: weights widened in registers, activations quantized serially
 PREPARE_CHUNK = 16  # tokens quantized per parallel task (one block each would drown in scheduling)
 TOKEN_CHUNK = 64  # tokens per parallel task: its activations stay in L2 while the group's weights sit in L1
+# row groups per parallel task in generation: one group (16 rows, a few µs) per task spent more on
+# handing tasks out than on the rows, and two threads ran a layer's small matrices no faster than one
+FEW_GROUP_CHUNK = 8
 
 
 # -- activations -------------------------------------------------------------------------------------
@@ -323,9 +326,10 @@ def _few_outputs(kind, per_block, qs, qh, d, m, xq, xd, xs, corr, t, n, g, out, 
 def _matmul_few(kind, per_block, qs, qh, d, m, xq, xd, xs, corr, n_tok, n, n_groups, out):
     """A few tokens (generation): the weights are read once, widened in registers, no buffers."""
     width = n_groups * GROUP
-    for g in prange(n_groups):
-        for t in range(n_tok):
-            _few_outputs(kind, per_block, qs, qh, d, m, xq, xd, xs, corr, t, n, g, out, t * width + g * GROUP)
+    for task in prange((n_groups + FEW_GROUP_CHUNK - 1) // FEW_GROUP_CHUNK):
+        for g in range(task * FEW_GROUP_CHUNK, min(n_groups, (task + 1) * FEW_GROUP_CHUNK)):
+            for t in range(n_tok):
+                _few_outputs(kind, per_block, qs, qh, d, m, xq, xd, xs, corr, t, n, g, out, t * width + g * GROUP)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -342,9 +346,10 @@ def _matmul_few_floats(kind, per_block, qs, qh, d, m, x, offset, with_sum, n, n_
     _prepare_few(x, offset, with_sum, xq, xd, xs, corr)  # offset 0: every correction is 0
     xqu = xq.view(np.uint8)
     width = n_groups * GROUP
-    for g in prange(n_groups):
-        for t in range(n_tok):
-            _few_outputs(kind, per_block, qs, qh, d, m, xqu, xd, xs, corr, t, n, g, out, t * width + g * GROUP)
+    for task in prange((n_groups + FEW_GROUP_CHUNK - 1) // FEW_GROUP_CHUNK):
+        for g in range(task * FEW_GROUP_CHUNK, min(n_groups, (task + 1) * FEW_GROUP_CHUNK)):
+            for t in range(n_tok):
+                _few_outputs(kind, per_block, qs, qh, d, m, xqu, xd, xs, corr, t, n, g, out, t * width + g * GROUP)
 
 
 @njit(cache=True, inline="always")
