@@ -25,7 +25,7 @@ except ImportError:
 
 
 def test_cli_initializes_numba_without_importing_scipy():
-    out = subprocess.run([sys.executable, "-c", PROBE], check=True, capture_output=True, text=True).stdout.split()
+    out = subprocess.run([sys.executable, "-c", PROBE], check=True, capture_output=True, text=True).stdout.splitlines()
     assert out[0] == "False"
     assert out[1] in ("importable", "not installed")
 
