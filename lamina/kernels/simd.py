@@ -296,73 +296,89 @@ def vstore_i(typingctx, arr, idx, v):
     return types.none(arr, idx, v), codegen
 
 
-@intrinsic
-def vstore_f(typingctx, arr, idx, v):
-    if not (_is_array(arr) and arr.dtype == types.float32 and isinstance(idx, types.Integer) and v == v16f):
-        return None
+def _store_f(vector, vtype):
+    @intrinsic
+    def impl(typingctx, arr, idx, v):
+        if not (_is_array(arr) and arr.dtype == types.float32 and isinstance(idx, types.Integer) and v == vtype):
+            return None
 
-    def codegen(context, builder, sig, args):
-        builder.store(args[2], _element_ptr(context, builder, sig.args[0], args[0], args[1], _VF), align=4)
-        return context.get_dummy_value()
+        def codegen(context, builder, sig, args):
+            builder.store(args[2], _element_ptr(context, builder, sig.args[0], args[0], args[1], vector), align=4)
+            return context.get_dummy_value()
 
-    return types.none(arr, idx, v), codegen
+        return types.none(arr, idx, v), codegen
+
+    return impl
 
 
-@intrinsic
-def vbcast_i(typingctx, arr, idx):
-    """The 4 bytes at element ``idx`` of ``arr`` (one int32, or four int8) in every lane."""
-    if not (_is_array(arr) and isinstance(idx, types.Integer)):
-        return None
+def _bcast_i(vector, vtype):
+    @intrinsic
+    def impl(typingctx, arr, idx):
+        if not (_is_array(arr) and isinstance(idx, types.Integer)):
+            return None
 
-    def codegen(context, builder, sig, args):
-        x = builder.load(_element_ptr(context, builder, sig.args[0], args[0], args[1], _I32), align=1)
-        return _splat(builder, _VI, x)
+        def codegen(context, builder, sig, args):
+            x = builder.load(_element_ptr(context, builder, sig.args[0], args[0], args[1], _I32), align=1)
+            return _splat(builder, vector, x)
 
-    return v16i(arr, idx), codegen
+        return vtype(arr, idx), codegen
+
+    return impl
+
+
+vstore_f = _store_f(_VF, v16f)
+vbcast_i = _bcast_i(_VI, v16i)  # the 4 bytes at element ``idx`` of ``arr`` (one int32, or four int8) in every lane
 
 
 # -- constants and lanes --------------------------------------------------------------------------
 
 
-@intrinsic
-def vsplat_i(typingctx, x):
-    if not isinstance(x, types.Integer):
-        return None
+def _splat_i(vector, vtype):
+    @intrinsic
+    def impl(typingctx, x):
+        if not isinstance(x, types.Integer):
+            return None
 
-    def codegen(context, builder, sig, args):
-        v = args[0]
-        w = v.type.width
-        v = builder.trunc(v, _I32) if w > 32 else (builder.sext(v, _I32) if w < 32 else v)
-        return _splat(builder, _VI, v)
+        def codegen(context, builder, sig, args):
+            v = args[0]
+            w = v.type.width
+            v = builder.trunc(v, _I32) if w > 32 else (builder.sext(v, _I32) if w < 32 else v)
+            return _splat(builder, vector, v)
 
-    return v16i(x), codegen
+        return vtype(x), codegen
 
-
-@intrinsic
-def vsplat_f(typingctx, x):
-    if x != types.float32:
-        return None
-
-    def codegen(context, builder, sig, args):
-        return _splat(builder, _VF, args[0])
-
-    return v16f(x), codegen
+    return impl
 
 
-@intrinsic
-def vzero_i(typingctx):
-    def codegen(context, builder, sig, args):
-        return ir.Constant(_VI, [0] * 16)
+def _splat_f(vector, vtype):
+    @intrinsic
+    def impl(typingctx, x):
+        if x != types.float32:
+            return None
 
-    return v16i(), codegen
+        def codegen(context, builder, sig, args):
+            return _splat(builder, vector, args[0])
+
+        return vtype(x), codegen
+
+    return impl
 
 
-@intrinsic
-def vzero_f(typingctx):
-    def codegen(context, builder, sig, args):
-        return ir.Constant(_VF, [0.0] * 16)
+def _zero(vector, vtype, zero):
+    @intrinsic
+    def impl(typingctx):
+        def codegen(context, builder, sig, args):
+            return ir.Constant(vector, [zero] * vector.count)
 
-    return v16f(), codegen
+        return vtype(), codegen
+
+    return impl
+
+
+vsplat_i = _splat_i(_VI, v16i)
+vsplat_f = _splat_f(_VF, v16f)
+vzero_i = _zero(_VI, v16i, 0)
+vzero_f = _zero(_VF, v16f, 0.0)
 
 
 @intrinsic
@@ -870,59 +886,8 @@ v8load_f = _load8("f", _F32, 4)             # 8 float32
 v8load_f16 = _load8("h", ir.HalfType(), 2)  # 8 float16 bit patterns widened exactly
 
 
-@intrinsic
-def v8store_f(typingctx, arr, idx, v):
-    if not (_is_array(arr) and arr.dtype == types.float32 and isinstance(idx, types.Integer) and v == v8f):
-        return None
-
-    def codegen(context, builder, sig, args):
-        builder.store(args[2], _element_ptr(context, builder, sig.args[0], args[0], args[1], _VF8), align=4)
-        return context.get_dummy_value()
-
-    return types.none(arr, idx, v), codegen
-
-
-@intrinsic
-def v8bcast_i(typingctx, arr, idx):
-    """The 4 bytes at element ``idx`` of ``arr`` in each of 8 lanes."""
-    if not (_is_array(arr) and isinstance(idx, types.Integer)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        x = builder.load(_element_ptr(context, builder, sig.args[0], args[0], args[1], _I32), align=1)
-        return _splat(builder, _VI8, x)
-
-    return v8i(arr, idx), codegen
-
-
-@intrinsic
-def v8splat_i(typingctx, x):
-    if not isinstance(x, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):
-        v = args[0]
-        w = v.type.width
-        v = builder.trunc(v, _I32) if w > 32 else (builder.sext(v, _I32) if w < 32 else v)
-        return _splat(builder, _VI8, v)
-
-    return v8i(x), codegen
-
-
-@intrinsic
-def v8splat_f(typingctx, x):
-    if x != types.float32:
-        return None
-
-    def codegen(context, builder, sig, args):
-        return _splat(builder, _VF8, args[0])
-
-    return v8f(x), codegen
-
-
-@intrinsic
-def v8zero_f(typingctx):
-    def codegen(context, builder, sig, args):
-        return ir.Constant(_VF8, [0.0] * 8)
-
-    return v8f(), codegen
+v8store_f = _store_f(_VF8, v8f)
+v8bcast_i = _bcast_i(_VI8, v8i)  # the 4 bytes at element ``idx`` of ``arr`` in each of 8 lanes
+v8splat_i = _splat_i(_VI8, v8i)
+v8splat_f = _splat_f(_VF8, v8f)
+v8zero_f = _zero(_VF8, v8f, 0.0)
