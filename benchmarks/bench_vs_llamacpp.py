@@ -51,6 +51,11 @@ for line in sys.stdin:
 """
 
 
+# pause before each measurement: llama.cpp's OpenMP threads spin-wait after a run (GOMP's spin count)
+# and a program measured right after it shares the cores with them (lamina's generation lost ~15%)
+SETTLE_SECONDS = 0.5
+
+
 def lamina_runner(path: str, threads: int, n_prompt: int, n_gen: int):
     import numpy as np
 
@@ -104,11 +109,13 @@ def main() -> int:
         samples = {("lamina", "pp"): [], ("lamina", "tg"): [], ("llama.cpp", "pp"): [], ("llama.cpp", "tg"): []}
         for _ in range(args.repetitions):
             for test in ("pp", "tg"):
+                time.sleep(SETTLE_SECONDS)
                 t = time.perf_counter()
                 ours[test]()
                 samples[("lamina", test)].append(time.perf_counter() - t)
                 if peer is not None:
-                        samples[("llama.cpp", test)].append(ask_peer(peer, test))
+                    time.sleep(SETTLE_SECONDS)
+                    samples[("llama.cpp", test)].append(ask_peer(peer, test))
         if peer is not None:
             peer.stdin.close()
             peer.wait()

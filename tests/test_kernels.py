@@ -13,7 +13,8 @@ import pytest
 from lamina.gguf import TensorInfo
 from lamina.kernels import Linear, fused_linear
 from lamina.kernels.activations import quantize_q8_1, round_activations
-from lamina.kernels.attention import attention
+from lamina.kernels.attention import attention, rope_store_attend
+from lamina.models.layers import RopeConfig, apply_rope
 from lamina.quants import dequantize, quantize
 
 QUANTIZED = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL",
@@ -148,3 +149,39 @@ def test_attention_reads_a_cache_view_as_it_reads_a_compact_copy(tiled):
     q = rng.standard_normal((len(q_pos), 4, 64)).astype(np.float32)
     got = attention(q, keys, values, q_pos, 0.125, 0, tiled=tiled)
     np.testing.assert_array_equal(got, attention(q, keys.copy(), values.copy(), q_pos, 0.125, 0, tiled=tiled))
+
+
+@pytest.mark.parametrize("positions, window, neox, q_scale, n_threads", [
+    ([70], 0, False, 1.0, 1),  # a generation step
+    ([600], 0, True, 1.0, 2),  # a view of 768 cells: split over the threads, merged
+    ([600], 0, False, 1.0, 3),
+    ([40, 41, 42, 43, 44], 0, True, 1.0, 2),  # a short prompt's queries
+    ([90, 91], 8, False, 0.125, 2),  # a sliding window; gemma's queries scaled before attending
+])
+def test_rope_store_attend_is_the_separate_steps(positions, window, neox, q_scale, n_threads):
+    """The one-call path of a generation step (rotate, write the cache, attend) gives the bits of
+    the separate steps it replaces: rope on q and k, q scaled, k/v cast to float16 into the cache
+    at their positions, then attention over the cache (split from 512 cells, as llama.cpp splits)."""
+    rng = np.random.default_rng(11)
+    n_cells, n_head, n_kv_head, d = 1024, 6, 2, 64
+    cache_k = rng.standard_normal((n_kv_head, n_cells, d)).astype(np.float16)
+    cache_v = rng.standard_normal((n_kv_head, n_cells, d)).astype(np.float16)
+    q_pos = np.array(positions, np.int64)
+    q = rng.standard_normal((len(q_pos), n_head, d)).astype(np.float32) * 3
+    k = rng.standard_normal((len(q_pos), n_kv_head, d)).astype(np.float32) * 3
+    v = rng.standard_normal((len(q_pos), n_kv_head, d)).astype(np.float32) * 3
+    rope = RopeConfig(n_rot=d, base=10000.0, neox=neox)
+    cos, sin = rope.cos_sin(q_pos)
+
+    expected_k, expected_v = cache_k.copy(), cache_v.copy()
+    q1, k1 = apply_rope(q.copy(), cos, sin, d, neox), apply_rope(k.copy(), cos, sin, d, neox)
+    q1 *= np.float32(q_scale)
+    expected_k[:, q_pos] = k1.transpose(1, 0, 2)
+    expected_v[:, q_pos] = v.transpose(1, 0, 2)
+    expected = attention(q1, expected_k, expected_v, q_pos, 0.3, window, tiled=False, n_threads=n_threads)
+
+    got = rope_store_attend(q.copy(), k.copy(), v, cos, sin, d, neox, cache_k, cache_v, q_pos, 0.3, window,
+                            q_scale=q_scale, n_threads=n_threads)
+    np.testing.assert_array_equal(cache_k.view(np.uint16), expected_k.view(np.uint16))
+    np.testing.assert_array_equal(cache_v.view(np.uint16), expected_v.view(np.uint16))
+    np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))

@@ -416,6 +416,12 @@ def test_swiglu_is_ggml_vec_swiglu_f32():
     with np.errstate(over="ignore"):  # exp(193) is infinite: silu is then -0, as in ggml
         tail = gate[vector_end:] / (np.float32(1) + np.exp(-gate[vector_end:])) * up[vector_end:]
     np.testing.assert_allclose(out[vector_end:], tail, rtol=1e-6)
+    # several rows take the parallel loop, one row the calling thread: the same bits either way
+    rows = np.stack([np.concatenate([gate, up])] * 3 + [np.concatenate([up, gate])])
+    many = np.empty((4, len(gate)), np.float32)
+    swiglu_rows(rows, len(gate), many)
+    for r in range(3):
+        np.testing.assert_array_equal(many[r].view(np.uint32), out.view(np.uint32))
 
 
 @pytest.mark.skipif(ctypes.util.find_library("m") is None, reason="needs the C library's tanhf")

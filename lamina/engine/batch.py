@@ -8,7 +8,7 @@ import numba
 import numpy as np
 
 from lamina.kernels.attention import TILE as ATTENTION_TILE
-from lamina.kernels.attention import attention, attention_one_query_each
+from lamina.kernels.attention import attention, attention_one_query_each, rope_store_attend
 from lamina.kernels.linear import rows_alone
 
 from .kv_cache import KVCache
@@ -73,10 +73,30 @@ class ForwardState:
         """Apply rotary embedding ``cfg`` at this batch's positions to x (tokens, heads, head_dim), in place."""
         from lamina.models.layers import apply_rope
 
+        return apply_rope(x, *self._cos_sin(cfg), cfg.n_rot, cfg.neox)
+
+    def _cos_sin(self, cfg) -> tuple:
         tables = self._rope_tables.get(id(cfg))
         if tables is None:
             tables = self._rope_tables[id(cfg)] = (cfg, *cfg.cos_sin(self.positions))
-        return apply_rope(x, tables[1], tables[2], cfg.n_rot, cfg.neox)
+        return tables[1], tables[2]
+
+    def rope_and_attend(self, layer: int, cfg, q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
+                        window: int = 0, softcap: float = 0.0, q_scale: float = 1.0) -> np.ndarray:
+        """Rotary embedding ``cfg`` on q and k, q times ``q_scale``, then :meth:`attend`; one compiled
+        call when the batch is a few tokens of one sequence (every generation step of a single
+        conversation), where the separate steps' Python overhead outweighed their arithmetic."""
+        if len(self.groups) == 1 and len(self.positions) < ATTENTION_TILE:
+            g = self.groups[0]
+            cos, sin = self._cos_sin(cfg)
+            return rope_store_attend(q, k, v, cos, sin, cfg.n_rot, cfg.neox, self.kv.k[layer][g.seq],
+                                     self.kv.v[layer][g.seq], g.positions, scale, window, softcap, q_scale,
+                                     n_threads=numba.get_num_threads())
+        self.rope(cfg, q)
+        self.rope(cfg, k)
+        if q_scale != 1.0:
+            q *= np.float32(q_scale)
+        return self.attend(layer, q, k, v, scale, window, softcap)
 
     def attend(self, layer: int, q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
                window: int = 0, softcap: float = 0.0) -> np.ndarray:

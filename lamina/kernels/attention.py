@@ -21,9 +21,9 @@ import numpy as np
 from numba import njit, prange
 
 from .common import EPR, F32, chunk_sum, fma32
-from .elementwise import f2h_round, h2f
+from .elementwise import f2h_round, h2f, rope_rows
 from .glu import v_expf
-from .simd import (load_f16, round_f16, vadd_f, vfma, vload_f, vload_f16, vmul_f, vreduce_add_f, vreduce_f32x8,
+from .simd import (f16_bits, load_f16, round_f16, vadd_f, vfma, vload_f, vload_f16, vmul_f, vreduce_add_f, vreduce_f32x8,
                    vround_f16, vsplat_f, vstore_f, vzero_f)
 
 TILE = 64  # GGML_FA_TILE_Q and GGML_FA_TILE_KV
@@ -169,23 +169,32 @@ def _attention_vec(q, key_bits, value_bits, q_pos, scale, window, softcap, out, 
         _store_normalized(out, t, h, acc, total)
 
 
-@njit(cache=True, inline="always", error_model="numpy")
-def _split_query(qq, key_bits, value_bits, kh, pos, n_kv, n_chunks, window, scale, softcap, acc, merged):
-    """One query whose cache view holds ``n_kv`` >= 512 cells: ggml splits the cells into ``n_chunks``
-    (its thread count) ranges, runs the per-query kernel on each, then merges the partial results
-    in order (ggml_flash_attn_ext_reduce_partials) into ``merged``; returns the softmax sum."""
-    d_v = merged.shape[0]
-    for d in range(d_v):
-        merged[d] = 0
+@njit(cache=True, error_model="numpy")
+def _one_query(q, t, h, keys, values, kh, pos, n_kv, n_chunks, window, scale, softcap, out):
+    """Query ``t``'s head ``h`` over one sequence's cache into row ``t`` of ``out``: ggml's per-query
+    kernel over the visible cells, or, when the cache view holds ``n_kv`` >= 512 cells, that view
+    split as ggml splits it over its threads: ``n_chunks`` ranges, the per-query kernel on each, the
+    partial results merged in order (ggml_flash_attn_ext_reduce_partials). Written as one loop
+    over the ranges (a single range when not split), so the per-query kernel is compiled once."""
+    d_v = out.shape[1] // q.shape[1]
+    qq = np.empty(q.shape[2], F32)
+    _round_query(q, t, h, qq)
+    acc = np.empty(d_v, F32)
+    split = n_kv >= SPLIT_KV
+    chunks = n_chunks if split else 1
+    span = n_kv if split else pos + 1
+    chunk = (span + chunks - 1) // chunks
+    merged = np.zeros(d_v, F32)
     best = F32(-np.inf)
     total = F32(0.0)
-    chunk = (n_kv + n_chunks - 1) // n_chunks
-    for c in range(n_chunks):
+    for c in range(chunks):
         j0 = c * chunk
-        if j0 >= n_kv:
+        if j0 >= span:
             continue
-        m_c, s_c = _vec_keys(qq, key_bits, value_bits, kh, pos, window, j0, min(j0 + chunk, n_kv),
-                             scale, softcap, acc)
+        m_c, s_c = _vec_keys(qq, keys, values, kh, pos, window, j0, min(j0 + chunk, span), scale, softcap, acc)
+        if not split:
+            total = s_c
+            break
         if s_c == 0:
             continue
         new = max(best, m_c)
@@ -195,25 +204,18 @@ def _split_query(qq, key_bits, value_bits, kh, pos, n_kv, n_chunks, window, scal
             merged[d] = fma32(merged[d], scale_old, acc[d] * scale_new)
         total = fma32(total, scale_old, s_c * scale_new)
         best = new
-    return total
+    _store_normalized(out, t, h, merged if split else acc, total)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def _attention_split(q, key_bits, value_bits, pos, n_kv, n_chunks, scale, window, softcap, out):
-    """One query whose cache view holds 512 or more cells, its heads in parallel (see _split_query)."""
-    _, n_head, d_k = q.shape
-    n_kv_head, _, d_v = value_bits.shape
-    group = n_head // n_kv_head
+    """One query whose cache view holds 512 or more cells, its heads in parallel (see _one_query)."""
+    n_head = q.shape[1]
+    group = n_head // value_bits.shape[0]
     if softcap > 0:
         scale = scale / softcap
     for h in prange(n_head):
-        qq = np.empty(d_k, F32)
-        _round_query(q, 0, h, qq)
-        acc = np.empty(d_v, F32)
-        merged = np.empty(d_v, F32)
-        total = _split_query(qq, key_bits, value_bits, h // group, pos, n_kv, n_chunks, window, scale, softcap,
-                             acc, merged)
-        _store_normalized(out, 0, h, merged, total)
+        _one_query(q, 0, h, key_bits, value_bits, h // group, pos, n_kv, n_chunks, window, scale, softcap, out)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -222,29 +224,49 @@ def _attention_one_query_each(q, key_bits, value_bits, seqs, q_pos, n_kvs, n_chu
     parallel loop; each computed exactly as :func:`_attention_vec` or, when its sequence's cache
     view reaches 512 cells, :func:`_attention_split` computes it for that query alone.
     ``key_bits``/``value_bits`` hold every sequence's cache, (n_seq, n_kv_head, n_cells, head_dim)."""
+    n_tok, n_head, _ = q.shape
+    group = n_head // value_bits.shape[1]
+    if softcap > 0:
+        scale = scale / softcap
+    for th in prange(n_tok * n_head):
+        t = th // n_head
+        h = th % n_head
+        _one_query(q, t, h, key_bits[seqs[t]], value_bits[seqs[t]], h // group, q_pos[t], n_kvs[t], n_chunks,
+                   window, scale, softcap, out)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _rope_store_attend(q, k, v, cos, sin, n_rot, neox, q_scale, key_bits, value_bits, q_pos, n_kv, n_chunks, scale,
+                       window, softcap, out):
+    """A few consecutive tokens of one sequence in one call: rotary embedding of their queries and
+    keys (:func:`rope_rows`), the queries times ``q_scale`` (gemma scales them before attending),
+    their keys and values written to the float16 cache at ``q_pos``, then every (query, head)
+    pair as :func:`_one_query` computes it (``n_kv``: the cache view to split over threads, for a
+    single query; 0 never splits). The same arithmetic as the separate calls, one dispatch."""
     n_tok, n_head, d_k = q.shape
-    n_kv_head, d_v = value_bits.shape[1], value_bits.shape[3]
+    n_kv_head, d_v = k.shape[1], v.shape[2]
+    if n_rot > 0:
+        rope_rows(q, cos, sin, n_rot, neox)
+        rope_rows(k, cos, sin, n_rot, neox)
+    if q_scale != 1:
+        for t in range(n_tok):
+            for h in range(n_head):
+                for d in range(d_k):
+                    q[t, h, d] *= q_scale
+    for t in range(n_tok):
+        p = q_pos[t]
+        for h in range(n_kv_head):
+            for d in range(d_k):
+                key_bits[h, p, d] = f16_bits(k[t, h, d])
+            for d in range(d_v):
+                value_bits[h, p, d] = f16_bits(v[t, h, d])
     group = n_head // n_kv_head
     if softcap > 0:
         scale = scale / softcap
     for th in prange(n_tok * n_head):
         t = th // n_head
         h = th % n_head
-        keys = key_bits[seqs[t]]
-        values = value_bits[seqs[t]]
-        qq = np.empty(d_k, F32)
-        _round_query(q, t, h, qq)
-        acc = np.empty(d_v, F32)
-        pos = q_pos[t]
-        if n_kvs[t] >= SPLIT_KV:
-            merged = np.empty(d_v, F32)
-            total = _split_query(qq, keys, values, h // group, pos, n_kvs[t], n_chunks, window, scale, softcap,
-                                 acc, merged)
-            result = merged
-        else:
-            _, total = _vec_keys(qq, keys, values, h // group, pos, window, 0, pos + 1, scale, softcap, acc)
-            result = acc
-        _store_normalized(out, t, h, result, total)
+        _one_query(q, t, h, key_bits, value_bits, h // group, q_pos[t], n_kv, n_chunks, window, scale, softcap, out)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -384,6 +406,11 @@ def cache_view_cells(q_pos: np.ndarray, n_cells: int) -> np.ndarray:
     return np.minimum(n_cells, np.maximum(KV_PAD, -(-(np.asarray(q_pos, np.int64) + 1) // KV_PAD) * KV_PAD))
 
 
+def view_cells(pos: int, n_cells: int) -> int:
+    """:func:`cache_view_cells` for one query (plain integers: a generation step's hot path)."""
+    return min(n_cells, max(KV_PAD, -(-(pos + 1) // KV_PAD) * KV_PAD))
+
+
 def attention_one_query_each(q: np.ndarray, keys: np.ndarray, values: np.ndarray, seqs: np.ndarray,
                              q_pos: np.ndarray, scale: float, window: int = 0, softcap: float = 0.0,
                              n_threads: int = 1) -> np.ndarray:
@@ -396,6 +423,25 @@ def attention_one_query_each(q: np.ndarray, keys: np.ndarray, values: np.ndarray
     _attention_one_query_each(np.ascontiguousarray(q, dtype=np.float32), keys.view(np.uint16), values.view(np.uint16),
                               np.ascontiguousarray(seqs, dtype=np.int64), q_pos, cache_view_cells(q_pos, keys.shape[2]),
                               max(1, int(n_threads)), float(scale), int(window), float(softcap), out)
+    return out
+
+
+def rope_store_attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, cos: np.ndarray, sin: np.ndarray, n_rot: int,
+                      neox: bool, keys: np.ndarray, values: np.ndarray, q_pos: np.ndarray, scale: float,
+                      window: int = 0, softcap: float = 0.0, q_scale: float = 1.0,
+                      n_threads: int = 1) -> np.ndarray:
+    """Rotary embedding (``cos``/``sin`` per token, from ``RopeConfig.cos_sin``; ``n_rot`` 0 for
+    none), the cache write and :func:`attention` for fewer than 64 consecutive queries of one
+    sequence, in one compiled call: what generation does at every layer, without the five calls
+    it would otherwise make (their Python wrappers cost more than the arithmetic). ``keys``/``values``
+    are the sequence's float16 cache (n_kv_head, n_cells, head_dim). Bit for bit the separate steps."""
+    n_tok = q.shape[0]
+    out = np.empty((n_tok, q.shape[1] * values.shape[2]), np.float32)
+    n_kv = view_cells(int(q_pos[0]), keys.shape[1]) if n_tok == 1 else 0
+    _rope_store_attend(np.ascontiguousarray(q, dtype=np.float32), np.ascontiguousarray(k, dtype=np.float32),
+                       np.ascontiguousarray(v, dtype=np.float32), cos, sin, n_rot, neox, np.float32(q_scale),
+                       keys.view(np.uint16), values.view(np.uint16), q_pos, n_kv, max(1, int(n_threads)),
+                       float(scale), int(window), float(softcap), out)
     return out
 
 
@@ -420,7 +466,7 @@ def attention(q: np.ndarray, keys: np.ndarray, values: np.ndarray, q_pos: np.nda
     q = np.ascontiguousarray(q, dtype=np.float32)
     key_bits, value_bits = keys.view(np.uint16), values.view(np.uint16)
     if q.shape[0] == 1:
-        n_kv = int(cache_view_cells(q_pos, keys.shape[1])[0])
+        n_kv = view_cells(int(q_pos[0]), keys.shape[1])
         if n_kv >= SPLIT_KV:
             _attention_split(q, key_bits, value_bits, int(q_pos[0]), n_kv, max(1, int(n_threads)), float(scale),
                              int(window), float(softcap), out)

@@ -25,7 +25,7 @@ from lamina.quants.common import bits_f32, f32_bits32, fp16_to_fp32, fp32_to_fp1
 
 from .common import EPR, F32, add32, chunk_sum, fma32, shl32, sub32
 from .simd import (f16_bits, vabs_f, vadd_f, vadd_i, vbits_f, vbits_i, vdiv_f, vfma, vload_f, vmax_f, vmin_f, vmul_f,
-                   vsll_i, vsplat_f, vsplat_i, vsra_i, vstore_f, vsub_f, vsub_i, vtoi, vwhere_gt, vzero_f)
+                   vany_gt, vsll_i, vsplat_f, vsplat_i, vsra_i, vstore_f, vsub_f, vsub_i, vtoi, vwhere_gt, vzero_f)
 
 def _hexf(s: str) -> np.float32:
     return np.float32(float.fromhex(s))
@@ -115,6 +115,10 @@ def v_expf16_256(x):
     j = vfma(vfma(vfma(vsplat_f(_C5), b, vsplat_f(_C4)), u, vfma(vsplat_f(_C3), b, vsplat_f(_C2))), u,
              vmul_f(vsplat_f(_C1), b))
     normal = vfma(k, j, k)
+    if not vany_gt(vabs_f(n), vsplat_f(F32(126.0))):
+        # ggml's early return: the rescaled steps below underflow for ordinary negative n, and each
+        # underflow is a microcode assist (~10x slower SiLU on AVX2); no lane would use them
+        return normal
     zero = vzero_f()
     g = vbits_i(vwhere_gt(n, zero, zero, vbits_f(vsplat_i(-2113929216))))  # 0 where n > 0, else 0x82000000
     s1 = vbits_f(vadd_i(g, vsplat_i(0x7F000000)))
@@ -128,31 +132,38 @@ v_expf = v_expf_512 if EPR == 16 else v_expf_256
 v_expf16 = v_expf16_512 if EPR == 16 else v_expf16_256
 
 
+@njit(cache=True, error_model="numpy")
+def _swiglu_row(flat, g0, u0, o_row, width):
+    """One row of :func:`swiglu_rows`: gate values from flat[g0], up values from flat[u0]."""
+    vec_end = width - width % EPR  # from here on ggml uses libm's expf
+    sixteens = vec_end - vec_end % 16
+    one = vsplat_f(F32(1.0))
+    for j in range(0, sixteens, 16):
+        g = vload_f(flat, g0 + j)
+        silu = vdiv_f(g, vadd_f(one, v_expf16(vsub_f(vzero_f(), g))))
+        vstore_f(o_row, j, vmul_f(silu, vload_f(flat, u0 + j)))
+    for j in range(sixteens, vec_end):
+        g = flat[g0 + j]
+        o_row[j] = g / (F32(1.0) + v_expf(F32(0.0) - g)) * flat[u0 + j]
+    for j in range(vec_end, width):
+        g = flat[g0 + j]
+        o_row[j] = g / (F32(1.0) + np.exp(-g)) * flat[u0 + j]
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def swiglu_rows(gate_up, width, out):
     """out = silu(gate) * up, rows in parallel, each value as ggml_vec_swiglu_f32 computes it. Each
     row of ``gate_up`` (C-contiguous, one layout for every batch: one compiled kernel) holds the
-    row's ``width`` gate values, then its up values (a fused gate/up weight's output)."""
+    row's ``width`` gate values, then its up values (a fused gate/up weight's output). A single
+    row (a generation step) is computed on the calling thread: a parallel launch costs more."""
     n_rows = gate_up.shape[0]
     flat = gate_up.reshape(-1)
     row = gate_up.shape[1]
-    vec_end = width - width % EPR  # from here on ggml uses libm's expf
-    sixteens = vec_end - vec_end % 16
-    one = vsplat_f(F32(1.0))
+    if n_rows == 1:
+        _swiglu_row(flat, 0, width, out[0], width)
+        return
     for i in prange(n_rows):
-        g0 = i * row
-        u0 = g0 + width
-        o_row = out[i]
-        for j in range(0, sixteens, 16):
-            g = vload_f(flat, g0 + j)
-            silu = vdiv_f(g, vadd_f(one, v_expf16(vsub_f(vzero_f(), g))))
-            vstore_f(o_row, j, vmul_f(silu, vload_f(flat, u0 + j)))
-        for j in range(sixteens, vec_end):
-            g = flat[g0 + j]
-            o_row[j] = g / (F32(1.0) + v_expf(F32(0.0) - g)) * flat[u0 + j]
-        for j in range(vec_end, width):
-            g = flat[g0 + j]
-            o_row[j] = g / (F32(1.0) + np.exp(-g)) * flat[u0 + j]
+        _swiglu_row(flat, i * row, i * row + width, out[i], width)
 
 
 @njit(cache=True, error_model="numpy")

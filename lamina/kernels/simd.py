@@ -678,6 +678,20 @@ def vwhere_gt(typingctx, a, b, c, d):
 
 
 @intrinsic
+def vany_gt(typingctx, a, b):
+    """Whether a > b in any lane (a compare and a movemask): lets a kernel skip a rare path for a
+    whole register, as ggml's vector code does with ``_mm256_movemask_ps``."""
+    if not (a == v16f and b == v16f):
+        return None
+
+    def codegen(context, builder, sig, args):
+        mask = builder.bitcast(builder.fcmp_ordered(">", args[0], args[1]), ir.IntType(16))
+        return builder.icmp_unsigned("!=", mask, ir.Constant(ir.IntType(16), 0))
+
+    return types.boolean(a, b), codegen
+
+
+@intrinsic
 def vcvt(typingctx, a):
     """int32 lanes to float32, rounded to nearest (cvtdq2ps)."""
     if a not in _INT_TYPES:

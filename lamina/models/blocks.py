@@ -49,13 +49,10 @@ class Attention:
         if self.q_norm is not None and self.qk_norm_per_head:
             q = rms_norm(q, self.q_norm, self.qk_norm_eps)
             k = rms_norm(k, self.k_norm, self.qk_norm_eps)
-        state.rope(self.rope, q)
-        state.rope(self.rope, k)
-        scale = self.scale
-        if self.scale_queries:
-            q *= np.float32(scale)
-            scale = 1.0
-        out = state.attend(layer, q, k, v, scale, self.window)
+        if self.scale_queries:  # gemma: the rotated queries times the scale, the scores unscaled
+            out = state.rope_and_attend(layer, self.rope, q, k, v, 1.0, self.window, q_scale=self.scale)
+        else:
+            out = state.rope_and_attend(layer, self.rope, q, k, v, self.scale, self.window)
         return self.wo(out)
 
 
