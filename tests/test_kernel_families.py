@@ -67,9 +67,10 @@ llm = Llama(sys.argv[1], n_ctx=256, verbose=False)
 llm.eval(llm.tokenize(b"The capital of France is " * 10))   # a prompt's batch kernels
 llm.eval([int(np.argmax(llm.logits()))])                  # and one token's
 zmm = vpmaddubsw = checked = 0
+per_type = list(lamina.kernels.legacy._FEW_FLOATS.values())  # generation kernels built per weight type
 for module in (lamina.kernels.legacy, lamina.kernels.kquants, lamina.kernels.floats, lamina.kernels.attention,
                lamina.kernels.glu):
-    for obj in vars(module).values():
+    for obj in list(vars(module).values()) + (per_type if module is lamina.kernels.legacy else []):
         if isinstance(obj, CPUDispatcher):
             for sig in obj.signatures:
                 asm = obj.inspect_asm(sig)
