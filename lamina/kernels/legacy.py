@@ -21,10 +21,13 @@ and takes :func:`.simd.vdpbssd` instead, ggml's own answer to the same limit.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
 import numpy as np
 from numba import njit, prange
 
-from .common import F16_TO_F32, F32, release_file_pages
+from .common import F16_TO_F32, F32, release_file_pages, weight_buffer
 from .simd import (NARROW, SIGNED_Q8, vspread_bits, round_f16, v8bcast_i, v8load_f, v8load_f16, v8load_i, v8splat_f, v8splat_i,
                    v8store_f, v8zero_f, vabs_f, vadd_f, vadd_i, vand_i, vbcast_i, vcvt, vdpbssd, vdpbusd, vfma, vhmax_f, vhsum8, vlane_i, vload_f,
                    vload_f16, vload_i, vmax_f, vmul_f, vor_i, vrint_f, vsplat_f, vsplat_i, vsrl_i,
@@ -589,10 +592,12 @@ def interleave(raws: list[np.ndarray], n_groups: int, nb: int, size: int,
     [group][block][(hi-lo)/word][16 rows][word] layout, for each (lo, hi, word, flip) in ``fields``;
     rows past the last are zero, ``flip`` is XORed into every byte. One pass over the rows, a few
     hundred row groups at a time, giving each chunk's file pages back as soon as it is copied: loading
-    a weight costs its own size, not copies of it."""
+    a weight costs its own size, not copies of it. The chunks are copied on the kernels' threads
+    (NumPy releases the GIL while it copies), which also fault in the new pages side by side."""
     units = {1: np.uint8, 2: np.uint16, 4: np.uint32}  # move whole words (numpy copes with misalignment)
-    outs = [np.empty((n_groups, nb, (hi - lo) // word, GROUP), units[word]) for lo, hi, word, _ in fields]
-    for g0 in range(0, n_groups, INTERLEAVE_GROUPS):
+    outs = [weight_buffer((n_groups, nb, (hi - lo) // word, GROUP), units[word]) for lo, hi, word, _ in fields]
+
+    def copy_chunk(g0: int) -> None:
         g1 = min(n_groups, g0 + INTERLEAVE_GROUPS)
         chunk, sources = _row_range(raws, g0 * GROUP, g1 * GROUP)
         blocks = chunk.reshape(g1 - g0, GROUP, nb, size)
@@ -605,6 +610,15 @@ def interleave(raws: list[np.ndarray], n_groups: int, nb: int, size: int,
                 out[g0:g1] = words
         for piece in sources:
             release_file_pages(piece)
+
+    starts = range(0, n_groups, INTERLEAVE_GROUPS)
+    workers = min(len(starts), numba.get_num_threads())
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(copy_chunk, starts))
+    else:
+        for g0 in starts:
+            copy_chunk(g0)
     return [out.reshape(-1).view(np.uint8) for out in outs]
 
 
