@@ -248,9 +248,8 @@ def startup_and_memory(path: str, args) -> dict:
     n_ctx = args.n_prompt + args.n_gen + 8
     row = {}
     programs = [("lamina", sys.executable)] + ([("llama.cpp", args.peer_python)] if args.peer_python else [])
-    for who, python in programs:
-        best = None
-        for _ in range(3):
+    for _ in range(3):  # the programs in turns, so that a change in the machine's load touches both
+        for who, python in programs:
             start = time.perf_counter()
             proc = subprocess.Popen([python, "-c", FIRST_TOKEN, "lamina" if who == "lamina" else "peer", path,
                                      str(n_ctx), str(args.threads), args.flash_attn],
@@ -259,8 +258,8 @@ def startup_and_memory(path: str, args) -> dict:
             if os.waitstatus_to_exitcode(status):
                 sys.exit(f"{who} failed on {path}")
             took = (time.perf_counter() - start, usage.ru_maxrss / 1024)
-            best = took if best is None or took[0] < best[0] else best
-        row[who] = best
+            if who not in row or took[0] < row[who][0]:
+                row[who] = took
     row["budget"] = (os.path.getsize(path) + kv_cache_bytes(path, n_ctx)) / 2**20 + 150
     return row
 
