@@ -567,7 +567,7 @@ OFFSET_ARR = np.array([OFFSET[k] for k in range(5)], np.int32)
 # -- packing ------------------------------------------------------------------------------------------
 
 
-INTERLEAVE_GROUPS = 256  # row groups rearranged per step at load time (bounds the temporary copies)
+INTERLEAVE_GROUPS = 64  # row groups rearranged per step at load time (bounds the file pages held, two steps at once)
 
 
 def _row_range(raws: list[np.ndarray], r0: int, r1: int) -> tuple[np.ndarray, list[np.ndarray]]:
